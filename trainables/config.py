@@ -1,0 +1,395 @@
+"""Typed experiment config: one tree of dataclasses, validated, hashable, flat <-> nested.
+
+Every knob lives here once. The CLI (`--set a.b=c`), the search spaces and the MLflow
+params all use the same dotted keys, produced by `to_flat` and read back by `from_flat`.
+The `method` group is polymorphic: `method.name` picks the dataclass that holds the other
+`method.*` keys, so a key that belongs to another method is an error, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+class ConfigError(ValueError):
+    """Bad configuration: the message is one line naming the key and what is allowed."""
+
+
+def param(default: Any, help: str, *, choices: tuple[Any, ...] | None = None,
+          ge: float | None = None, gt: float | None = None, lt: float | None = None,
+          le: float | None = None) -> Any:
+    """A dataclass field with help text and the constraints `validate` enforces."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "lt": lt, "le": le}
+    if isinstance(default, (list, tuple)):
+        return field(default=tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a model needs to know about a dataset before any file is read."""
+
+    num_classes: int
+    channels: int
+    image_size: int
+    train_size: int
+
+
+# Static facts, so that validation can run before any data is touched.
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(10, 1, 8, 1437),
+    "mnist": DatasetSpec(10, 1, 28, 60000),
+    "fashionmnist": DatasetSpec(10, 1, 28, 60000),
+    "cifar10": DatasetSpec(10, 3, 32, 50000),
+    "cifar100": DatasetSpec(100, 3, 32, 50000),
+    "svhn": DatasetSpec(10, 3, 32, 73257),
+}
+
+MODELS: tuple[str, ...] = ("mlp", "conv2", "conv4", "conv6", "conv8", "resnet18")
+# Number of 2x2 max-pools in each Conv-n network (one per pair of convs).
+CONV_POOLS: dict[str, int] = {"conv2": 1, "conv4": 2, "conv6": 3, "conv8": 4}
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "lars")
+SCHEDULES: tuple[str, ...] = ("cosine", "step", "constant")
+WEIGHT_INITS: tuple[str, ...] = (
+    "signed_constant", "scaled_signed_constant", "kaiming_normal", "kaiming_uniform",
+)
+SCORE_INITS: tuple[str, ...] = ("kaiming_uniform", "kaiming_normal")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = param("digits", "dataset name", choices=tuple(DATASETS))
+    data_dir: str = param("", "root directory holding torchvision-layout datasets (not needed for digits)")
+    download: bool = param(False, "download a missing torchvision dataset into data_dir")
+    augment: bool = param(True, "standard augmentation (CIFAR: random crop 4 + horizontal flip; SVHN: crop; others: none)")
+    batch_size: int = param(128, "global training batch size (split across DDP workers)", ge=1)
+    eval_batch_size: int = param(1000, "evaluation batch size", ge=1)
+    resize: int = param(0, "resize images to this side length (0 keeps the native size)", ge=0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = param("conv4", "architecture", choices=MODELS)
+    width: float = param(1.0, "width multiplier (e.g. 2 for ResNet18x2)", gt=0)
+    mlp_hidden: tuple[int, ...] = param((300, 100), "hidden layer sizes of the MLP")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = param("sgd", "optimizer", choices=OPTIMIZERS)
+    lr: float = param(0.1, "peak learning rate", gt=0)
+    momentum: float = param(0.9, "momentum (SGD, LARS)", ge=0, lt=1)
+    nesterov: bool = param(False, "Nesterov momentum (SGD)")
+    weight_decay: float = param(1e-4, "L2 weight decay (applied to scores in edge-popup, as in the paper)", ge=0)
+    lars_trust_coeff: float = param(0.001, "LARS trust coefficient", gt=0)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = param("cosine", "learning-rate schedule after warm-up", choices=SCHEDULES)
+    epochs: int = param(100, "training epochs (per cycle for iterative methods)", ge=1)
+    warmup_epochs: int = param(0, "linear warm-up epochs from 0 to the peak LR", ge=0)
+    milestones: tuple[int, ...] = param((), "epochs at which the step schedule multiplies the LR by gamma")
+    gamma: float = param(0.1, "step schedule factor", gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base of the per-method configs; `name` selects the subclass in METHODS."""
+
+    name: str = "dense"
+    masked: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class DenseConfig(MethodConfig):
+    name: str = param("dense", "method")
+    weight_init: str = param("kaiming_normal", "weight initialisation", choices=("kaiming_normal", "kaiming_uniform"))
+
+
+@dataclass(frozen=True)
+class EdgePopupConfig(MethodConfig):
+    """Edge-popup (Ramanujan et al. 2020) as described in soft-iep.txt §2-3."""
+
+    masked: ClassVar[bool] = True
+    name: str = param("edge_popup", "method")
+    prune_rate: float = param(0.5, "k: fraction of each layer's weights PRUNED (density = 1 - k)", ge=0, lt=1)
+    weight_init: str = param("signed_constant", "frozen weight initialisation", choices=WEIGHT_INITS)
+    score_init: str = param("kaiming_uniform", "score initialisation", choices=SCORE_INITS)
+
+
+METHODS: dict[str, type[MethodConfig]] = {
+    "edge_popup": EdgePopupConfig,
+    "dense": DenseConfig,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = param(0, "seed for initialisation (and data order unless data_seed is set)", ge=0)
+    data_seed: int | None = param(None, "seed for data order and augmentation (None: same as seed)")
+    device: str = param("auto", "auto picks cuda when available", choices=("auto", "cpu", "cuda"))
+    amp: bool = param(False, "bfloat16 autocast on CUDA")
+    deterministic: bool = param(True, "torch deterministic algorithms (exact CPU reruns)")
+    max_steps_per_epoch: int = param(0, "cap on optimizer steps per epoch (0: the whole epoch; for smoke tests)", ge=0)
+    eval_every: int = param(1, "evaluate every N epochs (the last epoch is always evaluated)", ge=1)
+    checkpoint_every: int = param(1, "checkpoint every N epochs (the last epoch is always saved)", ge=1)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    method: MethodConfig = field(default_factory=EdgePopupConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    GROUPS: ClassVar[tuple[str, ...]] = ("data", "model", "optim", "schedule", "method", "run")
+
+    # ----- flat view -------------------------------------------------------------------
+    def to_flat(self) -> dict[str, Any]:
+        """Dotted keys -> plain values (tuples stay tuples), in declaration order."""
+        flat: dict[str, Any] = {}
+        for group in self.GROUPS:
+            for f in dataclasses.fields(getattr(self, group)):
+                flat[f"{group}.{f.name}"] = getattr(getattr(self, group), f.name)
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> ExperimentConfig:
+        """Build and validate a config from dotted keys; missing keys take defaults."""
+        return cls().with_overrides(flat)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> ExperimentConfig:
+        """A new validated config with dotted-key overrides; values may be strings (CLI)."""
+        groups: dict[str, dict[str, Any]] = {g: {} for g in self.GROUPS}
+        for key, value in overrides.items():
+            group, _, name = str(key).partition(".")
+            if group not in groups or not name or "." in name:
+                raise ConfigError(_unknown_key_message(str(key), self._allowed_keys(overrides)))
+            groups[group][name] = value
+        method = self.method
+        if "name" in groups["method"]:
+            new_name = _coerce("method.name", groups["method"]["name"], str)
+            if new_name not in METHODS:
+                raise ConfigError(f"method.name: {new_name!r} is not one of {', '.join(METHODS)}")
+            if new_name != method.name:
+                method = METHODS[new_name]()
+        parts: dict[str, Any] = {}
+        for group in self.GROUPS:
+            current = method if group == "method" else getattr(self, group)
+            parts[group] = _replace_group(group, current, groups[group], self._allowed_keys(overrides))
+        cfg = ExperimentConfig(**parts)
+        cfg.validate()
+        return cfg
+
+    def _allowed_keys(self, overrides: Mapping[str, Any]) -> list[str]:
+        name = overrides.get("method.name", self.method.name)
+        method_cls = METHODS.get(str(name), type(self.method))
+        keys = []
+        for group in self.GROUPS:
+            dc = method_cls if group == "method" else type(getattr(self, group))
+            keys += [f"{group}.{f.name}" for f in dataclasses.fields(dc)]
+        return keys
+
+    # ----- identity ----------------------------------------------------------------------
+    def non_default(self) -> dict[str, Any]:
+        """Flat keys whose value differs from the default (method defaults of its own class)."""
+        default = ExperimentConfig(method=METHODS[self.method.name]()).to_flat()
+        flat = self.to_flat()
+        diff = {k: v for k, v in flat.items() if default.get(k) != v}
+        diff["method.name"] = self.method.name
+        return diff
+
+    def hash(self) -> str:
+        """Stable name of the experiment: adding a knob with a default keeps old hashes."""
+        payload = json.dumps(self.non_default(), sort_keys=True, default=list)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    def to_json(self) -> str:
+        return json.dumps({g: dataclasses.asdict(getattr(self, g)) for g in self.GROUPS}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentConfig:
+        nested = json.loads(text)
+        return cls.from_flat({f"{g}.{k}": v for g, d in nested.items() for k, v in d.items()})
+
+    # ----- validation --------------------------------------------------------------------
+    def validate(self) -> None:
+        """Field constraints plus the cross-field rules; raises ConfigError."""
+        for group in self.GROUPS:
+            obj = getattr(self, group)
+            for f in dataclasses.fields(obj):
+                _check_constraints(f"{group}.{f.name}", getattr(obj, f.name), f.metadata)
+        spec = DATASETS[self.data.dataset]
+        if self.schedule.warmup_epochs >= self.schedule.epochs and self.schedule.warmup_epochs > 0:
+            raise ConfigError(
+                f"schedule.warmup_epochs: {self.schedule.warmup_epochs} must be smaller than "
+                f"schedule.epochs ({self.schedule.epochs})")
+        if any(m < 1 or m > self.schedule.epochs for m in self.schedule.milestones):
+            raise ConfigError(f"schedule.milestones: {list(self.schedule.milestones)} must lie in "
+                              f"[1, schedule.epochs={self.schedule.epochs}]")
+        if self.schedule.name == "step" and not self.schedule.milestones:
+            raise ConfigError("schedule.milestones: the step schedule needs at least one milestone, e.g. 50,75")
+        if any(h < 1 for h in self.model.mlp_hidden):
+            raise ConfigError(f"model.mlp_hidden: sizes must be >= 1, got {list(self.model.mlp_hidden)}")
+        side = self.data.resize or spec.image_size
+        pools = CONV_POOLS.get(self.model.name, 0)
+        if pools and side < 2**pools:
+            raise ConfigError(
+                f"model.name: {self.model.name} pools {pools} times and needs images of at least "
+                f"{2**pools}px, but {self.data.dataset} gives {side}px (set data.resize, e.g. data.resize=32)")
+        if self.model.name == "resnet18" and side < 8:
+            raise ConfigError(f"model.name: resnet18 needs images of at least 8px, got {side}px (set data.resize=32)")
+        if self.data.dataset != "digits" and not self.data.data_dir and not self.data.download:
+            raise ConfigError(
+                f"data.data_dir: dataset {self.data.dataset} is read from a directory; set "
+                f"data.data_dir=PATH (or data.download=true to fetch it)")
+
+
+# ----- helpers ---------------------------------------------------------------------------
+
+def _field_types(dc: type) -> dict[str, Any]:
+    return typing.get_type_hints(dc)
+
+
+def _replace_group(group: str, current: Any, values: dict[str, Any], allowed: list[str]) -> Any:
+    if not values:
+        return current
+    hints = _field_types(type(current))
+    names = {f.name for f in dataclasses.fields(current)}
+    changes = {}
+    for name, value in values.items():
+        key = f"{group}.{name}"
+        if name not in names:
+            raise ConfigError(_unknown_key_message(key, allowed))
+        changes[name] = _coerce(key, value, hints[name])
+    return dataclasses.replace(current, **changes)
+
+
+def _unknown_key_message(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    group = key.partition(".")[0]
+    in_group = [k for k in allowed if k.partition(".")[0] == group]
+    if in_group:
+        return f"unknown config key {key!r}{hint}; allowed {group}.* keys: {', '.join(in_group)}"
+    groups = sorted({k.partition(".")[0] for k in allowed})
+    return f"unknown config key {key!r}{hint}; keys start with one of: {', '.join(groups)}"
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Convert a CLI string or a search-space value to the field's declared type."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+            return None
+        return _coerce(key, value, inner[0])
+    if origin is tuple:
+        elem = args[0]
+        if isinstance(value, str):
+            text = value.strip().strip("[]()")
+            items: list[Any] = [s for s in (p.strip() for p in text.split(",")) if s]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise ConfigError(f"{key}: expected a list of {elem.__name__}, got {value!r}")
+        return tuple(_coerce(key, v, elem) for v in items)
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # numpy / torch scalars from search spaces
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            out = float(value)
+        else:
+            try:
+                out = float(str(value).strip())
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(out):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return out
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value.strip()
+    raise ConfigError(f"{key}: unsupported type {typ!r}")  # pragma: no cover - schema bug
+
+
+def _check_constraints(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    bounds = [("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
+              ("le", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b)]
+    for name, sym, ok in bounds:
+        bound = meta.get(name)
+        if bound is not None and not ok(value, bound):
+            lo = meta["ge"] if meta.get("ge") is not None else meta.get("gt")
+            hi = meta["le"] if meta.get("le") is not None else meta.get("lt")
+            lo_b = "[" if meta.get("ge") is not None else "("
+            hi_b = "]" if meta.get("le") is not None else ")"
+            allowed = f"{lo_b}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{hi_b}"
+            raise ConfigError(f"{key}: {value!r} must be {sym} {bound} (allowed range {allowed})")
+
+
+def describe_keys(cfg: ExperimentConfig | None = None) -> list[tuple[str, Any, str]]:
+    """(key, default, help) for every key of every method, for `--help-config`."""
+    cfg = cfg or ExperimentConfig()
+    rows: list[tuple[str, Any, str]] = []
+    for group in ExperimentConfig.GROUPS:
+        if group == "method":
+            seen: set[str] = set()
+            for mname, mcls in METHODS.items():
+                for f in dataclasses.fields(mcls):
+                    if f.name == "name" and "name" in seen:
+                        continue
+                    seen.add(f.name)
+                    helptext = f.metadata.get("help", "")
+                    if f.name == "name":
+                        rows.append(("method.name", cfg.method.name, f"method: one of {', '.join(METHODS)}"))
+                    else:
+                        rows.append((f"method.{f.name}", f.default, f"[{mname}] {helptext}"))
+            continue
+        obj = getattr(cfg, group)
+        for f in dataclasses.fields(obj):
+            rows.append((f"{group}.{f.name}", getattr(obj, f.name), f.metadata.get("help", "")))
+    return rows
