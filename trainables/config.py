@@ -202,6 +202,22 @@ class ExperimentConfig:
             keys += [f"{group}.{f.name}" for f in dataclasses.fields(dc)]
         return keys
 
+    @classmethod
+    def coerce(cls, key: str, value: Any) -> Any:
+        """Type one value for `key` (CLI string -> declared type) without cross-field checks."""
+        group, _, name = key.partition(".")
+        if group == "method":
+            dcs: list[type] = list(METHODS.values())
+        elif group in cls.GROUPS:
+            dcs = [type(getattr(cls(), group))]
+        else:
+            dcs = []
+        for dc in dcs:
+            hints = _field_types(dc)
+            if name in hints and name in {f.name for f in dataclasses.fields(dc)}:
+                return _coerce(key, value, hints[name])
+        raise ConfigError(_unknown_key_message(key, cls()._allowed_keys({})))
+
     # ----- identity ----------------------------------------------------------------------
     def non_default(self) -> dict[str, Any]:
         """Flat keys whose value differs from the default (method defaults of its own class)."""

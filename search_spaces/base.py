@@ -1,0 +1,141 @@
+"""A named search space: the paper's setup, the axes of its ablation, and an Optuna space.
+
+A space is data, not code: `base` overrides the default config, `grid` lists Cartesian axes,
+`variants` names one-at-a-time points (a table whose rows each change one knob, crossed with
+the grid), and `optuna` maps the same dotted keys to Optuna distributions. Every key is a key
+of `trainables.config.ExperimentConfig`, so spaces, `--set` and MLflow params agree.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from trainables.config import ConfigError, ExperimentConfig
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    description: str
+    paper: str = ""
+    base: Mapping[str, Any] = field(default_factory=dict)
+    grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    optuna: Mapping[str, optuna.distributions.BaseDistribution] = field(default_factory=dict)
+    metric: str = "test_acc"
+    mode: str = "max"
+
+    def grid_size(self) -> int:
+        n = max(1, len(self.variants))
+        for values in self.grid.values():
+            n *= len(values)
+        return n
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A space made concrete for one sweep: what Tune gets and what a dry run prints."""
+
+    space: SearchSpace
+    search: str  # "grid" | "optuna"
+    base: dict[str, Any]  # flat constants: space.base + --set
+    grid: dict[str, tuple[Any, ...]]  # axes after --grid / --set pinning, seeds included
+    variants: dict[str, dict[str, Any]]
+    optuna_space: dict[str, optuna.distributions.BaseDistribution]
+    num_samples: int
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every grid trial as a Tune config (flat keys, plus `variant` when named)."""
+        keys = list(self.grid)
+        combos = list(itertools.product(*(self.grid[k] for k in keys))) or [()]
+        names: list[str | None] = list(self.variants) or [None]
+        out = []
+        for name in names:
+            for combo in combos:
+                point = {**self.base, **dict(zip(keys, combo, strict=True))}
+                if name is not None:
+                    point["variant"] = name
+                out.append(point)
+        return out
+
+    def resolve(self, point: Mapping[str, Any]) -> ExperimentConfig:
+        flat = {k: v for k, v in point.items() if k != "variant"}
+        if "variant" in point:
+            flat.update(self.variants[point["variant"]])
+        return ExperimentConfig.from_flat(flat)
+
+    def trial_configs(self) -> list[ExperimentConfig]:
+        """All grid trials validated; for Optuna, the base plus each bound of each axis."""
+        if self.search == "grid":
+            return [self.resolve(p) for p in self.points()]
+        probes = [dict(self.base)]
+        for key, dist in self.optuna_space.items():
+            for value in _bounds(dist):
+                probes.append({**self.base, key: value})
+        return [self.resolve(p) for p in probes]
+
+
+def _bounds(dist: optuna.distributions.BaseDistribution) -> list[Any]:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return list(dist.choices)
+    if isinstance(dist, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)):
+        return [dist.low, dist.high]
+    raise ConfigError(f"unsupported Optuna distribution {type(dist).__name__}")
+
+
+def make_plan(space: SearchSpace, *, search: str, sets: Mapping[str, Any],
+              grid_overrides: Mapping[str, Sequence[Any]], num_samples: int) -> Plan:
+    """Combine a space with CLI input; raises ConfigError on any conflict or bad key.
+
+    For a grid, `num_samples` > 1 repeats every point with seeds run.seed, run.seed+1, ...;
+    for Optuna it is the number of trials.
+    """
+    if search not in ("grid", "optuna"):
+        raise ConfigError(f"--search: {search!r} is not one of grid, optuna")
+    if search == "optuna" and not space.optuna:
+        raise ConfigError(f"--search optuna: space {space.name!r} has no Optuna space")
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples: {num_samples} must be >= 1")
+    variant_keys = {k for v in space.variants.values() for k in v}
+    base = dict(space.base)
+    grid = {k: tuple(v) for k, v in space.grid.items()} if search == "grid" else {}
+    optuna_space = dict(space.optuna) if search == "optuna" else {}
+    for key, values in grid_overrides.items():
+        if search != "grid":
+            raise ConfigError(f"--grid {key}: grid axes apply to --search grid only")
+        if not values:
+            raise ConfigError(f"--grid {key}: give at least one value")
+        if key in variant_keys:
+            raise ConfigError(f"--grid {key}: space {space.name!r} varies this key in its variants")
+        grid[key] = tuple(values)
+    for key, value in sets.items():
+        if search == "grid" and key in variant_keys:
+            raise ConfigError(f"--set {key}: space {space.name!r} varies this key in its variants; "
+                              f"drop the --set or use another space")
+        grid.pop(key, None)  # --set pins a grid axis to one value
+        optuna_space.pop(key, None)  # ... or removes it from the Optuna search
+        base[key] = value
+    typed = ExperimentConfig.from_flat(base).to_flat()  # unknown keys / bad values fail here
+    base = {k: typed[k] for k in base}  # CLI strings -> typed values, as Tune and MLflow show them
+    for key in optuna_space:
+        ExperimentConfig.coerce(key, _bounds(optuna_space[key])[0])  # unknown key -> error
+    for key, values in grid.items():
+        if key == "variant":
+            raise ConfigError("'variant' is reserved for a space's named variants")
+        grid[key] = tuple(ExperimentConfig.coerce(key, v) for v in values)
+    if search == "grid":
+        seed0 = int(base.get("run.seed", 0))
+        if num_samples > 1:
+            if "run.seed" in grid:
+                raise ConfigError("--num-samples: the grid already has a run.seed axis; use one or the other")
+            grid["run.seed"] = tuple(range(seed0, seed0 + num_samples))
+    plan = Plan(space=space, search=search, base=base, grid=grid,
+                variants={k: dict(v) for k, v in space.variants.items()} if search == "grid" else {},
+                optuna_space=optuna_space, num_samples=num_samples if search == "optuna" else 1)
+    plan.trial_configs()  # validate every trial before anything starts
+    return plan

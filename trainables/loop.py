@@ -1,0 +1,287 @@
+"""The one training engine. Methods plug in through hooks (`trainables.methods.base.Method`).
+
+Where a run executes (in-process, a Ray Tune trial, a DDP worker) is the caller's business:
+the engine reports through a `Reporter` callback and reads `torch.distributed` for DDP, so it
+runs in a notebook as well as in a Ray Train worker.
+
+Reproducibility: the model is built and initialised right after `torch.manual_seed(run.seed)`;
+the data order and augmentation of epoch e are a pure function of (data seed, e); checkpoints
+are taken at epoch boundaries and hold model, optimizer, schedule and method history, so a
+run resumed from epoch e is bit-identical on CPU to one that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.config import ExperimentConfig
+from trainables.data import DataBundle, eval_batches, load_data, steps_per_epoch, train_batches
+from trainables.methods import build_method
+from trainables.methods.base import Method
+from trainables.models import build_model
+from trainables.sparse.mask_io import write_masks
+
+# metrics, and a directory holding a checkpoint (rank 0 only, else None)
+Reporter = Callable[[dict[str, float], "Path | None"], None]
+
+STATE_FILE = "state.pt"
+CONFIG_FILE = "config.json"
+MASKS_FILE = "masks.parquet"
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Rank layout of this process; world_size 1 means no DDP."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_torch(cls) -> DistContext:
+        if not (dist.is_available() and dist.is_initialized()):
+            return cls()
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return cls(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str, ctx: DistContext) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("run.device=cuda but no CUDA device is visible to this process")
+        return torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def set_determinism(enabled: bool, device: torch.device) -> None:
+    """Deterministic kernels: exact reruns on CPU; on CUDA as far as cuBLAS/cuDNN allow."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = not enabled
+        torch.backends.cudnn.deterministic = enabled
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+
+
+# ----- optimizer and schedule ------------------------------------------------------------
+
+def build_optimizer(cfg: ExperimentConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    o = cfg.optim
+    groups = [{"weight_decay": o.weight_decay, **g} for g in groups]
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr)
+    if o.name == "lars":
+        from timm.optim import Lars  # well-kept implementation; imported lazily (timm is heavy)
+
+        return Lars(groups, lr=o.lr, momentum=o.momentum, trust_coeff=o.lars_trust_coeff)
+    raise ValueError(f"optim.name: unknown optimizer {o.name!r}")  # validated earlier
+
+
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str,
+              milestone_steps: tuple[int, ...] = (), gamma: float = 0.1) -> float:
+    """Multiplier of the peak LR at optimizer step `step` (0-based), stepped per iteration.
+
+    Warm-up rises linearly to 1 over `warmup_steps` ((step+1)/warmup, so step 0 already
+    trains); cosine then decays as 0.5·(1 + cos(π·t/T)) with t, T counted after warm-up;
+    step multiplies by gamma at each milestone passed.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "cosine":
+        span = max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, span) / span))
+    if schedule == "step":
+        return gamma ** sum(step >= m for m in milestone_steps)
+    return 1.0
+
+
+def build_scheduler(cfg: ExperimentConfig, optimizer: torch.optim.Optimizer,
+                    spe: int) -> torch.optim.lr_scheduler.LambdaLR:
+    s = cfg.schedule
+    kwargs = dict(total_steps=s.epochs * spe, warmup_steps=s.warmup_epochs * spe, schedule=s.name,
+                  milestone_steps=tuple(m * spe for m in s.milestones), gamma=s.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, **kwargs))
+
+
+# ----- the engine --------------------------------------------------------------------------
+
+@dataclass
+class TrainState:
+    """Everything that changes while training, in one place for checkpoints."""
+
+    model: nn.Module
+    method: Method
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps completed
+
+
+def build_state(cfg: ExperimentConfig, device: torch.device, spe: int) -> TrainState:
+    torch.manual_seed(cfg.run.seed)
+    method = build_method(cfg)
+    model = build_model(cfg, method.layer_factory())
+    method.init_model(model)
+    model.to(device)
+    optimizer = build_optimizer(cfg, method.trainable_parameters(model))
+    scheduler = build_scheduler(cfg, optimizer, spe)
+    return TrainState(model=model, method=method, optimizer=optimizer, scheduler=scheduler)
+
+
+def save_checkpoint(state: TrainState, cfg: ExperimentConfig, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save({
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "method": state.method.state_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "torch_rng": torch.get_rng_state(),
+        "config_hash": cfg.hash(),
+    }, directory / STATE_FILE)
+    (directory / CONFIG_FILE).write_text(cfg.to_json())
+    masks = state.method.masks(state.model)
+    if masks:
+        write_masks(directory / MASKS_FILE, masks)
+
+
+def load_checkpoint(state: TrainState, cfg: ExperimentConfig, directory: Path,
+                    device: torch.device) -> None:
+    blob = torch.load(Path(directory) / STATE_FILE, map_location=device, weights_only=False)
+    if blob["config_hash"] != cfg.hash():
+        raise ValueError(f"checkpoint in {directory} belongs to config {blob['config_hash']}, "
+                         f"not {cfg.hash()}")
+    state.model.load_state_dict(blob["model"])
+    state.optimizer.load_state_dict(blob["optimizer"])
+    state.scheduler.load_state_dict(blob["scheduler"])
+    state.method.load_state_dict(blob["method"])
+    state.epoch, state.step = blob["epoch"], blob["step"]
+    torch.set_rng_state(blob["torch_rng"])
+
+
+def epoch_steps(cfg: ExperimentConfig, data: DataBundle) -> int:
+    """Optimizer steps per epoch (drop_last), capped by run.max_steps_per_epoch."""
+    spe = steps_per_epoch(len(data.train_y), cfg.data.batch_size)
+    cap = cfg.run.max_steps_per_epoch
+    return min(spe, cap) if cap else spe
+
+
+def _reduce(values: list[float | torch.Tensor], ctx: DistContext, device: torch.device) -> list[float]:
+    """Sum across ranks with one collective (one host sync)."""
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
+    if ctx.world_size > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def evaluate(model: nn.Module, data: DataBundle, cfg: ExperimentConfig, ctx: DistContext,
+             device: torch.device) -> dict[str, float]:
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.amp):
+        for x, y in eval_batches(data, batch_size=cfg.data.eval_batch_size, rank=ctx.rank,
+                                 world_size=ctx.world_size, device=device):
+            out = model(x).float()
+            loss_sum += F.cross_entropy(out, y, reduction="sum")
+            correct += (out.argmax(1) == y).sum()
+            count += len(y)
+    loss, acc, n = _reduce([loss_sum, correct, count], ctx, device)
+    return {"test_loss": loss / n, "test_acc": acc / n}
+
+
+def train_epoch(state: TrainState, data: DataBundle, cfg: ExperimentConfig, ctx: DistContext,
+                device: torch.device, model: nn.Module) -> dict[str, float]:
+    """One epoch; `model` may be the DDP wrapper of `state.model`."""
+    model.train()
+    module, method = state.model, state.method
+    spe = epoch_steps(cfg, data)
+    data_seed = cfg.run.seed if cfg.run.data_seed is None else cfg.run.data_seed
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
+    batches = train_batches(data, batch_size=cfg.data.batch_size, epoch=state.epoch, seed=data_seed,
+                            rank=ctx.rank, world_size=ctx.world_size, augment=cfg.data.augment,
+                            dataset=cfg.data.dataset, device=device)
+    for i, (x, y) in enumerate(batches):
+        if i >= spe:
+            break
+        method.before_step(module, state.step)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.amp):
+            out = model(x)
+            loss = F.cross_entropy(out.float(), y)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        state.scheduler.step()
+        method.after_step(module, state.step)
+        state.step += 1
+        loss_sum += loss.detach() * len(y)
+        correct += (out.detach().argmax(1) == y).sum()
+        count += len(y)
+    state.epoch += 1
+    loss, acc, n = _reduce([loss_sum, correct, count], ctx, device)
+    return {"train_loss": loss / max(n, 1), "train_acc": acc / max(n, 1)}
+
+
+def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
+                   resume_from: Path | None = None, ctx: DistContext | None = None,
+                   data: DataBundle | None = None, progress: bool = False) -> dict[str, float]:
+    """Train `cfg` to the end, reporting after every epoch; returns the last metrics."""
+    ctx = ctx or DistContext.from_torch()
+    device = resolve_device(cfg.run.device, ctx)
+    set_determinism(cfg.run.deterministic, device)
+    data = data or load_data(cfg.data, progress=progress and ctx.is_main)
+    if cfg.data.batch_size % ctx.world_size:
+        raise ValueError(f"data.batch_size={cfg.data.batch_size} is not divisible by "
+                         f"{ctx.world_size} workers")
+    spe = epoch_steps(cfg, data)
+    state = build_state(cfg, device, spe)
+    if resume_from is not None:
+        load_checkpoint(state, cfg, Path(resume_from), device)
+    model: nn.Module = state.model
+    if ctx.world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(state.model, device_ids=ids)
+    state.method.on_train_start(state.model)
+
+    metrics: dict[str, float] = {}
+    while state.epoch < cfg.schedule.epochs:
+        t0 = time.perf_counter()
+        metrics = train_epoch(state, data, cfg, ctx, device, model)
+        elapsed = time.perf_counter() - t0
+        last = state.epoch == cfg.schedule.epochs
+        if last or state.epoch % cfg.run.eval_every == 0:
+            metrics.update(evaluate(state.model, data, cfg, ctx, device))
+        metrics.update(state.method.end_of_epoch(state.model, state.epoch))
+        metrics.update(epoch=state.epoch, step=state.step, epoch_time_s=elapsed,
+                       lr=state.optimizer.param_groups[0]["lr"])
+        checkpoint_now = last or state.epoch % cfg.run.checkpoint_every == 0
+        if reporter is None:
+            continue
+        if checkpoint_now and ctx.is_main:
+            with tempfile.TemporaryDirectory(prefix="sparsesweep-ckpt-") as tmp:
+                save_checkpoint(state, cfg, Path(tmp))
+                reporter(metrics, Path(tmp))
+        else:
+            reporter(metrics, None)
+    return metrics
