@@ -1,0 +1,47 @@
+# sparsesweep developer commands (GNU make >= 3.82).
+#   make venv                    create ./.venv and install the project + dev extras
+#   make test [PYTEST_ARGS=...]  run the test suite          e.g. PYTEST_ARGS="-k cluster -x"
+#   make sweep ARGS="..."        python -m orchestrator.sweep ARGS
+#   make lint                    ruff check .
+#   make bench                   run every benchmarks/*.py
+# Overridable: PYTHON (interpreter that creates the venv), VENV (its directory).
+
+PYTHON ?= python3
+VENV ?= .venv
+PYTEST_ARGS ?=
+ARGS ?=
+
+VENV_PY := $(VENV)/bin/python
+# Written after a successful install; older than pyproject.toml => reinstall.
+STAMP := $(VENV)/.installed
+BENCHMARKS := $(sort $(wildcard benchmarks/*.py))
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test sweep lint bench
+
+help:
+	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
+
+venv: $(STAMP)
+
+$(VENV_PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Order-only on the interpreter: bin/python is a symlink whose mtime is the base Python's.
+$(STAMP): pyproject.toml | $(VENV_PY)
+	$(VENV_PY) -m pip install --upgrade pip
+	$(VENV_PY) -m pip install -e '.[dev]'
+	@touch $@
+
+test: venv
+	$(VENV_PY) -m pytest -q $(PYTEST_ARGS)
+
+sweep: venv
+	$(VENV_PY) -m orchestrator.sweep $(ARGS)
+
+lint: venv
+	$(VENV_PY) -m ruff check .
+
+bench: venv
+	@if [ -z "$(BENCHMARKS)" ]; then echo "no benchmarks/*.py to run"; else \
+	  set -e; for f in $(BENCHMARKS); do echo "== $$f"; $(VENV_PY) "$$f"; done; fi
