@@ -1,0 +1,170 @@
+"""EdgePopup / Dense methods driven through the engine's hooks by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import trainables.sparse.supermask as sm
+from trainables.config import ExperimentConfig
+from trainables.methods import Dense, EdgePopup, build_method
+from trainables.metrics import dying_ratio
+from trainables.models.layers import DENSE, LayerFactory
+from trainables.sparse.supermask import SupermaskConv2d, SupermaskLinear, supermask_modules
+
+
+def _cfg(**method: object) -> ExperimentConfig:
+    return ExperimentConfig().with_overrides({f"method.{k}": v for k, v in method.items()})
+
+
+def _model(factory: LayerFactory = sm.SUPERMASK) -> nn.Sequential:
+    # 3x4x3x3 conv = 108 weights, 64 -> 10 linear = 640: k * n is integral for k = 0.25, 0.5.
+    return nn.Sequential(
+        factory.conv(3, 4, 3, padding=1), factory.norm(4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4), nn.Flatten(), factory.linear(64, 10),
+    )
+
+
+def _data(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(123)
+    return torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def _train(method: EdgePopup, model: nn.Module, steps: int, lr: float) -> list[float]:
+    """What the engine does: forward, backward, step, after_step. Returns d_0..d_steps."""
+    opt = torch.optim.SGD(method.trainable_parameters(model), lr=lr, momentum=0.9)
+    x, y = _data()
+    history = [dying_ratio(method.ever)]
+    for step in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        method.after_step(model, step)
+        history.append(dying_ratio(method.ever))
+    return history
+
+
+def _setup(k: float = 0.25, **kw: object) -> tuple[EdgePopup, nn.Module]:
+    torch.manual_seed(0)
+    method = build_method(_cfg(prune_rate=k, **kw))
+    assert isinstance(method, EdgePopup)
+    model = _model(method.layer_factory())
+    method.init_model(model)
+    method.on_train_start(model)
+    return method, model
+
+
+@pytest.mark.parametrize("k", [0.25, 0.5])
+def test_d0_equals_k_exactly(k: float) -> None:
+    method, model = _setup(k)
+    assert dying_ratio(method.ever) == k
+    assert all(layer.prune_rate == k for layer in supermask_modules(model).values())
+
+
+def test_dying_ratio_never_rises_and_drops_for_big_lr() -> None:
+    method, model = _setup(0.5)
+    history = _train(method, model, steps=20, lr=5.0)
+    assert history[0] == 0.5
+    assert all(b <= a for a, b in zip(history, history[1:], strict=False))
+    assert all(0.5 - d >= 0 for d in history)
+    assert history[-1] < history[0]
+    metrics = method.end_of_epoch(model, 1)
+    assert metrics["dying_ratio"] == history[-1]
+    assert metrics["k_minus_dying"] == 0.5 - history[-1]
+    assert metrics["density"] == 0.5  # (54 + 320) / 748 kept
+
+
+def test_one_selection_per_layer_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    method, model = _setup(0.5)
+    calls = [0]
+    real = sm.topk_mask
+
+    def counting(scores: torch.Tensor, keep: int) -> torch.Tensor:
+        calls[0] += 1
+        return real(scores, keep)
+
+    monkeypatch.setattr(sm, "topk_mask", counting)
+    _train(method, model, steps=5, lr=1.0)
+    assert calls[0] == 2 * 5  # forwards reuse the mask that after_step computed
+
+
+def test_history_is_or_of_masks() -> None:
+    method, model = _setup(0.5)
+    seen = {n: m.clone() for n, m in method.masks(model).items()}
+    opt = torch.optim.SGD(method.trainable_parameters(model), lr=5.0)
+    x, y = _data()
+    for step in range(5):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        method.after_step(model, step)
+        for n, m in method.masks(model).items():
+            seen[n] |= m
+    assert all(torch.equal(seen[n], method.ever[n]) for n in seen)
+
+
+def test_only_scores_are_trainable() -> None:
+    method, model = _setup()
+    groups = method.trainable_parameters(model)
+    params = [p for g in groups for p in g["params"]]
+    layers = supermask_modules(model)
+    assert {id(p) for p in params} == {id(m.scores) for m in layers.values()}
+    assert all(not m.weight.requires_grad for m in layers.values())
+    model.append(nn.Linear(10, 2))  # a layer not built by the factory
+    with pytest.raises(ValueError, match="require grad"):
+        method.trainable_parameters(model)
+
+
+def test_init_model_weights_and_scores() -> None:
+    method, model = _setup(0.5, weight_init="scaled_signed_constant")
+    conv = model[0]
+    assert isinstance(conv, SupermaskConv2d)
+    # fan_in 27, density 0.5: |w| = sqrt(2) / sqrt(27 * 0.5) = 2 / sqrt(27).
+    assert torch.allclose(conv.weight.abs(), torch.full_like(conv.weight, 2 / 27**0.5))
+    assert float(conv.scores.detach().abs().max()) <= 1 / 27**0.5
+
+
+def test_weight_and_score_streams_are_independent() -> None:
+    _, a = _setup(0.5, score_init="kaiming_uniform")
+    _, b = _setup(0.5, score_init="kaiming_normal")
+    _, c = _setup(0.5, weight_init="kaiming_uniform")
+    assert torch.equal(a[0].weight, b[0].weight) and not torch.equal(a[0].scores, b[0].scores)
+    assert torch.equal(a[0].scores, c[0].scores) and not torch.equal(a[0].weight, c[0].weight)
+
+
+def test_state_dict_round_trip() -> None:
+    method, model = _setup(0.5)
+    _train(method, model, steps=5, lr=5.0)
+    state = method.state_dict()
+    assert all(t.device.type == "cpu" and t.dtype == torch.bool for t in state["ever"].values())
+    fresh = build_method(_cfg(prune_rate=0.5))
+    assert isinstance(fresh, EdgePopup)
+    fresh.load_state_dict(state)
+    fresh.on_train_start(model)  # the engine calls it after restoring a checkpoint
+    assert fresh.ever.keys() == method.ever.keys()
+    assert all(torch.equal(fresh.ever[n], method.ever[n]) for n in method.ever)
+    state["ever"]["0.weight"][:] = False  # the state is a copy, not the live history
+    assert bool(method.ever["0.weight"].any())
+    assert dying_ratio(fresh.ever) == dying_ratio(method.ever)
+
+
+def test_edge_popup_factory_layers() -> None:
+    method, model = _setup()
+    assert isinstance(model[0], SupermaskConv2d) and isinstance(model[5], SupermaskLinear)
+    assert not model[1].affine
+    assert list(method.masks(model)) == ["0.weight", "5.weight"]
+
+
+def test_dense_method() -> None:
+    torch.manual_seed(0)
+    method = build_method(_cfg(name="dense", weight_init="kaiming_normal"))
+    assert isinstance(method, Dense) and method.layer_factory() is DENSE
+    model = nn.Sequential(nn.Linear(200, 300))
+    method.init_model(model)
+    assert abs(float(model[0].weight.detach().std()) - (2 / 200) ** 0.5) < 0.005
+    assert all(p.requires_grad for g in method.trainable_parameters(model) for p in g["params"])
+    assert method.masks(model) == {}
+    with pytest.raises(TypeError):
+        EdgePopup(_cfg(name="dense"))

@@ -1,0 +1,228 @@
+"""Supermask layers: exact top-k counts, |score| ranking, straight-through gradients, caching."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import trainables.sparse.supermask as sm
+from trainables.sparse.supermask import (
+    SUPERMASK,
+    StraightThrough,
+    SupermaskConv2d,
+    SupermaskLinear,
+    supermask_modules,
+    topk_mask,
+)
+
+
+def _tiny(k: float = 0.5) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        SupermaskConv2d(3, 5, 3, padding=1, prune_rate=k),  # 135 weights (odd)
+        nn.BatchNorm2d(5, affine=False),
+        nn.ReLU(),
+        nn.Flatten(),
+        SupermaskLinear(5 * 4 * 4, 7, prune_rate=k),  # 560 weights
+    )
+
+
+# ----- exact counts ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [1, 7, 135, 1001])
+@pytest.mark.parametrize("k", [0.0, 0.1, 0.29, 0.5, 0.7, 0.9])
+def test_topk_mask_keeps_exact_count(n: int, k: float) -> None:
+    keep = n - math.floor(round(k * n, 9))
+    scores = torch.randn(n, generator=torch.Generator().manual_seed(n))
+    for s in (scores, torch.zeros(n), torch.ones(n)):  # random, all tied at 0, all tied at 1
+        assert int(topk_mask(s, keep).sum()) == keep
+
+
+def test_ties_at_threshold_add_no_extras() -> None:
+    # |s| = 3, 2, 2, 2, 2, 1: keeping 3 must take the 3 and exactly two of the four 2s;
+    # a ">= kth value" test would keep 5.
+    s = torch.tensor([3.0, 2.0, -2.0, 2.0, -2.0, 1.0])
+    m = topk_mask(s, 3)
+    assert int(m.sum()) == 3
+    assert bool(m[0]) and not bool(m[5])
+    assert int(m[1:5].sum()) == 2
+    # Same from the other side (keep > n/2 goes through the "smallest" branch).
+    m = topk_mask(s, 4)
+    assert int(m.sum()) == 4 and bool(m[0]) and not bool(m[5])
+
+
+def test_selection_by_absolute_score_hand_case() -> None:
+    # |s| = [[0.1, 5, 0.3], [4, 0.2, 0.6]] -> the 3 largest are 5, 4, 0.6.
+    s = torch.tensor([[0.1, -5.0, 0.3], [4.0, -0.2, -0.6]])
+    expected = torch.tensor([[False, True, False], [True, False, True]])
+    assert torch.equal(topk_mask(s, 3), expected)
+    layer = SupermaskLinear(3, 2, prune_rate=0.5)  # keeps 6 - floor(3) = 3
+    with torch.no_grad():
+        layer.scores.copy_(s)
+    assert torch.equal(layer.current_mask(), expected)
+
+
+@pytest.mark.parametrize("k", [0.2, 0.5, 0.7])
+def test_layers_keep_ceil_of_density(k: float) -> None:
+    model = _tiny(k)
+    for name, layer in supermask_modules(model).items():
+        n = layer.weight.numel()
+        assert int(layer.current_mask().sum()) == math.ceil(round((1 - k) * n, 9)), name
+        with torch.no_grad():
+            layer.scores.zero_()  # all tied
+        assert int(layer.current_mask().sum()) == math.ceil(round((1 - k) * n, 9)), name
+
+
+def test_effective_weight_is_masked_weight() -> None:
+    layer = SupermaskLinear(4, 3, prune_rate=0.5)
+    w_eff = layer.masked_weight()
+    assert torch.equal(w_eff, layer.weight * layer.current_mask())
+    x = torch.randn(2, 4)
+    assert torch.allclose(layer(x), x @ w_eff.T)
+
+
+# ----- gradients -----------------------------------------------------------------------
+
+def test_straight_through_is_identity() -> None:
+    s = torch.randn(5, requires_grad=True)
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0])
+    out = StraightThrough.apply(s, mask)
+    assert torch.equal(out, mask)
+    g = torch.randn(5)
+    out.backward(g)
+    assert torch.equal(s.grad, g)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_gradient_reaches_unselected_scores(kind: str) -> None:
+    torch.manual_seed(1)
+    if kind == "linear":
+        layer: nn.Module = SupermaskLinear(6, 4, prune_rate=0.7)
+        x = torch.randn(8, 6)
+    else:
+        layer = SupermaskConv2d(2, 3, 3, padding=1, prune_rate=0.7)
+        x = torch.randn(4, 2, 5, 5)
+    w_eff = layer.masked_weight()
+    w_eff.retain_grad()
+    y = layer._conv_forward(x, w_eff, None) if kind == "conv" else x @ w_eff.T
+    y.pow(2).sum().backward()
+    mask = layer.current_mask()
+    # dL/ds = dL/dw_eff * w * sign(s): the estimator passes the gradient of |s| unchanged.
+    expected = w_eff.grad * layer.weight * layer.scores.detach().sign()
+    assert torch.allclose(layer.scores.grad, expected)
+    unselected = layer.scores.grad[~mask]
+    assert unselected.numel() > 0 and bool((unselected != 0).all())
+    assert layer.weight.grad is None and not layer.weight.requires_grad
+
+
+def test_gradient_equals_dl_dweff_times_weight_for_positive_scores() -> None:
+    layer = SupermaskLinear(3, 2, prune_rate=0.5)
+    with torch.no_grad():
+        layer.scores.copy_(torch.tensor([[0.1, 5.0, 0.3], [4.0, 0.2, 0.6]]))
+        layer.weight.copy_(torch.tensor([[1.0, -2.0, 3.0], [-4.0, 5.0, -6.0]]))
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    layer(x).sum().backward()
+    # L = sum_j sum_i w_eff[j, i] x_i, so dL/dw_eff[j, i] = x_i for every (j, i).
+    expected = x.expand(2, 3) * layer.weight
+    assert torch.equal(layer.scores.grad, expected)
+    assert layer.scores.grad[0, 0] == 1.0  # (0, 0) is unselected: |0.1| is the smallest
+
+
+def test_weights_frozen_and_bias_refused() -> None:
+    model = _tiny()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"0.scores", "4.scores"}
+    with pytest.raises(ValueError):
+        SupermaskLinear(3, 2, bias=True)
+    with pytest.raises(ValueError):
+        SupermaskConv2d(3, 2, 3, bias=True)
+
+
+def test_factory_refuses_bias_and_uses_non_affine_bn() -> None:
+    conv = SUPERMASK.conv(3, 4, 3, padding=1, bias=True)
+    lin = SUPERMASK.linear(4, 2, bias=True)
+    bn = SUPERMASK.norm(4)
+    assert isinstance(conv, SupermaskConv2d) and conv.bias is None
+    assert isinstance(lin, SupermaskLinear) and lin.bias is None
+    assert isinstance(bn, nn.BatchNorm2d) and not bn.affine and list(bn.parameters()) == []
+
+
+def test_mask_names() -> None:
+    model = nn.Sequential(_tiny(), nn.Sequential(nn.ReLU(), SupermaskLinear(7, 2)))
+    assert list(supermask_modules(model)) == ["0.0.weight", "0.4.weight", "1.1.weight"]
+
+
+# ----- caching ---------------------------------------------------------------------------
+
+@pytest.fixture
+def count_selections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls = [0]
+    real = sm.topk_mask
+
+    def counting(scores: torch.Tensor, keep: int) -> torch.Tensor:
+        calls[0] += 1
+        return real(scores, keep)
+
+    monkeypatch.setattr(sm, "topk_mask", counting)
+    return calls
+
+
+@pytest.mark.parametrize("opt_kwargs", [{"foreach": False}, {"foreach": True}, {"fused": True}])
+def test_cache_reused_until_optimizer_step(count_selections: list[int],
+                                           opt_kwargs: dict[str, bool]) -> None:
+    layer = SupermaskConv2d(2, 3, 3, padding=1, prune_rate=0.5)
+    opt = torch.optim.SGD([layer.scores], lr=10.0, **opt_kwargs)
+    x = torch.randn(2, 2, 5, 5)
+    layer(x).pow(2).sum().backward()
+    first = layer.current_mask()
+    layer(x).pow(2).sum().backward()  # second forward, no step: cache hit
+    with torch.no_grad():
+        layer(x)
+    assert count_selections[0] == 1
+    assert layer.current_mask() is first
+    opt.step()  # fused optimizers do not bump _version: the step hook invalidates instead
+    layer(x)
+    layer(x)
+    assert count_selections[0] == 2
+    assert layer.current_mask() is not first
+
+
+def test_cache_invalidated_by_in_place_edit_prune_rate_and_load(count_selections: list[int]) -> None:
+    layer = SupermaskLinear(6, 4, prune_rate=0.5)
+    layer.current_mask()
+    with torch.no_grad():
+        layer.scores.mul_(-1.0)  # bumps _version; ranking by |s| unchanged but recomputed
+    layer.current_mask()
+    assert count_selections[0] == 2
+    layer.prune_rate = 0.75
+    assert int(layer.current_mask().sum()) == 24 - 18
+    layer.load_state_dict({"weight": layer.weight.clone(), "scores": torch.randn(4, 6)})
+    layer.current_mask()
+    assert count_selections[0] == 4
+    layer.scores.data.mul_(2.0)  # bypasses the version counter: explicit invalidation
+    layer.invalidate_mask()
+    layer.current_mask()
+    assert count_selections[0] == 5
+
+
+def test_mask_cached_under_inference_mode_works_for_training() -> None:
+    layer = SupermaskLinear(6, 4)
+    x = torch.randn(3, 6)
+    with torch.inference_mode():
+        layer(x)
+    layer(x).sum().backward()
+    assert layer.scores.grad is not None
+
+
+def test_deepcopy_and_dtype_move_recompute() -> None:
+    layer = SupermaskLinear(6, 4)
+    m = layer.current_mask()
+    clone = copy.deepcopy(layer)
+    assert clone._cached_bool is None
+    assert torch.equal(clone.current_mask(), m)
+    layer.double()
+    assert layer.masked_weight().dtype == torch.float64

@@ -1,0 +1,27 @@
+"""The algorithms, built by `method.name` from the experiment config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from trainables.config import ExperimentConfig
+from trainables.methods.base import Method
+from trainables.methods.dense import Dense
+from trainables.methods.edge_popup import EdgePopup
+
+__all__ = ["METHOD_REGISTRY", "Dense", "EdgePopup", "Method", "build_method"]
+
+METHOD_REGISTRY: dict[str, Callable[[ExperimentConfig], Method]] = {
+    "edge_popup": EdgePopup,
+    "dense": Dense,
+}
+
+
+def build_method(cfg: ExperimentConfig) -> Method:
+    """The Method for `cfg.method.name`."""
+    try:
+        factory = METHOD_REGISTRY[cfg.method.name]
+    except KeyError:
+        raise ValueError(f"method.name: {cfg.method.name!r} is not one of "
+                         f"{', '.join(METHOD_REGISTRY)}") from None
+    return factory(cfg)

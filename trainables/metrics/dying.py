@@ -1,0 +1,54 @@
+"""Exploration metrics of a mask history (soft-iep.txt §3, appendix C.3.1).
+
+Dying ratio (eq. 2): d_t = |{weights never selected in m_1..m_t}| / |θ0|, counted over all
+masked layers together (a total, not a mean of per-layer ratios). Methods record only the
+OR of every mask seen ("ever selected"); d_0 = k, d_t never rises, and k - d_t is the
+fraction of edges first masked but selected at least once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+__all__ = ["dying_ratio", "jaccard_distance"]
+
+Masks = Mapping[str, Tensor] | Tensor
+
+
+def dying_ratio(ever_selected: Mapping[str, Tensor]) -> float:
+    """Fraction of all masked weights never selected so far (eq. 2)."""
+    if not ever_selected:
+        raise ValueError("dying_ratio needs at least one layer's history")
+    total = sum(t.numel() for t in ever_selected.values())
+    if total == 0:
+        raise ValueError("dying_ratio: the layers hold no weights")
+    never = sum(int(t.numel() - torch.count_nonzero(t)) for t in ever_selected.values())
+    return never / total
+
+
+def _paired(m1: Masks, m2: Masks) -> list[tuple[Tensor, Tensor]]:
+    if isinstance(m1, Tensor) and isinstance(m2, Tensor):
+        pairs = [(m1, m2)]
+    elif isinstance(m1, Mapping) and isinstance(m2, Mapping):
+        if set(m1) != set(m2):
+            raise ValueError(f"mask sets differ in layers: {sorted(set(m1) ^ set(m2))}")
+        pairs = [(m1[k], m2[k]) for k in m1]
+    else:
+        raise TypeError("jaccard_distance takes two tensors or two name -> tensor mappings")
+    for a, b in pairs:
+        if a.shape != b.shape:
+            raise ValueError(f"mask shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return pairs
+
+
+def jaccard_distance(m1: Masks, m2: Masks) -> float:
+    """1 - |m1 ∧ m2| / |m1 ∨ m2| over all layers together (appendix eq. 5); 0 if both empty."""
+    inter = union = 0
+    for a, b in _paired(m1, m2):
+        a, b = a.bool(), b.to(device=a.device, dtype=torch.bool)
+        inter += int(torch.count_nonzero(a & b))
+        union += int(torch.count_nonzero(a | b))
+    return 1.0 - inter / union if union else 0.0
