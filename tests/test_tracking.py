@@ -1,0 +1,450 @@
+"""orchestrator.tracking against a real local Ray and real MLflow (SQLite file and `mlflow server`).
+
+No mocks: a tiny function trainable reports 3 epochs with checkpoints holding config.json and
+masks.parquet; the driver-side callback must turn that into one parent run, one child run per
+trial, stepped metric histories and byte-identical artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+
+from orchestrator.tracking import (
+    KIND_TAG,
+    PARENT_TAG,
+    TRIAL_ID_TAG,
+    MLflowTrialCallback,
+    SweepTracker,
+    artifact_root_for,
+    default_tracking_uri,
+    extract_metrics,
+    iter_child_runs,
+    tracking_ui_command,
+)
+
+LRS = (0.1, 0.01)
+EPOCHS = 3
+N_WEIGHTS = 64
+
+
+# --------------------------------------------------------------------------- trainable
+
+
+def _masks_table(lr: float, epoch: int) -> pa.Table:
+    """Deterministic toy mask per (lr, epoch) so the test knows which checkpoint got logged."""
+    keep = [(i * 7 + epoch + int(lr * 100)) % 3 != 0 for i in range(N_WEIGHTS)]
+    return pa.table(
+        {
+            "layer": pa.array(["fc1"] * N_WEIGHTS),
+            "index": pa.array(range(N_WEIGHTS), type=pa.int32()),
+            "mask": pa.array(keep, type=pa.bool_()),
+            "epoch": pa.array([epoch] * N_WEIGHTS, type=pa.int16()),
+        }
+    )
+
+
+def _acc(lr: float, epoch: int) -> float:
+    return round(0.5 + lr + 0.1 * epoch, 6)
+
+
+def tiny_trainable(config: dict[str, Any]) -> None:
+    """Reports like trainables/tune.py will: metrics per epoch plus a checkpoint directory."""
+    from ray import tune
+
+    lr = float(config["lr"])
+    for epoch in range(1, EPOCHS + 1):
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "config.json").write_text(
+                json.dumps({"lr": lr, "epoch": epoch}, sort_keys=True)
+            )
+            pq.write_table(_masks_table(lr, epoch), Path(d, "masks.parquet"))
+            tune.report(
+                {
+                    "epoch": epoch,
+                    "test_acc": _acc(lr, epoch),
+                    "dying_ratio": 0.25 / epoch,
+                    "converged": epoch == EPOCHS,  # bool: not a metric
+                    "loss_nan": float("nan"),  # non-finite: skipped
+                    "layer": {"fc1": 0.5 * epoch},  # nested: logged as layer/fc1
+                    "note": "text",  # not a number
+                },
+                checkpoint=tune.Checkpoint.from_directory(d),
+            )
+
+
+def crash_once_trainable(config: dict[str, Any]) -> None:
+    """Crashes after epoch 2 on the first attempt; resumes from its checkpoint on restore."""
+    from ray import tune
+
+    start = 1
+    if (ckpt := tune.get_checkpoint()) is not None:
+        with ckpt.as_directory() as d:
+            start = json.loads(Path(d, "config.json").read_text())["epoch"] + 1
+    for epoch in range(start, EPOCHS + 1):
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "config.json").write_text(json.dumps({"epoch": epoch}))
+            tune.report(
+                {"epoch": epoch, "test_acc": epoch / 10},
+                checkpoint=tune.Checkpoint.from_directory(d),
+            )
+        marker = Path(config["marker"])
+        if epoch == 2 and not marker.exists():
+            marker.write_text("crashed")
+            raise RuntimeError("boom after epoch 2")
+
+
+def resolve_params(config: dict[str, Any]) -> dict[str, Any]:
+    """Stand-in for the config tree's flat dotted keys."""
+    return {"optimizer.lr": str(config["lr"]), "model.width": "8", "sweep.long": "x" * 7000}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, migrated once; tests copy it (migrations cost ~5 s each)."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def _fresh_store(migrated_db: Path, storage_dir: Path) -> str:
+    """default_tracking_uri(storage_dir), pre-filled with the migrated template."""
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_db, storage_dir / "mlflow.db")
+    return default_tracking_uri(storage_dir)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """A real `mlflow server` subprocess on loopback, proxying artifacts to a local dir."""
+
+    def __init__(self, root: Path, migrated_db: Path) -> None:
+        self.root = root
+        self.artifacts = root / "server-artifacts"
+        self.log_path = root / "mlflow-server.log"
+        shutil.copyfile(migrated_db, root / "server.db")
+        self.uri = f"http://127.0.0.1:{_free_port()}"
+        cmd = [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{root}/server.db",
+            "--artifacts-destination", str(self.artifacts),
+            "--host", "127.0.0.1", "--port", self.uri.rsplit(":", 1)[1], "--workers", "1",
+        ]  # fmt: skip
+        with open(self.log_path, "wb") as log:
+            # Own session, so stop() can end the server and its uvicorn worker as one group.
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # No job runner (huey consumer): tracking doesn't need it and it costs a process.
+                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            )
+        self._healthy = False
+
+    def wait_healthy(self, timeout_s: float = 90.0) -> str:
+        """Block until GET /health answers 200; returns the tracking URI."""
+        deadline = time.monotonic() + timeout_s
+        while not self._healthy:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as r:
+                    self._healthy = r.status == 200
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"mlflow server not healthy in {timeout_s} s") from None
+                time.sleep(0.25)
+        return self.uri
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(
+    tmp_path_factory: pytest.TempPathFactory, migrated_db: Path
+) -> Iterator[MlflowServer]:
+    """Launched without waiting, so its start-up (imports, uvicorn) overlaps Ray's and the
+    SQLite test; the server test waits for /health. Killed in finally."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), migrated_db)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_local(mlflow_server: MlflowServer) -> Iterator[None]:
+    """One real local Ray for the module (it requests the server only to start it early).
+
+    Ray 2.60 turns token auth on for a new local cluster when RAY_AUTH_MODE is unset (it writes
+    ~/.ray/auth_token and sets RAY_AUTH_MODE=token in os.environ), and the C++ side caches the
+    mode at its first read, so the variable must be decided before the first ray.init of the
+    process and then kept: setdefault keeps whatever an earlier test module chose.
+    """
+    import ray
+    from ray import cloudpickle
+
+    # Workers get the driver's cwd on sys.path, not pytest's tests/ dir: ship this module's
+    # functions (the trainable) by value instead of by import.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    old = os.environ.get("RAY_AUTH_MODE")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        if old is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = old
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def test_uris_and_ui_command(tmp_path: Path) -> None:
+    uri = default_tracking_uri(tmp_path)
+    assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert uri.startswith("sqlite:////")
+    assert artifact_root_for(uri, tmp_path) == (tmp_path.resolve() / "mlartifacts").as_uri()
+    assert artifact_root_for("http://head:5000", tmp_path) is None
+    assert tracking_ui_command(uri) == f"mlflow ui --backend-store-uri {uri}"
+    assert tracking_ui_command("http://127.0.0.1:5000") == "open http://127.0.0.1:5000"
+
+
+def test_extract_metrics_drops_bookkeeping() -> None:
+    result = {
+        "epoch": 2, "test_acc": 0.9, "flag": True, "nan": math.nan, "inf": math.inf,
+        "nested": {"a": 1, "b": "x"}, "training_iteration": 5, "time_total_s": 1.0,
+        "timestamp": 1, "done": False, "pid": 1, "config": {"lr": 0.1}, "config/lr": 0.1,
+        "iterations_since_restore": 5, "time_since_restore": 1.0, "time_this_iter_s": 0.1,
+    }  # fmt: skip
+    metrics, step = extract_metrics(result)
+    assert metrics == {"epoch": 2.0, "test_acc": 0.9, "nested/a": 1.0}
+    assert step == 2
+    _, step = extract_metrics({"training_iteration": 7, "x": 1.0})
+    assert step == 7
+
+
+# --------------------------------------------------------------------------- integration
+
+
+def _run_sweep(tracking_uri: str, storage_dir: Path) -> tuple[SweepTracker, Any]:
+    from ray import tune
+
+    tracker = SweepTracker(tracking_uri, "tracking-test", storage_dir)
+    parent = tracker.start("toy-sweep", {"space": "toy", "grid.lr": list(LRS)}, {"owner": "ci"})
+    callback = MLflowTrialCallback(
+        tracking_uri, tracker.experiment_id, parent, resolve_params, strict=True
+    )
+    tuner = tune.Tuner(
+        tiny_trainable,
+        param_space={"lr": tune.grid_search(list(LRS))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=2),
+        run_config=tune.RunConfig(
+            name="toy",
+            storage_path=str(storage_dir / "ray_results"),
+            callbacks=[callback],
+            verbose=0,
+        ),
+    )
+    results = tuner.fit()
+    assert not results.errors
+    spec = storage_dir / "sweep.json"
+    spec.write_text(json.dumps({"space": "toy"}))
+    tracker.log_artifact(spec)
+    tracker.finish("FINISHED")
+    return tracker, results
+
+
+def _check_logged(tracker: SweepTracker, results: Any, download_dir: Path) -> None:
+    client = MlflowClient(tracking_uri=tracker.tracking_uri)
+    exp = tracker.experiment_id
+    parents = client.search_runs([exp], filter_string=f"tags.`{KIND_TAG}` = 'sweep'")
+    assert [r.info.run_id for r in parents] == [tracker.run_id]
+    parent = parents[0]
+    assert parent.info.run_name == "toy-sweep"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["space"] == "toy"
+    assert parent.data.tags["owner"] == "ci"
+    assert [a.path for a in client.list_artifacts(tracker.run_id)] == ["sweep.json"]
+
+    children = list(iter_child_runs(client, exp, tracker.run_id))
+    assert len(children) == len(LRS)
+    all_runs = client.search_runs([exp])
+    assert len(all_runs) == 1 + len(LRS)  # no stray runs
+
+    by_lr = {r.data.params["optimizer.lr"]: r for r in children}
+    assert set(by_lr) == {str(lr) for lr in LRS}
+    ckpt_by_lr = {str(r.config["lr"]): r.checkpoint for r in results}
+    for lr in LRS:
+        run = by_lr[str(lr)]
+        rid = run.info.run_id
+        assert run.data.tags[PARENT_TAG] == tracker.run_id
+        assert run.info.status == "FINISHED"
+        assert run.data.params["model.width"] == "8"
+        assert len(run.data.params["sweep.long"]) == 6000  # truncated to MLflow's limit
+        assert run.info.run_name == run.data.tags["sparsesweep.trial_name"]
+        assert run.data.tags[TRIAL_ID_TAG] in run.info.run_name
+
+        hist = client.get_metric_history(rid, "test_acc")
+        assert [(m.step, m.value) for m in hist] == [(e, _acc(lr, e)) for e in range(1, EPOCHS + 1)]
+        assert [m.step for m in client.get_metric_history(rid, "dying_ratio")] == [1, 2, 3]
+        assert [m.value for m in client.get_metric_history(rid, "layer/fc1")] == [0.5, 1.0, 1.5]
+        logged = set(run.data.metrics)
+        assert {"test_acc", "dying_ratio", "epoch", "layer/fc1"} <= logged
+        assert not logged & {"converged", "loss_nan", "training_iteration", "time_total_s", "note"}
+
+        assert sorted(a.path for a in client.list_artifacts(rid)) == ["config.json", "masks"]
+        assert [a.path for a in client.list_artifacts(rid, "masks")] == ["masks/masks.parquet"]
+        dst = download_dir / rid
+        dst.mkdir(parents=True)
+        got_cfg = Path(client.download_artifacts(rid, "config.json", str(dst)))
+        got_masks = Path(client.download_artifacts(rid, "masks/masks.parquet", str(dst)))
+        with ckpt_by_lr[str(lr)].as_directory() as ckpt:
+            assert got_cfg.read_bytes() == Path(ckpt, "config.json").read_bytes()
+            assert got_masks.read_bytes() == Path(ckpt, "masks.parquet").read_bytes()
+        assert pq.read_table(got_masks).equals(_masks_table(lr, EPOCHS))  # the last checkpoint
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_sweep_logged_to_sqlite(ray_local: None, migrated_db: Path, tmp_path: Path) -> None:
+    storage = tmp_path / "sweep"
+    tracker, results = _run_sweep(_fresh_store(migrated_db, storage), storage)
+    _check_logged(tracker, results, tmp_path / "dl")
+    # Artifacts of a file-backed store live next to the database.
+    assert list((storage / "mlartifacts").rglob("masks.parquet"))
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_sweep_logged_to_mlflow_server(
+    ray_local: None, mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    storage = tmp_path / "sweep"
+    tracker, results = _run_sweep(mlflow_server.wait_healthy(), storage)
+    _check_logged(tracker, results, tmp_path / "dl")
+    # The server proxied the uploads: nothing was written client-side next to the sweep.
+    assert not (storage / "mlartifacts").exists()
+    assert len(list(mlflow_server.artifacts.rglob("masks.parquet"))) == len(LRS)
+
+
+@pytest.mark.integration
+def test_child_lookup_is_idempotent_across_restore(migrated_db: Path, tmp_path: Path) -> None:
+    uri = _fresh_store(migrated_db, tmp_path)
+    tracker = SweepTracker(uri, "resume-test", tmp_path)
+    parent = tracker.start("s", {"a": 1}, {})
+    cb = MLflowTrialCallback(uri, tracker.experiment_id, parent, resolve_params)
+    first = cb.find_or_create_child_run("abc12_00000", "toy_abc12_00000", {"lr": 0.1})
+    again = cb.find_or_create_child_run("abc12_00000", "toy_abc12_00000", {"lr": 0.1})
+    # Tune.restore unpickles the callback from tuner.pkl: a fresh instance, empty cache.
+    restored = pickle.loads(pickle.dumps(cb))
+    after_restore = restored.find_or_create_child_run("abc12_00000", "toy_abc12_00000", {"lr": 0.1})
+    other = restored.find_or_create_child_run("abc12_00001", "toy_abc12_00001", {"lr": 0.01})
+    assert first == again == after_restore
+    assert other != first
+    client = MlflowClient(tracking_uri=uri)
+    assert len(list(iter_child_runs(client, tracker.experiment_id, parent))) == 2
+    assert client.get_run(first).data.params["optimizer.lr"] == "0.1"
+
+    # A different sweep (parent) never picks up this sweep's runs.
+    tracker2 = SweepTracker(uri, "resume-test", tmp_path)
+    parent2 = tracker2.start("s2", {}, {})
+    cb2 = MLflowTrialCallback(uri, tracker.experiment_id, parent2, resolve_params)
+    assert cb2.find_child_run("abc12_00000") is None
+
+    # The parent re-opens for --resume instead of being duplicated.
+    tracker.finish("KILLED")
+    resumed = SweepTracker(uri, "resume-test", tmp_path)
+    assert resumed.start("s", {"a": 1}, {}, resume_run_id=parent) == parent
+    assert client.get_run(parent).info.status == "RUNNING"
+    assert len(client.search_runs([tracker.experiment_id], f"tags.`{KIND_TAG}` = 'sweep'")) == 2
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_failed_trial_then_tuner_restore_reuses_its_child_run(
+    ray_local: None, migrated_db: Path, tmp_path: Path
+) -> None:
+    from ray import tune
+
+    storage = tmp_path / "sweep"
+    uri = _fresh_store(migrated_db, storage)
+    tracker = SweepTracker(uri, "crash-resume", storage)
+    parent = tracker.start("crash-resume", {}, {})
+    callback = MLflowTrialCallback(uri, tracker.experiment_id, parent, resolve_params, strict=True)
+    tuner = tune.Tuner(
+        crash_once_trainable,
+        param_space={"lr": 0.1, "marker": str(tmp_path / "crashed")},
+        run_config=tune.RunConfig(
+            name="crash",
+            storage_path=str(storage / "ray_results"),
+            callbacks=[callback],
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=0,
+        ),
+    )
+    assert len(tuner.fit().errors) == 1
+    tracker.finish("KILLED")
+
+    client = MlflowClient(tracking_uri=uri)
+    (child,) = iter_child_runs(client, tracker.experiment_id, parent)
+    rid = child.info.run_id
+    assert child.info.status == "FAILED"
+    assert [m.step for m in client.get_metric_history(rid, "test_acc")] == [1, 2]
+    assert [a.path for a in client.list_artifacts(rid)] == ["error.txt"]
+    text = Path(client.download_artifacts(rid, "error.txt", str(tmp_path))).read_text()
+    assert "boom after epoch 2" in text
+
+    # --resume: Tune unpickles RunConfig (our callback included) from tuner.pkl and resumes the
+    # errored trial from its epoch-2 checkpoint; the same child run must continue.
+    assert (
+        SweepTracker(uri, "crash-resume", storage).start("crash-resume", {}, {}, parent) == parent
+    )
+    restored = tune.Tuner.restore(
+        str(storage / "ray_results" / "crash"), crash_once_trainable, resume_errored=True
+    )
+    assert not restored.fit().errors
+    (child,) = iter_child_runs(client, tracker.experiment_id, parent)
+    assert child.info.run_id == rid
+    assert child.info.status == "FINISHED"
+    hist = client.get_metric_history(rid, "test_acc")
+    assert [(m.step, m.value) for m in hist] == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    assert sorted(a.path for a in client.list_artifacts(rid)) == ["config.json", "error.txt"]
