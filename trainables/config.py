@@ -70,6 +70,7 @@ class DataConfig:
     dataset: str = param("digits", "dataset name", choices=tuple(DATASETS))
     data_dir: str = param("", "root directory holding torchvision-layout datasets (not needed for digits)")
     download: bool = param(False, "download a missing torchvision dataset into data_dir")
+    verify: bool = param(True, "check torchvision's md5 sums of the dataset files")
     augment: bool = param(True, "standard augmentation (CIFAR: random crop 4 + horizontal flip; SVHN: crop; others: none)")
     batch_size: int = param(128, "global training batch size (split across DDP workers)", ge=1)
     eval_batch_size: int = param(1000, "evaluation batch size", ge=1)

@@ -250,7 +250,7 @@ def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
     ctx = ctx or DistContext.from_torch()
     device = resolve_device(cfg.run.device, ctx)
     set_determinism(cfg.run.deterministic, device)
-    data = data or load_data(cfg.data, progress=progress and ctx.is_main)
+    data = data or load_data(cfg.data, progress=progress and ctx.is_main, verify=cfg.data.verify)
     if cfg.data.batch_size % ctx.world_size:
         raise ValueError(f"data.batch_size={cfg.data.batch_size} is not divisible by "
                          f"{ctx.world_size} workers")

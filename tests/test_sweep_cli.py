@@ -1,0 +1,83 @@
+"""The sweep CLI's front door: listing, dry runs and bad input (exit 2, nothing started)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.sweep import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_list_spaces(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--list-spaces"]) == 0
+    out = capsys.readouterr().out
+    assert "ep_quick" in out and "ep_prune_rates" in out and "ep_hparams" in out
+
+
+def test_list_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--list-keys"]) == 0
+    out = capsys.readouterr().out
+    assert "method.prune_rate" in out and "fraction of each layer's weights PRUNED" in out
+
+
+def test_dry_run_prints_trials_without_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--dry-run", "--storage", str(tmp_path / "s"), "--grid", "method.prune_rate=0.2,0.5",
+                 "--num-samples", "2"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "4 trials:" in out and "method.prune_rate=0.5 run.seed=1" in out
+    assert not (tmp_path / "s").exists()
+    assert "ray" not in sys.modules or not _ray_initialized()
+
+
+def _ray_initialized() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
+def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--dry-run", "--search", "optuna", "--num-samples", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "7 Optuna trials over:" in out and "method.prune_rate: FloatDistribution" in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--set", "optim.lrr=0.1"], "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"),
+    (["--set", "optim.lr=abc"], "optim.lr: expected a number, got 'abc'"),
+    (["--set", "optim.lr=-0.1"], "optim.lr: -0.1 must be > 0"),
+    (["--set", "method.prune_rate=1"], "method.prune_rate: 1.0 must be < 1 (allowed range [0, 1))"),
+    (["--set", "model.name=vgg99"], "model.name: 'vgg99' is not one of"),
+    (["--set", "optim.name=adagrad"], "optim.name: 'adagrad' is not one of sgd, adam, lars"),
+    (["--set", "data.dataset=imagenet"], "data.dataset: 'imagenet' is not one of"),
+    (["--set", "noequals"], "--set 'noequals': expected KEY=VALUE"),
+    (["--space", "ep_nope"], "--space: 'ep_nope' is not one of ep_quick"),
+    (["--search", "bayes"], "--search: 'bayes' is not one of grid, optuna"),
+    (["--metric", "accuracy"], "--metric: 'accuracy' is not one of test_acc"),
+    (["--max-concurrent", "0"], "--max-concurrent: 0 must be >= 1"),
+    (["--workers-per-trial", "3"], "data.batch_size: 64 is not divisible by --workers-per-trial 3"),
+    (["--tracking-uri", "./mlruns"], "--tracking-uri: './mlruns' is not supported"),
+    (["--set", "data.dataset=cifar10", "--set", "data.data_dir=/nonexistent/cifar"],
+     "/nonexistent/cifar/cifar-10-batches-py"),
+    (["--resume"], "--resume: no sweep to resume in"),
+])
+def test_bad_input_exits_2_with_one_line_and_starts_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    storage = tmp_path / "runs"
+    assert main([*argv, "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert not storage.exists() or not any(storage.rglob("*")), "bad input must not write anything"
+
+
+def test_module_entry_point_exit_code(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "--set", "optim.lr=x",
+                           "--storage", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: optim.lr: expected a number, got 'x'"
