@@ -251,7 +251,8 @@ def results_table(results: Any, plan: Plan, metric: str, mode: str) -> Any:
         row: dict[str, Any] = {"trial": metrics.get("trial_id", "")}
         row.update({k: config.get(k) for k in swept})
         row.update({m: metrics.get(m) for m in SHOWN_METRICS})
-        row["status"] = "ERROR" if r.error else "OK"
+        done = metrics.get("epoch") == plan.resolve(config).schedule.epochs if config else False
+        row["status"] = "ERROR" if r.error else ("OK" if done else "INCOMPLETE")
         rows.append(row)
     df = pd.DataFrame(rows)
     if metric in df and len(df):
@@ -311,6 +312,9 @@ def _trial_resources(settings: Settings, gpus: float) -> dict[str, float]:
 
 
 def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, address: str | None) -> int:
+    # Tune warns about experiment snapshots forced by CheckpointConfig(num_to_keep); they are
+    # cheap here and the warning repeats every few seconds.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
     from ray import tune
 
@@ -366,19 +370,19 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
                                    name=settings.name, storage_path=tune_root, callbacks=[callback],
                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                    failure_config=tune.FailureConfig(max_failures=0)))
-        results = tuner.fit()
+        results = tuner.fit()  # returns early, state saved, when interrupted (Ctrl-C)
         df = results_table(results, plan, metric, mode)
         errors = int((df["status"] == "ERROR").sum()) if len(df) else 0
-        status = "FINISHED" if errors == 0 else "FAILED"
+        incomplete = int((df["status"] == "INCOMPLETE").sum()) if len(df) else 0
+        status = "KILLED" if incomplete else ("FINISHED" if errors == 0 else "FAILED")
         _show_results(df, results, plan, settings, tracker, metric, mode, sweep_path)
         print(f"\nMLflow: {tracking_ui_command(settings.tracking_uri)}")
         print(f"Tune results and checkpoints: {sweep_path}")
+        if incomplete:
+            print(f"\n{incomplete} trial(s) did not finish; continue the sweep with:\n  python -m "
+                  f"orchestrator.sweep --storage {settings.storage} --resume {settings.name}", file=sys.stderr)
+            return 130
         return 0 if errors == 0 else 1
-    except KeyboardInterrupt:
-        status = "KILLED"
-        print(f"\ninterrupted; continue with: python -m orchestrator.sweep --storage {settings.storage} "
-              f"--resume {settings.name}", file=sys.stderr)
-        return 130
     finally:
         tracker.finish(status)
         ray.shutdown()

@@ -47,7 +47,9 @@ from urllib.parse import urlparse
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
+from ray.train import Checkpoint
 from ray.tune import Callback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY as TRAIN_CHECKPOINT_KEY
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -102,6 +104,7 @@ BOOKKEEPING_KEYS: frozenset[str] = frozenset(
         "experiment_tag",
         "checkpoint_dir_name",
         "should_checkpoint",
+        TRAIN_CHECKPOINT_KEY,
     }
 )
 
@@ -576,6 +579,11 @@ class MLflowTrialCallback(Callback):
         if not self.artifact_files:
             return
         checkpoint = trial.checkpoint
+        # A DDP trial's checkpoints belong to its inner Ray Train run; TuneReportCallback
+        # forwards only their path, under this key, in the metrics.
+        train_path = (trial.last_result or {}).get(TRAIN_CHECKPOINT_KEY)
+        if checkpoint is None and train_path:
+            checkpoint = Checkpoint(path=train_path)
         if checkpoint is None:
             logger.warning("trial %s finished without a checkpoint; no artifacts logged", trial)
             return

@@ -8,6 +8,7 @@ function calls `.fit()` and `TuneReportCallback` forwards rank 0's reports to Tu
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,12 +18,17 @@ from typing import Any
 import ray
 import ray.train
 import ray.tune
-from ray.train import Checkpoint
 
 from trainables.config import ConfigError, ExperimentConfig
 from trainables.loop import DistContext, run_experiment
 
 VARIANT_KEY = "variant"
+
+
+def _quiet_ray_loggers() -> None:
+    """Ray logs every persisted checkpoint at INFO, once per epoch per trial: drown-out noise."""
+    for name in ("ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -49,15 +55,18 @@ def resolve_config(tune_config: Mapping[str, Any],
 
 
 def _tune_reporter(metrics: dict[str, float], ckpt_dir: Path | None) -> None:
-    ray.tune.report(metrics, checkpoint=Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None)
+    ckpt = ray.tune.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
+    ray.tune.report(metrics, checkpoint=ckpt)
 
 
 def _train_reporter(metrics: dict[str, float], ckpt_dir: Path | None) -> None:
-    ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None)
+    ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
+    ray.train.report(metrics, checkpoint=ckpt)
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
     """Body of each DDP worker; Ray Train has already set up the process group."""
+    _quiet_ray_loggers()
     cfg = ExperimentConfig.from_flat(loop_config["flat"])
     ctx_ray = ray.train.get_context()
     ctx = DistContext(rank=ctx_ray.get_world_rank(), world_size=ctx_ray.get_world_size(),
@@ -73,6 +82,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
 def trial(config: dict[str, Any], *, variants: Mapping[str, Mapping[str, Any]] | None = None,
           runtime: Runtime | None = None) -> None:
     """Ray Tune function trainable (wrap with `tune.with_parameters`)."""
+    _quiet_ray_loggers()
     runtime = runtime or Runtime()
     cfg = resolve_config(config, variants or {})
     if runtime.workers <= 1:
@@ -103,6 +113,7 @@ def _fit_ddp(cfg: ExperimentConfig, runtime: Runtime) -> None:
                                                resources_per_worker=resources),
         # A fixed name per trial: a resumed trial finds its Train run's checkpoints again.
         run_config=ray.train.RunConfig(name=ctx.get_trial_id(), storage_path=storage,
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                                        callbacks=[TuneReportCallback()]),
     )
     result = trainer.fit()
