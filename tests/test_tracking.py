@@ -11,14 +11,8 @@ import json
 import math
 import os
 import pickle
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
+from conftest import MlflowServer, fresh_store
 from orchestrator.tracking import (
     KIND_TAG,
     PARENT_TAG,
@@ -118,92 +113,6 @@ def resolve_params(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow SQLite store, migrated once; tests copy it (migrations cost ~5 s each)."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
-def _fresh_store(migrated_db: Path, storage_dir: Path) -> str:
-    """default_tracking_uri(storage_dir), pre-filled with the migrated template."""
-    storage_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(migrated_db, storage_dir / "mlflow.db")
-    return default_tracking_uri(storage_dir)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MlflowServer:
-    """A real `mlflow server` subprocess on loopback, proxying artifacts to a local dir."""
-
-    def __init__(self, root: Path, migrated_db: Path) -> None:
-        self.root = root
-        self.artifacts = root / "server-artifacts"
-        self.log_path = root / "mlflow-server.log"
-        shutil.copyfile(migrated_db, root / "server.db")
-        self.uri = f"http://127.0.0.1:{_free_port()}"
-        cmd = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{root}/server.db",
-            "--artifacts-destination", str(self.artifacts),
-            "--host", "127.0.0.1", "--port", self.uri.rsplit(":", 1)[1], "--workers", "1",
-        ]  # fmt: skip
-        with open(self.log_path, "wb") as log:
-            # Own session, so stop() can end the server and its uvicorn worker as one group.
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                # No job runner (huey consumer): tracking doesn't need it and it costs a process.
-                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            )
-        self._healthy = False
-
-    def wait_healthy(self, timeout_s: float = 90.0) -> str:
-        """Block until GET /health answers 200; returns the tracking URI."""
-        deadline = time.monotonic() + timeout_s
-        while not self._healthy:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited:\n{self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as r:
-                    self._healthy = r.status == 200
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"mlflow server not healthy in {timeout_s} s") from None
-                time.sleep(0.25)
-        return self.uri
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(
-    tmp_path_factory: pytest.TempPathFactory, migrated_db: Path
-) -> Iterator[MlflowServer]:
-    """Launched without waiting, so its start-up (imports, uvicorn) overlaps Ray's and the
-    SQLite test; the server test waits for /health. Killed in finally."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), migrated_db)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -347,7 +256,7 @@ def _check_logged(tracker: SweepTracker, results: Any, download_dir: Path) -> No
 @pytest.mark.timeout(120)
 def test_sweep_logged_to_sqlite(ray_local: None, migrated_db: Path, tmp_path: Path) -> None:
     storage = tmp_path / "sweep"
-    tracker, results = _run_sweep(_fresh_store(migrated_db, storage), storage)
+    tracker, results = _run_sweep(fresh_store(migrated_db, storage), storage)
     _check_logged(tracker, results, tmp_path / "dl")
     # Artifacts of a file-backed store live next to the database.
     assert list((storage / "mlartifacts").rglob("masks.parquet"))
@@ -368,7 +277,7 @@ def test_sweep_logged_to_mlflow_server(
 
 @pytest.mark.integration
 def test_child_lookup_is_idempotent_across_restore(migrated_db: Path, tmp_path: Path) -> None:
-    uri = _fresh_store(migrated_db, tmp_path)
+    uri = fresh_store(migrated_db, tmp_path)
     tracker = SweepTracker(uri, "resume-test", tmp_path)
     parent = tracker.start("s", {"a": 1}, {})
     cb = MLflowTrialCallback(uri, tracker.experiment_id, parent, resolve_params)
@@ -406,7 +315,7 @@ def test_failed_trial_then_tuner_restore_reuses_its_child_run(
     from ray import tune
 
     storage = tmp_path / "sweep"
-    uri = _fresh_store(migrated_db, storage)
+    uri = fresh_store(migrated_db, storage)
     tracker = SweepTracker(uri, "crash-resume", storage)
     parent = tracker.start("crash-resume", {}, {})
     callback = MLflowTrialCallback(uri, tracker.experiment_id, parent, resolve_params, strict=True)
