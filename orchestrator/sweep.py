@@ -356,14 +356,15 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
                       ddp_storage=f"{sweep_path}/ddp")
     trainable = tune.with_resources(tune.with_parameters(trial, variants=plan.variants, runtime=runtime),
                                     _trial_resources(settings, gpus))
-    callback = MLflowTrialCallback(settings.tracking_uri, tracker.experiment_id, parent,
-                                   resolve_params=lambda c: resolve_config(c, plan.variants).to_flat())
     status = "FAILED"
     try:
-        if resume:
+        if resume:  # Tune restores its RunConfig, our (picklable) MLflow callback included
             tuner = tune.Tuner.restore(sweep_path, trainable=trainable, resume_unfinished=True,
                                        resume_errored=True)
         else:
+            callback = MLflowTrialCallback(
+                settings.tracking_uri, tracker.experiment_id, parent,
+                resolve_params=lambda c: resolve_config(c, plan.variants).to_flat())
             tuner = tune.Tuner(trainable, param_space=_param_space(plan),
                                tune_config=_tune_config(plan, settings, metric, mode),
                                run_config=tune.RunConfig(

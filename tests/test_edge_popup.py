@@ -168,3 +168,19 @@ def test_dense_method() -> None:
     assert method.masks(model) == {}
     with pytest.raises(TypeError):
         EdgePopup(_cfg(name="dense"))
+
+
+def test_dense_keeps_norm_and_bias_out_of_weight_decay() -> None:
+    from trainables.loop import build_optimizer
+    from trainables.models import build_model
+
+    cfg = ExperimentConfig.from_flat({"method.name": "dense", "model.name": "resnet18",
+                                      "model.width": 0.25, "optim.weight_decay": 5e-4})
+    method = build_method(cfg)
+    model = build_model(cfg, method.layer_factory())
+    opt = build_optimizer(cfg, method.trainable_parameters(model))
+    by_id = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert len(by_id) == sum(1 for _ in model.parameters())  # every parameter, once
+    for name, p in model.named_parameters():
+        decays = name.endswith("weight") and p.dim() > 1  # conv / linear weights only
+        assert by_id[id(p)] == (5e-4 if decays else 0.0), name

@@ -272,7 +272,9 @@ def test_sweep_logged_to_mlflow_server(
     _check_logged(tracker, results, tmp_path / "dl")
     # The server proxied the uploads: nothing was written client-side next to the sweep.
     assert not (storage / "mlartifacts").exists()
-    assert len(list(mlflow_server.artifacts.rglob("masks.parquet"))) == len(LRS)
+    # (the server is shared by the session: count this experiment's uploads only)
+    uploaded = (mlflow_server.artifacts / tracker.experiment_id).rglob("masks.parquet")
+    assert len(list(uploaded)) == len(LRS)
 
 
 @pytest.mark.integration

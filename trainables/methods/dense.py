@@ -2,10 +2,13 @@
 
 The baseline against which the sparse methods are compared; its only knob is the weight
 init of conv and linear layers (Kaiming, fan_in, ReLU gain). Biases and BatchNorm keep
-PyTorch's defaults.
+PyTorch's defaults, and are kept out of weight decay (decaying BatchNorm's scale by
+accident is a classic pitfall, see ANCHORS.md "Style worth absorbing").
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,3 +40,18 @@ class Dense(Method):
         for module in model.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 init_weight(module.weight, self.method_cfg.weight_init, generator=generator)
+
+    def trainable_parameters(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Conv / linear weights decay; biases and norm parameters do not."""
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        for module in model.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
+                is_weight = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
+                (decay if is_weight else no_decay).append(p)
+        groups: list[dict[str, Any]] = [{"params": decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return groups
