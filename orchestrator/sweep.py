@@ -124,6 +124,32 @@ def _check_tracking_uri(uri: str) -> None:
     if not uri.startswith(allowed):
         raise ConfigError(f"--tracking-uri: {uri!r} is not supported; use one of sqlite:///PATH, "
                           f"http(s)://HOST:PORT, postgresql://, mysql:// (MLflow 3 has no ./mlruns file store)")
+    if uri.startswith("sqlite:///"):
+        _check_writable(Path(uri.removeprefix("sqlite:///")).parent, "--tracking-uri")
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """The nearest existing ancestor must be a writable directory (nothing is created here)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag}: cannot write under {path} ({probe} is not a writable directory)")
+
+
+def check_tracking_server(uri: str, timeout_s: float = 10.0) -> None:
+    """An http(s) tracking URI must answer MLflow's /health before any trial starts."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as reply:
+            if reply.status == 200:
+                return
+    except OSError as e:
+        raise ConfigError(f"--tracking-uri: no MLflow server answers at {uri} ({e})") from None
+    raise ConfigError(f"--tracking-uri: {uri}/health did not answer 200")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -149,6 +175,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if not _is_uri(storage) and (Path(_tune_root(storage)) / name).exists():
         raise ConfigError(f"--name: a sweep {name!r} already exists in {_tune_root(storage)}; "
                           f"pick another name or --resume {name}")
+    if not _is_uri(storage):
+        _check_writable(Path(storage), "--storage")
     tracking = args.tracking_uri or _default_tracking(storage)
     _check_tracking_uri(tracking)
     return Settings(space=space.name, search=args.search, sets=_parse_sets(args.sets),
@@ -326,6 +354,7 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     mode = settings.mode or space.mode
     tune_root = _tune_root(settings.storage)
     sweep_path = f"{tune_root}/{settings.name}"
+    check_tracking_server(settings.tracking_uri)
 
     ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
              log_to_driver=True, configure_logging=True, logging_level="WARNING")

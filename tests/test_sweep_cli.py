@@ -65,6 +65,7 @@ def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
     (["--set", "data.dataset=cifar10", "--set", "data.data_dir=/nonexistent/cifar"],
      "/nonexistent/cifar/cifar-10-batches-py"),
     (["--resume"], "--resume: no sweep to resume in"),
+    (["--tracking-uri", "http://127.0.0.1:9"], "--tracking-uri: no MLflow server answers at http://127.0.0.1:9"),
 ])
 def test_bad_input_exits_2_with_one_line_and_starts_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
@@ -74,6 +75,13 @@ def test_bad_input_exits_2_with_one_line_and_starts_nothing(
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
     assert not storage.exists() or not any(storage.rglob("*")), "bad input must not write anything"
+
+
+def test_unwritable_storage_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["--storage", str(blocker / "runs")]) == 2
+    assert "--storage: cannot write under" in capsys.readouterr().err
 
 
 def test_module_entry_point_exit_code(tmp_path: Path) -> None:
