@@ -288,6 +288,18 @@ def results_table(results: Any, plan: Plan, metric: str, mode: str) -> Any:
     return df
 
 
+def seed_summary(df: Any, plan: Plan) -> Any:
+    """Finished trials grouped by every swept key but the seed: mean and std of each metric."""
+    seeds = plan.grid.get("run.seed", ())
+    keys = [k for k in [*plan.grid, *(["variant"] if plan.variants else [])] if k != "run.seed"]
+    ok = df[df["status"] == "OK"]
+    if len(seeds) < 2 or ok.empty:
+        return None
+    shown = [m for m in SHOWN_METRICS if m != "epoch" and ok[m].notna().any()]
+    table = ok.groupby(keys)[shown].agg(["mean", "std"]) if keys else ok[shown].agg(["mean", "std"])
+    return table
+
+
 def save_figure(df: Any, plan: Plan, metric: str, path: Path) -> Path | None:
     """Metric and dying ratio against the first numeric axis (or per trial)."""
     try:
@@ -451,6 +463,10 @@ def _show_results(df: Any, results: Any, plan: Plan, settings: Settings, tracker
                            "display.float_format", "{:.4f}".format):
         print("\nResults (sorted by " + metric + "):")
         print(df.to_string(index=False))
+        summary = seed_summary(df, plan)
+        if summary is not None:
+            print(f"\nMean ± std over {len(plan.grid['run.seed'])} seeds (as the paper's tables report):")
+            print(summary.to_string())
     ok = [r for r in results if r.error is None and r.metrics and metric in r.metrics]
     if ok:
         best = max(ok, key=lambda r: r.metrics[metric] * (1 if mode == "max" else -1))

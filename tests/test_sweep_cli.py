@@ -89,3 +89,23 @@ def test_module_entry_point_exit_code(tmp_path: Path) -> None:
                            "--storage", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: optim.lr: expected a number, got 'x'"
+
+
+def test_seed_summary_means_over_seeds_only() -> None:
+    import pandas as pd
+
+    from orchestrator.sweep import seed_summary
+    from search_spaces import get_space, make_plan
+
+    plan = make_plan(get_space("ep_quick"), search="grid", sets={}, grid_overrides={}, num_samples=2)
+    rows = [{"trial": f"t{i}", "method.prune_rate": k, "run.seed": s, "test_acc": acc,
+             "dying_ratio": d, "k_minus_dying": k - d, "epoch": 15, "status": "OK"}
+            for i, (k, s, acc, d) in enumerate([(0.2, 0, 0.90, 0.10), (0.2, 1, 0.94, 0.14),
+                                                (0.488, 0, 0.80, 0.40), (0.488, 1, 0.80, 0.44)])]
+    rows.append({**rows[0], "trial": "bad", "test_acc": 0.0, "status": "ERROR"})  # ignored
+    table = seed_summary(pd.DataFrame(rows), plan)
+    assert table.loc[0.2, ("test_acc", "mean")] == pytest.approx(0.92)
+    assert table.loc[0.2, ("test_acc", "std")] == pytest.approx(0.0282842712)  # sample std of .90, .94
+    assert table.loc[0.488, ("dying_ratio", "mean")] == pytest.approx(0.42)
+    assert seed_summary(pd.DataFrame(rows), make_plan(get_space("ep_quick"), search="grid", sets={},
+                                                      grid_overrides={}, num_samples=1)) is None
