@@ -319,8 +319,9 @@ def save_figure(df: Any, plan: Plan, metric: str, path: Path) -> Path | None:
         grouped = ok.groupby(axis)[[metric, "dying_ratio"]].mean(numeric_only=True).sort_index()
         xs, xlabel = grouped.index.to_numpy(), axis
     else:
-        grouped = ok.set_index(ok["variant"] if "variant" in ok else ok["trial"])[[metric, "dying_ratio"]]
-        xs, xlabel = range(len(grouped)), "trial"
+        xlabel = "variant" if "variant" in ok else "trial"
+        grouped = ok.set_index(ok[xlabel])[[metric, "dying_ratio"]]
+        xs = range(len(grouped))
         ax.set_xticks(list(xs), [str(i) for i in grouped.index], rotation=60, ha="right", fontsize=7)
     ax.plot(xs, grouped[metric], "o-", color="tab:blue", label=metric)
     ax.set_xlabel(xlabel)
