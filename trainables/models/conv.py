@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from trainables.models.layers import LayerFactory
+from trainables.models.mlp import MLP
 
 # Channel widths of the convs, two per pool; Conv-n uses the first n.
 CONV_CHANNELS: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 512, 512)
@@ -37,13 +38,7 @@ class ConvNet(nn.Module):
         if side < 1:
             raise ValueError(f"{image_size}px images are too small for {len(channels) // 2} pools")
         self.features = nn.Sequential(*feats)
-        head: list[nn.Module] = [nn.Flatten()]
-        width = c_in * side * side
-        for h in hidden:
-            head += [layers.linear(width, h, bias=False), nn.ReLU(inplace=True)]
-            width = h
-        head.append(layers.linear(width, num_classes, bias=False))
-        self.classifier = nn.Sequential(*head)
+        self.classifier = MLP(layers, c_in * side * side, hidden, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
