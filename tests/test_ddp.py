@@ -21,9 +21,10 @@ from trainables.sparse.mask_io import read_masks
 
 FLAT = {"data.dataset": "digits", "model.name": "conv4", "schedule.epochs": 2, "data.batch_size": 32,
         "run.max_steps_per_epoch": 6, "method.prune_rate": 0.5, "optim.lr": 0.2, "model.width": 0.25}
+BN_FLAT = {**FLAT, "model.name": "resnet18", "model.width": 0.125, "schedule.epochs": 1}
 
 
-def _train(out: Path, ctx: DistContext) -> list[dict]:
+def _train(out: Path, ctx: DistContext, flat: dict = FLAT) -> list[dict]:
     reports: list[dict] = []
 
     def reporter(metrics: dict, ckpt: Path | None) -> None:
@@ -32,14 +33,14 @@ def _train(out: Path, ctx: DistContext) -> list[dict]:
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(ckpt, out)
 
-    run_experiment(ExperimentConfig.from_flat(FLAT), reporter=reporter, ctx=ctx)
+    run_experiment(ExperimentConfig.from_flat(flat), reporter=reporter, ctx=ctx)
     return reports
 
 
-def _worker(rank: int, world: int, store: str, out: str, reports_path: str) -> None:
+def _worker(rank: int, world: int, store: str, out: str, reports_path: str, flat: dict = FLAT) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        reports = _train(Path(out), DistContext(rank=rank, world_size=world))
+        reports = _train(Path(out), DistContext(rank=rank, world_size=world), flat)
         if rank == 0:
             torch.save(reports, reports_path)
     finally:
@@ -61,3 +62,24 @@ def test_two_gloo_workers_match_one_process(tmp_path: Path) -> None:
         torch.testing.assert_close(s1[name], s2[name], atol=1e-5, rtol=1e-4)
     m1, m2 = read_masks(tmp_path / "single" / "masks.parquet"), read_masks(tmp_path / "ddp" / "masks.parquet")
     assert all(torch.equal(m1[k], m2[k]) for k in m1)
+
+
+@pytest.mark.timeout(180)
+def test_ranks_evaluate_and_save_one_model_with_batchnorm(tmp_path: Path) -> None:
+    """Each rank's BatchNorm statistics absorb its own shard; eval must use rank 0's everywhere.
+
+    The DDP-reported test loss must equal rank 0's checkpoint evaluated in one process.
+    """
+    from trainables.data import load_data
+    from trainables.loop import build_state, epoch_steps, evaluate, load_checkpoint
+
+    mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path / "ddp"), str(tmp_path / "r.pt"),
+                            BN_FLAT), nprocs=2, join=True)
+    reported = torch.load(tmp_path / "r.pt")[-1]
+    cfg = ExperimentConfig.from_flat(BN_FLAT)
+    data = load_data(cfg.data, progress=False)
+    state = build_state(cfg, torch.device("cpu"), epoch_steps(cfg, data))
+    load_checkpoint(state, cfg, tmp_path / "ddp", torch.device("cpu"))
+    alone = evaluate(state.model, data, cfg, DistContext(), torch.device("cpu"))
+    assert alone["test_loss"] == pytest.approx(reported["test_loss"], rel=1e-5)
+    assert alone["test_acc"] == pytest.approx(reported["test_acc"], abs=1e-9)

@@ -76,7 +76,8 @@ class DataBundle:
         """The same data on `device` (e.g. the whole uint8 CIFAR-10 on a GPU: no H2D per batch)."""
         return dataclasses.replace(
             self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
-            test_x=self.test_x.to(device), test_y=self.test_y.to(device))
+            test_x=self.test_x.to(device), test_y=self.test_y.to(device),
+            mean=self.mean.to(device), std=self.std.to(device))
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Raw stored images -> a new float32 tensor (x / scale - mean) / std on x's device."""
@@ -380,8 +381,8 @@ def train_batches(bundle: DataBundle, *, batch_size: int, epoch: int, seed: int,
         if offsets is not None:
             x = _random_crop(x, offsets[lo:lo + local].to(x.device), pad)
         if flips is not None:
-            flip_rows = flips[lo:lo + local].to(x.device)
-            x[flip_rows] = x[flip_rows].flip(3)  # x is a fresh copy from indexing: safe in place
+            flip_rows = flips[lo:lo + local].to(x.device).view(-1, 1, 1, 1)
+            x = torch.where(flip_rows, x.flip(3), x)  # no boolean indexing: no host sync on GPU
         yield bundle.normalise(x), y
 
 

@@ -184,6 +184,18 @@ def epoch_steps(cfg: ExperimentConfig, data: DataBundle) -> int:
     return min(spe, cap) if cap else spe
 
 
+def sync_buffers(model: nn.Module, ctx: DistContext) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running stats).
+
+    DDP broadcasts buffers at the start of each training forward, but that forward then
+    updates each rank's statistics with its own shard: after the last step the ranks differ.
+    Evaluation and checkpoints must see one model.
+    """
+    if ctx.world_size > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def _reduce(values: list[float | torch.Tensor], ctx: DistContext, device: torch.device) -> list[float]:
     """Sum across ranks with one collective (one host sync)."""
     t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
@@ -251,6 +263,7 @@ def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
     device = resolve_device(cfg.run.device, ctx)
     set_determinism(cfg.run.deterministic, device)
     data = data or load_data(cfg.data, progress=progress and ctx.is_main, verify=cfg.data.verify)
+    data = data.to(device)  # on a GPU: the whole (uint8) dataset once, no host copy per batch
     if cfg.data.batch_size % ctx.world_size:
         raise ValueError(f"data.batch_size={cfg.data.batch_size} is not divisible by "
                          f"{ctx.world_size} workers")
@@ -270,6 +283,7 @@ def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
         metrics = train_epoch(state, data, cfg, ctx, device, model)
         elapsed = time.perf_counter() - t0
         last = state.epoch == cfg.schedule.epochs
+        sync_buffers(state.model, ctx)
         if last or state.epoch % cfg.run.eval_every == 0:
             metrics.update(evaluate(state.model, data, cfg, ctx, device))
         metrics.update(state.method.end_of_epoch(state.model, state.epoch))
