@@ -35,6 +35,7 @@ class Settings:
     grids: dict[str, list[str]] = field(default_factory=dict)
     num_samples: int | None = None
     max_concurrent: int = 2
+    max_failures: int = 0
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float | None = None
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=None,
                    help="grid: seeds per point (run.seed, run.seed+1, ...); optuna: number of trials (default 10)")
     p.add_argument("--max-concurrent", type=int, default=2, help="trials running at once (default 2)")
+    p.add_argument("--max-failures", type=int, default=0,
+                   help="retries of a failed trial from its last checkpoint (e.g. preempted nodes; default 0)")
     p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers per trial (default 1: no DDP)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)")
     p.add_argument("--gpus-per-worker", type=float, default=None,
@@ -158,8 +161,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         return _resume_settings(args, storage)
     if args.max_concurrent < 1:
         raise ConfigError(f"--max-concurrent: {args.max_concurrent} must be >= 1")
+    if args.max_failures < 0:
+        raise ConfigError(f"--max-failures: {args.max_failures} must be >= 0")
     if args.workers_per_trial < 1:
         raise ConfigError(f"--workers-per-trial: {args.workers_per_trial} must be >= 1")
+    if args.workers_per_trial > 1 and args.gpus_per_worker is not None and 0 < args.gpus_per_worker < 1:
+        raise ConfigError(f"--gpus-per-worker: {args.gpus_per_worker:g} is a GPU share; DDP workers "
+                          f"(--workers-per-trial > 1) need whole GPUs (NCCL ranks cannot share one)")
     if args.cpus_per_worker <= 0:
         raise ConfigError(f"--cpus-per-worker: {args.cpus_per_worker} must be > 0")
     if args.gpus_per_worker is not None and args.gpus_per_worker < 0:
@@ -181,7 +189,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     _check_tracking_uri(tracking)
     return Settings(space=space.name, search=args.search, sets=_parse_sets(args.sets),
                     grids=_parse_grids(args.grids), num_samples=args.num_samples,
-                    max_concurrent=args.max_concurrent, workers_per_trial=args.workers_per_trial,
+                    max_concurrent=args.max_concurrent, max_failures=args.max_failures,
+                    workers_per_trial=args.workers_per_trial,
                     cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                     metric=args.metric, mode=args.mode, optuna_seed=args.optuna_seed, name=name,
                     storage=storage, tracking_uri=tracking,
@@ -196,10 +205,14 @@ def _default_tracking(storage: str) -> str:
     return default_tracking_uri(Path(storage))
 
 
+# Flags that may accompany --resume; every other flag defines the sweep and is saved with it.
+RESUME_FLAGS = ("storage", "resume", "address", "num_cpus", "dry_run", "list_spaces", "list_keys")
+
+
 def _resume_settings(args: argparse.Namespace, storage: str) -> Settings:
-    given = [flag for flag, value in (("--set", args.sets), ("--grid", args.grids),
-                                      ("--num-samples", args.num_samples), ("--name", args.name))
-             if value]
+    defaults = vars(build_parser().parse_args([]))
+    given = ["--" + k.replace("_", "-") for k, v in vars(args).items()
+             if k not in RESUME_FLAGS and v != defaults[k]]
     if given:
         raise ConfigError(f"--resume: {', '.join(given)} cannot change a sweep being resumed; drop them")
     root = Path(_tune_root(storage))
@@ -307,11 +320,13 @@ def save_figure(df: Any, plan: Plan, metric: str, path: Path) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import pandas as pd
     except ImportError:  # pragma: no cover - matplotlib ships with mlflow
         return None
-    ok = df[df["status"] == "OK"]
+    ok = df[df["status"] == "OK"].copy()
     if ok.empty:
         return None
+    ok["dying_ratio"] = pd.to_numeric(ok["dying_ratio"])  # all None for dense runs
     axis = next((k for k in [*plan.grid, *plan.optuna_space]
                  if k != "run.seed" and k in ok and ok[k].map(lambda v: isinstance(v, (int, float))).all()), None)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -369,18 +384,15 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     sweep_path = f"{tune_root}/{settings.name}"
     check_tracking_server(settings.tracking_uri)
 
+    check_address(address)
+
     ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
              log_to_driver=True, configure_logging=True, logging_level="WARNING")
-    cluster = ray.cluster_resources()
-    gpus = settings.gpus_per_worker
-    if gpus is None:
-        gpus = 1.0 if cluster.get("GPU", 0) > 0 else 0.0
-    need_cpu = settings.workers_per_trial * settings.cpus_per_worker + (0.01 if settings.workers_per_trial > 1 else 0)
-    if need_cpu > cluster.get("CPU", 0) or gpus * settings.workers_per_trial > cluster.get("GPU", 0):
+    try:
+        gpus = check_resources(settings, plan, ray.cluster_resources(), remote=address is not None)
+    except ConfigError:
         ray.shutdown()
-        raise ConfigError(f"--workers-per-trial/--cpus-per-worker: a trial needs {need_cpu:g} CPUs and "
-                          f"{gpus * settings.workers_per_trial:g} GPUs but the Ray cluster has "
-                          f"{cluster.get('CPU', 0):g} CPUs and {cluster.get('GPU', 0):g} GPUs")
+        raise
 
     tracker = SweepTracker(settings.tracking_uri, settings.experiment, Path(settings.storage))
     parent = tracker.start(settings.name, params={"space": space.name, "search": plan.search,
@@ -412,7 +424,7 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
                                run_config=tune.RunConfig(
                                    name=settings.name, storage_path=tune_root, callbacks=[callback],
                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                   failure_config=tune.FailureConfig(max_failures=0)))
+                                   failure_config=tune.FailureConfig(max_failures=settings.max_failures)))
         results = tuner.fit()  # returns early, state saved, when interrupted (Ctrl-C)
         df = results_table(results, plan, metric, mode)
         errors = int((df["status"] == "ERROR").sum()) if len(df) else 0
@@ -429,6 +441,45 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     finally:
         tracker.finish(status)
         ray.shutdown()
+
+
+def check_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT Ray address must accept a connection (ray.init would retry for minutes)."""
+    if address is None or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address: {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+    import socket
+
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(f"--address: no Ray cluster answers at {hostport} ({e})") from None
+
+
+def check_resources(settings: Settings, plan: Plan, cluster: dict[str, float], *, remote: bool) -> float:
+    """GPUs per worker, after checking a trial fits the cluster (a local one cannot grow)."""
+    gpus = settings.gpus_per_worker
+    have_gpu = cluster.get("GPU", 0)
+    if gpus is None:
+        gpus = 1.0 if have_gpu > 0 else 0.0
+        if remote and not have_gpu:
+            print("note: no GPU node is up, so trials reserve no GPU; pass --gpus-per-worker 1 to "
+                  "have the autoscaler start GPU workers", file=sys.stderr)
+    if gpus == 0 and any(c.run.device == "cuda" for c in plan.trial_configs()):
+        raise ConfigError("run.device: cuda, but trials reserve no GPU (--gpus-per-worker 0 or no GPU "
+                          "in the Ray cluster); use run.device=auto or cpu, or --gpus-per-worker 1")
+    workers = settings.workers_per_trial
+    need_cpu = workers * settings.cpus_per_worker + (0.01 if workers > 1 else 0)
+    if need_cpu > cluster.get("CPU", 0) or gpus * workers > have_gpu:
+        message = (f"a trial needs {need_cpu:g} CPUs and {gpus * workers:g} GPUs but the Ray cluster "
+                   f"has {cluster.get('CPU', 0):g} CPUs and {have_gpu:g} GPUs")
+        if not remote:
+            raise ConfigError(f"--workers-per-trial/--cpus-per-worker/--gpus-per-worker: {message}")
+        print(f"note: {message} now; trials wait for the autoscaler", file=sys.stderr)
+    return gpus
 
 
 def _param_space(plan: Plan) -> dict[str, Any]:

@@ -8,6 +8,7 @@ of `trainables.config.ExperimentConfig`, so spaces, `--set` and MLflow params ag
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,6 +114,15 @@ def make_plan(space: SearchSpace, *, search: str, sets: Mapping[str, Any],
         if key in variant_keys:
             raise ConfigError(f"--grid {key}: space {space.name!r} varies this key in its variants")
         grid[key] = tuple(values)
+    if "method.name" in sets:  # another method: the space's settings of its own method do not apply
+        base = {k: v for k, v in base.items() if not k.startswith("method.")}
+        new_method = ExperimentConfig.from_flat({"method.name": sets["method.name"]}).method
+        fields = {f"method.{f.name}" for f in dataclasses.fields(new_method)}
+        swept = [*grid, *variant_keys, *optuna_space]
+        foreign = sorted({k for k in swept if k.startswith("method.") and k not in fields})
+        if foreign:
+            raise ConfigError(f"--set method.name={new_method.name}: space {space.name!r} sweeps "
+                              f"{', '.join(foreign)}, which {new_method.name} does not have")
     for key, value in sets.items():
         if search == "grid" and key in variant_keys:
             raise ConfigError(f"--set {key}: space {space.name!r} varies this key in its variants; "

@@ -98,3 +98,43 @@ def test_each_optimizer_trains_dense_and_supermask(optim: str) -> None:
             overrides.pop("method.prune_rate")
         metrics = run_experiment(ExperimentConfig.from_flat(overrides))
         assert math.isfinite(metrics["train_loss"]) and 0 <= metrics["test_acc"] <= 1
+
+
+def _one_step(optim: dict, p0: list[float], grad: list[float], groups_extra: dict | None = None) -> torch.Tensor:
+    from trainables.loop import build_optimizer
+
+    cfg = ExperimentConfig.from_flat({f"optim.{k}": v for k, v in optim.items()})
+    p = torch.nn.Parameter(torch.tensor(p0, dtype=torch.float64))
+    opt = build_optimizer(cfg, [{"params": [p], **(groups_extra or {})}])
+    p.grad = torch.tensor(grad, dtype=torch.float64)
+    opt.step()
+    return p.detach()
+
+
+def test_sgd_step_by_hand() -> None:
+    # g' = g + wd p = [0.5 + 0.01, 0.5 - 0.02]; first momentum buffer = g'; p -= lr g'
+    sgd = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}
+    assert _one_step(sgd, [1.0, -2.0], [0.5, 0.5]).tolist() == pytest.approx([0.949, -2.048])
+    # Nesterov: p -= lr (g' + 0.9 g')
+    nest = _one_step({**sgd, "nesterov": True}, [1.0, -2.0], [0.5, 0.5])
+    assert nest.tolist() == pytest.approx([1 - 0.1 * 1.9 * 0.51, -2 - 0.1 * 1.9 * 0.48])
+    # a group the method exempts from decay keeps wd = 0
+    exempt = _one_step(sgd, [1.0, -2.0], [0.5, 0.5], {"weight_decay": 0.0})
+    assert exempt.tolist() == pytest.approx([0.95, -2.05])
+
+
+def test_adam_first_step_moves_each_coordinate_by_lr() -> None:
+    # bias-corrected first Adam step: m/sqrt(v) = sign(g), so |Δp| = lr (eps negligible)
+    p = _one_step({"name": "adam", "lr": 0.01, "weight_decay": 0.0}, [1.0, -2.0], [0.3, -4.0])
+    assert p.tolist() == pytest.approx([0.99, -1.99], abs=1e-7)
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_lars_step_by_hand(wd: float) -> None:
+    # trust = eta ||w|| / (||g|| + wd ||w||); p -= lr * trust * (g + wd w)  (first step: buffer = update)
+    w, g, lr, eta = [3.0, 4.0], [0.0, 1.0], 0.5, 0.001
+    trust = eta * 5.0 / (1.0 + wd * 5.0)
+    expect = [w[i] - lr * trust * (g[i] + wd * w[i]) for i in range(2)]
+    got = _one_step({"name": "lars", "lr": lr, "momentum": 0.9, "weight_decay": wd,
+                     "lars_trust_coeff": eta}, w, g)
+    assert got.tolist() == pytest.approx(expect)

@@ -32,13 +32,6 @@ def test_dry_run_prints_trials_without_ray(tmp_path: Path, capsys: pytest.Captur
     out = capsys.readouterr().out
     assert "4 trials:" in out and "method.prune_rate=0.5 run.seed=1" in out
     assert not (tmp_path / "s").exists()
-    assert "ray" not in sys.modules or not _ray_initialized()
-
-
-def _ray_initialized() -> bool:
-    import ray
-
-    return ray.is_initialized()
 
 
 def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,6 +59,13 @@ def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
      "/nonexistent/cifar/cifar-10-batches-py"),
     (["--resume"], "--resume: no sweep to resume in"),
     (["--tracking-uri", "http://127.0.0.1:9"], "--tracking-uri: no MLflow server answers at http://127.0.0.1:9"),
+    (["--address", "127.0.0.1:9"], "--address: no Ray cluster answers at 127.0.0.1:9"),
+    (["--address", "nohost"], "--address: 'nohost' is not auto, HOST:PORT or ray://HOST:PORT"),
+    (["--set", "data.batch_size=2000"], "data.batch_size: 2000 is larger than the 1437 training images of digits"),
+    (["--set", "schedule.name=step", "--set", "schedule.milestones=15"], "schedule.milestones: [15] must lie in [1, schedule.epochs=15)"),
+    (["--workers-per-trial", "2", "--gpus-per-worker", "0.5"], "--gpus-per-worker: 0.5 is a GPU share"),
+    (["--set", "method.name=dense"], "--set method.name=dense: space 'ep_quick' sweeps method.prune_rate"),
+    (["--max-failures", "-1"], "--max-failures: -1 must be >= 0"),
 ])
 def test_bad_input_exits_2_with_one_line_and_starts_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
@@ -75,6 +75,13 @@ def test_bad_input_exits_2_with_one_line_and_starts_nothing(
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
     assert not storage.exists() or not any(storage.rglob("*")), "bad input must not write anything"
+
+
+def test_resume_refuses_flags_that_define_the_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--resume", "--storage", str(tmp_path), "--max-concurrent", "4",
+                 "--tracking-uri", "sqlite:////tmp/x.db"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume: --max-concurrent, --tracking-uri cannot change a sweep being resumed" in err
 
 
 def test_unwritable_storage_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

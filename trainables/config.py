@@ -253,9 +253,12 @@ class ExperimentConfig:
             raise ConfigError(
                 f"schedule.warmup_epochs: {self.schedule.warmup_epochs} must be smaller than "
                 f"schedule.epochs ({self.schedule.epochs})")
-        if any(m < 1 or m > self.schedule.epochs for m in self.schedule.milestones):
+        if any(m < 1 or m >= self.schedule.epochs for m in self.schedule.milestones):
             raise ConfigError(f"schedule.milestones: {list(self.schedule.milestones)} must lie in "
-                              f"[1, schedule.epochs={self.schedule.epochs}]")
+                              f"[1, schedule.epochs={self.schedule.epochs}) to take effect")
+        if self.data.batch_size > spec.train_size:
+            raise ConfigError(f"data.batch_size: {self.data.batch_size} is larger than the "
+                              f"{spec.train_size} training images of {self.data.dataset}")
         if self.schedule.name == "step" and not self.schedule.milestones:
             raise ConfigError("schedule.milestones: the step schedule needs at least one milestone, e.g. 50,75")
         if any(h < 1 for h in self.model.mlp_hidden):

@@ -82,7 +82,8 @@ def set_determinism(enabled: bool, device: torch.device) -> None:
 
 def build_optimizer(cfg: ExperimentConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     o = cfg.optim
-    groups = [{"weight_decay": o.weight_decay, **g} for g in groups]
+    given = groups
+    groups = [{"weight_decay": o.weight_decay, **g} for g in given]
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
     if o.name == "adam":
@@ -90,6 +91,10 @@ def build_optimizer(cfg: ExperimentConfig, groups: list[dict[str, Any]]) -> torc
     if o.name == "lars":
         from timm.optim import Lars  # well-kept implementation; imported lazily (timm is heavy)
 
+        # timm adapts only groups with weight decay (apex LARC): with optim.weight_decay=0 LARS
+        # would silently be SGD. Adapt every group but those a method exempts from decay.
+        for g, own in zip(groups, given, strict=True):
+            g["always_adapt"] = "weight_decay" not in own
         return Lars(groups, lr=o.lr, momentum=o.momentum, trust_coeff=o.lars_trust_coeff)
     raise ValueError(f"optim.name: unknown optimizer {o.name!r}")  # validated earlier
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from trainables.config import ExperimentConfig
+from trainables.config import METHODS, ExperimentConfig
 from trainables.methods.base import Method
 from trainables.methods.dense import Dense
 from trainables.methods.edge_popup import EdgePopup
@@ -15,6 +15,7 @@ METHOD_REGISTRY: dict[str, Callable[[ExperimentConfig], Method]] = {
     "edge_popup": EdgePopup,
     "dense": Dense,
 }
+assert METHOD_REGISTRY.keys() == METHODS.keys(), "every method config needs its Method, and back"
 
 
 def build_method(cfg: ExperimentConfig) -> Method:

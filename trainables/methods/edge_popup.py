@@ -85,15 +85,10 @@ class EdgePopup(Method):
 
     def after_step(self, model: nn.Module, step: int) -> None:
         """OR in the mask of the updated scores (the one the next forward will reuse)."""
-        if not self.ever:
-            self.on_train_start(model)
-            return
         for name, layer in _layers(model).items():
             self.ever[name].logical_or_(layer.current_mask())
 
     def end_of_epoch(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        if not self.ever:
-            self.on_train_start(model)
         d = dying_ratio(self.ever)
         masks = [layer.current_mask() for layer in _layers(model).values()]
         kept = sum(int(torch.count_nonzero(m)) for m in masks)

@@ -54,6 +54,5 @@ def prune_rate_from_density(density: float | Fraction) -> float:
     return float(1 - _exact(density, "density"))
 
 
-def sparsity(density: float | Fraction) -> float:
-    """Sparsity = 1 - density (numerically equal to the prune rate k)."""
-    return float(1 - _exact(density, "density"))
+# Sparsity (DST's word) is the same number as the prune rate k: 1 - density.
+sparsity = prune_rate_from_density
