@@ -477,7 +477,8 @@ def check_resources(settings: Settings, plan: Plan, cluster: dict[str, float], *
         message = (f"a trial needs {need_cpu:g} CPUs and {gpus * workers:g} GPUs but the Ray cluster "
                    f"has {cluster.get('CPU', 0):g} CPUs and {have_gpu:g} GPUs")
         if not remote:
-            raise ConfigError(f"--workers-per-trial/--cpus-per-worker/--gpus-per-worker: {message}")
+            raise ConfigError(f"--workers-per-trial/--cpus-per-worker/--gpus-per-worker: {message} "
+                              f"(lower --cpus-per-worker, e.g. 0.5, or raise --num-cpus)")
         print(f"note: {message} now; trials wait for the autoscaler", file=sys.stderr)
     return gpus
 
