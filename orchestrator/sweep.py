@@ -375,7 +375,7 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     from ray import tune
 
     from orchestrator.tracking import MLflowTrialCallback, SweepTracker, tracking_ui_command
-    from trainables.tune import Runtime, resolve_config, trial
+    from trainables.tune import Runtime, trial
 
     space = plan.space
     metric = settings.metric or space.metric
@@ -418,7 +418,7 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
         else:
             callback = MLflowTrialCallback(
                 settings.tracking_uri, tracker.experiment_id, parent,
-                resolve_params=lambda c: resolve_config(c, plan.variants).to_flat())
+                resolve_params=lambda c: plan.resolve(c).to_flat())
             tuner = tune.Tuner(trainable, param_space=_param_space(plan),
                                tune_config=_tune_config(plan, settings, metric, mode),
                                run_config=tune.RunConfig(

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from trainables.config import ConfigError, ExperimentConfig
+from trainables.config import VARIANT_KEY, ConfigError, ExperimentConfig, resolve_tune_config
 
 
 @dataclass(frozen=True)
@@ -60,15 +60,12 @@ class Plan:
             for combo in combos:
                 point = {**self.base, **dict(zip(keys, combo, strict=True))}
                 if name is not None:
-                    point["variant"] = name
+                    point[VARIANT_KEY] = name
                 out.append(point)
         return out
 
     def resolve(self, point: Mapping[str, Any]) -> ExperimentConfig:
-        flat = {k: v for k, v in point.items() if k != "variant"}
-        if "variant" in point:
-            flat.update(self.variants[point["variant"]])
-        return ExperimentConfig.from_flat(flat)
+        return resolve_tune_config(point, self.variants)
 
     def trial_configs(self) -> list[ExperimentConfig]:
         """All grid trials validated; for Optuna, the base plus each bound of each axis."""
@@ -135,7 +132,7 @@ def make_plan(space: SearchSpace, *, search: str, sets: Mapping[str, Any],
     for key in optuna_space:
         ExperimentConfig.coerce(key, _bounds(optuna_space[key])[0])  # unknown key -> error
     for key, values in grid.items():
-        if key == "variant":
+        if key == VARIANT_KEY:
             raise ConfigError("'variant' is reserved for a space's named variants")
         grid[key] = tuple(ExperimentConfig.coerce(key, v) for v in values)
     if search == "grid":

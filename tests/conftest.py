@@ -112,3 +112,19 @@ def mlflow_server(
         server.stop()
 
 
+
+
+@pytest.fixture
+def count_selections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts calls of the supermask selection (one per layer per score update is the goal)."""
+    import trainables.sparse.supermask as sm
+
+    calls = [0]
+    real = sm.topk_mask
+
+    def counting(scores, keep):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        return real(scores, keep)
+
+    monkeypatch.setattr(sm, "topk_mask", counting)
+    return calls

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-import trainables.sparse.supermask as sm
 from trainables.sparse.supermask import (
     SUPERMASK,
     StraightThrough,
@@ -157,18 +156,6 @@ def test_mask_names() -> None:
 
 
 # ----- caching ---------------------------------------------------------------------------
-
-@pytest.fixture
-def count_selections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls = [0]
-    real = sm.topk_mask
-
-    def counting(scores: torch.Tensor, keep: int) -> torch.Tensor:
-        calls[0] += 1
-        return real(scores, keep)
-
-    monkeypatch.setattr(sm, "topk_mask", counting)
-    return calls
 
 
 @pytest.mark.parametrize("opt_kwargs", [{"foreach": False}, {"foreach": True}, {"fused": True}])

@@ -391,6 +391,25 @@ def _check_constraints(key: str, value: Any, meta: Mapping[str, Any]) -> None:
             raise ConfigError(f"{key}: {value!r} must be {sym} {bound} (allowed range {allowed})")
 
 
+VARIANT_KEY = "variant"
+
+
+def resolve_tune_config(tune_config: Mapping[str, Any],
+                        variants: Mapping[str, Mapping[str, Any]]) -> ExperimentConfig:
+    """A trial's flat config (dotted keys, maybe a named variant of a space) -> validated config.
+
+    The one place that reads a trial's config: the trial, the tracker and the sweep's
+    dry run and results all call it, so they cannot disagree.
+    """
+    flat = {k: v for k, v in tune_config.items() if k != VARIANT_KEY}
+    name = tune_config.get(VARIANT_KEY)
+    if name is not None:
+        if name not in variants:
+            raise ConfigError(f"variant: {name!r} is not one of {', '.join(variants) or 'none'}")
+        flat.update(variants[name])
+    return ExperimentConfig.from_flat(flat)
+
+
 def describe_keys(cfg: ExperimentConfig | None = None) -> list[tuple[str, Any, str]]:
     """(key, default, help) for every key of every method, for `--help-config`."""
     cfg = cfg or ExperimentConfig()

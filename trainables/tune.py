@@ -19,10 +19,8 @@ import ray
 import ray.train
 import ray.tune
 
-from trainables.config import ConfigError, ExperimentConfig
+from trainables.config import ExperimentConfig, resolve_tune_config
 from trainables.loop import DistContext, run_experiment
-
-VARIANT_KEY = "variant"
 
 
 def _quiet_ray_loggers() -> None:
@@ -40,18 +38,6 @@ class Runtime:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     ddp_storage: str = ""  # storage for the inner Ray Train runs (N workers only)
-
-
-def resolve_config(tune_config: Mapping[str, Any],
-                   variants: Mapping[str, Mapping[str, Any]]) -> ExperimentConfig:
-    """Tune's flat config (dotted keys, maybe a named variant) -> validated ExperimentConfig."""
-    flat = {k: v for k, v in tune_config.items() if k != VARIANT_KEY}
-    name = tune_config.get(VARIANT_KEY)
-    if name is not None:
-        if name not in variants:
-            raise ConfigError(f"variant: {name!r} is not one of {', '.join(variants)}")
-        flat.update(variants[name])
-    return ExperimentConfig.from_flat(flat)
 
 
 def _tune_reporter(metrics: dict[str, float], ckpt_dir: Path | None) -> None:
@@ -84,7 +70,7 @@ def trial(config: dict[str, Any], *, variants: Mapping[str, Mapping[str, Any]] |
     """Ray Tune function trainable (wrap with `tune.with_parameters`)."""
     _quiet_ray_loggers()
     runtime = runtime or Runtime()
-    cfg = resolve_config(config, variants or {})
+    cfg = resolve_tune_config(config, variants or {})
     if runtime.workers <= 1:
         checkpoint = ray.tune.get_checkpoint()
         if checkpoint is None:
