@@ -70,6 +70,7 @@ __all__ = [
     "default_tracking_uri",
     "extract_metrics",
     "iter_child_runs",
+    "metric_steps",
     "tracking_ui_command",
 ]
 
@@ -81,10 +82,17 @@ TRIAL_PATH_TAG = "sparsesweep.trial_path"
 SWEEP_NAME_TAG = "sparsesweep.sweep_name"
 NUM_FAILURES_TAG = "sparsesweep.num_failures"
 
-DEFAULT_ARTIFACT_FILES: tuple[tuple[str, str], ...] = (
-    ("config.json", ""),
-    ("masks.parquet", "masks"),
+#: (file or directory in the last checkpoint, artifact path, required). A directory is
+#: uploaded with its tree: ``artifacts/masks/cycle_01.parquet`` -> ``masks/cycle_01.parquet``.
+#: Dense training has no mask, and single-cycle methods may write no cycle files.
+DEFAULT_ARTIFACT_FILES: tuple[tuple[str, str, bool], ...] = (
+    ("config.json", "", True),
+    ("masks.parquet", "masks", False),
+    ("artifacts", "", False),
 )
+
+#: Metrics whose name starts with this are logged at step = the reported ``cycle``.
+CYCLE_PREFIX = "cycle_"
 
 #: Keys Tune adds to every result; they are bookkeeping, not metrics of the method.
 BOOKKEEPING_KEYS: frozenset[str] = frozenset(
@@ -234,7 +242,8 @@ def extract_metrics(result: Mapping[str, Any]) -> tuple[dict[str, float], int]:
     Drops Tune's bookkeeping keys, ``config*``, bools, non-numbers and non-finite values;
     nested dicts are flattened with ``/`` (Tune's own convention). The step is the
     reported ``epoch`` when there is one (so curves line up with the paper's x axis even
-    after a resume), else Tune's ``training_iteration``.
+    after a resume), else Tune's ``training_iteration``. See `metric_steps` for the
+    per-cycle metrics, which use another step.
     """
     metrics: dict[str, float] = {}
     for top, value in result.items():
@@ -251,6 +260,15 @@ def extract_metrics(result: Mapping[str, Any]) -> tuple[dict[str, float], int]:
     step_src = epoch if _is_finite_number(epoch) else result.get("training_iteration", 0)
     step = int(step_src) if _is_finite_number(step_src) else 0
     return metrics, step
+
+
+def metric_steps(result: Mapping[str, Any]) -> list[tuple[str, float, int]]:
+    """(key, value, step) of every metric to log: ``cycle_*`` at step = cycle, the rest at
+    step = epoch. MLflow charts then show both views: per epoch, and per cycle."""
+    metrics, step = extract_metrics(result)
+    cycle = result.get("cycle")
+    cycle_step = int(cycle) if _is_finite_number(cycle) else step
+    return [(k, v, cycle_step if k.startswith(CYCLE_PREFIX) else step) for k, v in metrics.items()]
 
 
 # --------------------------------------------------------------------------- parent run
@@ -361,7 +379,7 @@ class MLflowTrialCallback(Callback):
         experiment_id: str,
         parent_run_id: str,
         resolve_params: Callable[[dict], dict[str, Any]],
-        artifact_files: Sequence[tuple[str, str]] = DEFAULT_ARTIFACT_FILES,
+        artifact_files: Sequence[tuple[str, str, bool]] = DEFAULT_ARTIFACT_FILES,
         *,
         strict: bool = False,
     ) -> None:
@@ -369,12 +387,15 @@ class MLflowTrialCallback(Callback):
         self.experiment_id = str(experiment_id)
         self.parent_run_id = parent_run_id
         self.resolve_params = resolve_params
-        self.artifact_files = tuple((str(f), str(p)) for f, p in artifact_files)
+        self.artifact_files = tuple((str(f), str(p), bool(r)) for f, p, r in artifact_files)
         self.strict = strict
         self.failures = 0
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}  # trial_id -> run_id
         self._open: set[str] = set()  # trial ids whose run we set RUNNING
+        # trial_id -> metric key -> last step logged: a trial restored from a checkpoint older
+        # than its last report re-runs epochs whose metrics are already in its run.
+        self._last_step: dict[str, dict[str, int]] = {}
 
     # Tune pickles RunConfig (tuner.pkl); a live client/cache must not travel with it.
     def __getstate__(self) -> dict[str, Any]:
@@ -382,6 +403,7 @@ class MLflowTrialCallback(Callback):
         state["_client"] = None
         state["_runs"] = {}
         state["_open"] = set()
+        state["_last_step"] = {}
         state["failures"] = 0
         return state
 
@@ -459,8 +481,17 @@ class MLflowTrialCallback(Callback):
                 trial.trial_id, str(trial), dict(trial.config), extra_tags=extra
             )
             self._runs[trial.trial_id] = run_id
+            self._last_step[trial.trial_id] = self._logged_steps(run_id)
         self._open.add(trial.trial_id)
         return run_id
+
+    def _logged_steps(self, run_id: str) -> dict[str, int]:
+        """Last step of each metric already in the run (empty for a new run)."""
+        run = self.client.get_run(run_id)
+        return {
+            key: max(m.step for m in self.client.get_metric_history(run_id, key))
+            for key in run.data.metrics
+        }
 
     def _guard(self, what: str, trial: Trial | None, fn: Callable[[], None]) -> None:
         """Run one logging action; on failure warn loudly (or raise when strict)."""
@@ -515,14 +546,23 @@ class MLflowTrialCallback(Callback):
         self._guard("result", trial, lambda: self._log_result(trial, result))
 
     def _log_result(self, trial: Trial, result: Mapping[str, Any]) -> None:
-        metrics, step = extract_metrics(result)
-        if not metrics:
+        """Log each metric at its step, once: a step already logged is not logged again.
+
+        A trial restored from a checkpoint re-runs the epochs after it; those already in
+        the run (reported before an interrupt) keep their first value, so every step holds
+        one value (on CPU the re-run is bit-identical anyway).
+        """
+        entries = metric_steps(result)
+        if not entries:
             return
         run_id = self._run_for(trial)
+        last = self._last_step.setdefault(trial.trial_id, {})
         ts = _now_ms()
-        items = [Metric(k, v, ts, step) for k, v in metrics.items()]
+        items = [Metric(k, v, ts, step) for k, v, step in entries if step > last.get(k, -1)]
         for batch in _chunks(items, MAX_METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=list(batch), synchronous=True)
+        for m in items:
+            last[m.key] = m.step
 
     def on_trial_recover(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -552,8 +592,10 @@ class MLflowTrialCallback(Callback):
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        """Attach Tune's error file and mark the run FAILED."""
+        """Attach Tune's error file and what the last checkpoint holds; mark the run FAILED."""
         self._guard("error file", trial, lambda: self._log_error(trial))
+        if trial.checkpoint is not None:
+            self._guard("artifacts", trial, lambda: self._log_checkpoint_files(trial))
         self._guard("error", trial, lambda: self._terminate(trial, "FAILED"))
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
@@ -589,17 +631,19 @@ class MLflowTrialCallback(Callback):
             return
         run_id = self._run_for(trial)
         with checkpoint.as_directory() as ckpt_dir:
-            for filename, artifact_path in self.artifact_files:
+            for filename, artifact_path, required in self.artifact_files:
                 src = Path(ckpt_dir) / filename
-                if not src.is_file():
+                if src.is_dir():
+                    self.client.log_artifacts(run_id, str(src), artifact_path or None)
+                elif src.is_file():
+                    self.client.log_artifact(run_id, str(src), artifact_path or None)
+                elif required:
                     logger.warning(
                         "trial %s: %s not in its last checkpoint %s; not logged",
                         trial,
                         filename,
                         checkpoint.path,
                     )
-                    continue
-                self.client.log_artifact(run_id, str(src), artifact_path or None)
 
     def _log_error(self, trial: Trial) -> None:
         run_id = self._run_for(trial)

@@ -122,9 +122,9 @@ def count_selections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls = [0]
     real = sm.topk_mask
 
-    def counting(scores, keep):  # type: ignore[no-untyped-def]
+    def counting(scores, keep, allowed=None):  # type: ignore[no-untyped-def]
         calls[0] += 1
-        return real(scores, keep)
+        return real(scores, keep, allowed)
 
     monkeypatch.setattr(sm, "topk_mask", counting)
     return calls

@@ -10,9 +10,12 @@ from torch import nn
 import trainables.sparse.supermask as sm
 from trainables.config import ExperimentConfig
 from trainables.methods import Dense, EdgePopup, build_method
+from trainables.methods.base import Position, StepContext
 from trainables.metrics import dying_ratio
 from trainables.models.layers import DENSE, LayerFactory
 from trainables.sparse.supermask import SupermaskConv2d, SupermaskLinear, supermask_modules
+
+POS0 = Position(step=0, epoch=0, cycle=1, steps_per_epoch=1)
 
 
 def _cfg(**method: object) -> ExperimentConfig:
@@ -41,7 +44,7 @@ def _train(method: EdgePopup, model: nn.Module, steps: int, lr: float) -> list[f
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-        method.after_step(model, step)
+        method.after_step(model, StepContext(step))
         history.append(dying_ratio(method.ever))
     return history
 
@@ -52,7 +55,7 @@ def _setup(k: float = 0.25, **kw: object) -> tuple[EdgePopup, nn.Module]:
     assert isinstance(method, EdgePopup)
     model = _model(method.layer_factory())
     method.init_model(model)
-    method.on_train_start(model)
+    method.on_train_start(model, POS0)
     return method, model
 
 
@@ -92,7 +95,7 @@ def test_history_is_or_of_masks() -> None:
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-        method.after_step(model, step)
+        method.after_step(model, StepContext(step))
         for n, m in method.masks(model).items():
             seen[n] |= m
     assert all(torch.equal(seen[n], method.ever[n]) for n in seen)
@@ -135,7 +138,7 @@ def test_state_dict_round_trip() -> None:
     fresh = build_method(_cfg(prune_rate=0.5))
     assert isinstance(fresh, EdgePopup)
     fresh.load_state_dict(state)
-    fresh.on_train_start(model)  # the engine calls it after restoring a checkpoint
+    fresh.on_train_start(model, POS0)  # the engine calls it after restoring a checkpoint
     assert fresh.ever.keys() == method.ever.keys()
     assert all(torch.equal(fresh.ever[n], method.ever[n]) for n in method.ever)
     state["ever"]["0.weight"][:] = False  # the state is a copy, not the live history

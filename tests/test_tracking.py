@@ -32,6 +32,7 @@ from orchestrator.tracking import (
     artifact_root_for,
     default_tracking_uri,
     extract_metrics,
+    metric_steps,
     iter_child_runs,
     tracking_ui_command,
 )
@@ -107,6 +108,33 @@ def crash_once_trainable(config: dict[str, Any]) -> None:
             raise RuntimeError("boom after epoch 2")
 
 
+def rerun_epoch_trainable(config: dict[str, Any]) -> None:
+    """Reports epoch 3 without a checkpoint, then crashes: a restore re-runs epoch 3.
+
+    The re-run reports another value at the same step (as a GPU re-run might), so the test can
+    tell which one MLflow kept. Cycle metrics come with epoch 2 and 3 (cycles of one epoch).
+    """
+    from ray import tune
+
+    marker = Path(config["marker"])
+    start = 1
+    if (ckpt := tune.get_checkpoint()) is not None:
+        with ckpt.as_directory() as d:
+            start = json.loads(Path(d, "config.json").read_text())["epoch"] + 1
+    for epoch in range(start, 5):
+        value = epoch / 10 + (0.5 if marker.exists() else 0.0)
+        metrics = {"epoch": epoch, "cycle": epoch, "test_acc": value, "cycle_test_acc": value}
+        if epoch == 3:
+            tune.report(metrics)  # no checkpoint: a restore goes back to epoch 2
+            if not marker.exists():
+                marker.write_text("crashed")
+                raise RuntimeError("boom after epoch 3")
+            continue
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "config.json").write_text(json.dumps({"epoch": epoch}))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
 def resolve_params(config: dict[str, Any]) -> dict[str, Any]:
     """Stand-in for the config tree's flat dotted keys."""
     return {"optimizer.lr": str(config["lr"]), "model.width": "8", "sweep.long": "x" * 7000}
@@ -169,6 +197,13 @@ def test_extract_metrics_drops_bookkeeping() -> None:
     assert step == 2
     _, step = extract_metrics({"training_iteration": 7, "x": 1.0})
     assert step == 7
+
+
+def test_cycle_metrics_are_logged_at_step_cycle() -> None:
+    entries = metric_steps({"epoch": 6, "cycle": 2, "test_acc": 0.9, "cycle_test_acc": 0.9,
+                            "cycle_dying_ratio": 0.1, "training_iteration": 6})
+    assert sorted(entries) == [("cycle", 2.0, 6), ("cycle_dying_ratio", 0.1, 2),
+                               ("cycle_test_acc", 0.9, 2), ("epoch", 6.0, 6), ("test_acc", 0.9, 6)]
 
 
 # --------------------------------------------------------------------------- integration
@@ -340,7 +375,8 @@ def test_failed_trial_then_tuner_restore_reuses_its_child_run(
     rid = child.info.run_id
     assert child.info.status == "FAILED"
     assert [m.step for m in client.get_metric_history(rid, "test_acc")] == [1, 2]
-    assert [a.path for a in client.list_artifacts(rid)] == ["error.txt"]
+    # a failed trial keeps what its last checkpoint held (e.g. the masks of finished cycles)
+    assert [a.path for a in client.list_artifacts(rid)] == ["config.json", "error.txt"]
     text = Path(client.download_artifacts(rid, "error.txt", str(tmp_path))).read_text()
     assert "boom after epoch 2" in text
 
@@ -359,3 +395,33 @@ def test_failed_trial_then_tuner_restore_reuses_its_child_run(
     hist = client.get_metric_history(rid, "test_acc")
     assert [(m.step, m.value) for m in hist] == [(1, 0.1), (2, 0.2), (3, 0.3)]
     assert sorted(a.path for a in client.list_artifacts(rid)) == ["config.json", "error.txt"]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_rerun_epoch_after_restore_is_logged_once(
+    ray_local: None, migrated_db: Path, tmp_path: Path
+) -> None:
+    from ray import tune
+
+    storage = tmp_path / "sweep"
+    uri = fresh_store(migrated_db, storage)
+    tracker = SweepTracker(uri, "rerun", storage)
+    parent = tracker.start("rerun", {}, {})
+    callback = MLflowTrialCallback(uri, tracker.experiment_id, parent, resolve_params, strict=True)
+    run_config = tune.RunConfig(name="rerun", storage_path=str(storage / "ray_results"),
+                                callbacks=[callback], verbose=0)
+    tuner = tune.Tuner(rerun_epoch_trainable,
+                       param_space={"lr": 0.1, "marker": str(tmp_path / "crashed")},
+                       run_config=run_config)
+    assert len(tuner.fit().errors) == 1
+    restored = tune.Tuner.restore(str(storage / "ray_results" / "rerun"), rerun_epoch_trainable,
+                                  resume_errored=True)
+    assert not restored.fit().errors
+    client = MlflowClient(tracking_uri=uri)
+    (child,) = iter_child_runs(client, tracker.experiment_id, parent)
+    rid = child.info.run_id
+    # epoch 3 ran twice; the run keeps one value per step: the first one logged
+    for key in ("test_acc", "cycle_test_acc"):
+        hist = client.get_metric_history(rid, key)
+        assert [(m.step, m.value) for m in hist] == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.9)], key

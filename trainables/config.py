@@ -110,6 +110,10 @@ class MethodConfig:
     name: str = "dense"
     masked: ClassVar[bool] = False
 
+    def cycle_count(self) -> int:
+        """Cycles of `schedule.epochs` epochs each (iterative methods override)."""
+        return 1
+
 
 @dataclass(frozen=True)
 class DenseConfig(MethodConfig):
@@ -156,6 +160,11 @@ class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     GROUPS: ClassVar[tuple[str, ...]] = ("data", "model", "optim", "schedule", "method", "run")
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs over all cycles: what the last report's `epoch` reaches."""
+        return self.method.cycle_count() * self.schedule.epochs
 
     # ----- flat view -------------------------------------------------------------------
     def to_flat(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,9 @@ from torch import nn
 from trainables.config import ExperimentConfig
 from trainables.data import DataBundle, eval_batches, load_data, steps_per_epoch, train_batches
 from trainables.methods import build_method
-from trainables.methods.base import Method
+from trainables.methods.base import Method, Position, StepContext
 from trainables.models import build_model
-from trainables.sparse.mask_io import write_masks
+from trainables.sparse.mask_io import masks_to_bytes, table_to_bytes, write_masks
 
 # metrics, and a directory holding a checkpoint (rank 0 only, else None)
 Reporter = Callable[[dict[str, float], "Path | None"], None]
@@ -39,6 +39,7 @@ Reporter = Callable[[dict[str, float], "Path | None"], None]
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
 MASKS_FILE = "masks.parquet"
+ARTIFACTS_DIR = "artifacts"  # per-cycle files: masks/cycle_01.parquet, ranks/..., uploaded as they are
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,64 @@ def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str,
     return 1.0
 
 
+class LRSchedule:
+    """Multiplier of each group's peak LR at global step `step`, aware of cycles.
+
+    A callable object (not a closure) so that `LambdaLR.state_dict()` saves its attributes:
+    `origin` (global step at which the running cycle's schedule started), `offset` (schedule
+    step it started from) and `hold` (a constant factor for the whole cycle, or None).
+    Each cycle's schedule spans `schedule.epochs` epochs, warm-up included.
+    """
+
+    def __init__(self, *, total_steps: int, warmup_steps: int, schedule: str,
+                 milestone_steps: tuple[int, ...] = (), gamma: float = 0.1) -> None:
+        self.total_steps = total_steps
+        self.warmup_steps = warmup_steps
+        self.schedule = schedule
+        self.milestone_steps = tuple(milestone_steps)
+        self.gamma = gamma
+        self.origin = 0
+        self.offset = 0
+        self.hold: float | None = None
+
+    def __call__(self, step: int) -> float:
+        if self.hold is not None:
+            return self.hold
+        return lr_factor(step - self.origin + self.offset, total_steps=self.total_steps,
+                         warmup_steps=self.warmup_steps, schedule=self.schedule,
+                         milestone_steps=self.milestone_steps, gamma=self.gamma)
+
+    def restart(self, at_step: int, *, lr: str, offset: int = 0) -> None:
+        """A new cycle starts at global step `at_step`: rewind to `offset`, or hold the last LR."""
+        if lr == "hold":
+            self.hold = self(at_step - 1) if at_step > 0 else self(0)
+        else:
+            self.hold = None
+            self.origin, self.offset = at_step, offset
+
+
 def build_scheduler(cfg: ExperimentConfig, optimizer: torch.optim.Optimizer,
                     spe: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step LambdaLR over one cycle of `schedule.epochs` epochs of `spe` steps."""
     s = cfg.schedule
-    kwargs = dict(total_steps=s.epochs * spe, warmup_steps=s.warmup_epochs * spe, schedule=s.name,
-                  milestone_steps=tuple(m * spe for m in s.milestones), gamma=s.gamma)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, **kwargs))
+    schedule = LRSchedule(total_steps=s.epochs * spe, warmup_steps=s.warmup_epochs * spe,
+                          schedule=s.name, milestone_steps=tuple(m * spe for m in s.milestones),
+                          gamma=s.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def lr_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> LRSchedule:
+    schedule = scheduler.lr_lambdas[0]  # one object shared by every parameter group
+    assert isinstance(schedule, LRSchedule)
+    return schedule
+
+
+def set_lr(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> None:
+    """Put every group's LR at the schedule's value for global `step` (the next one to run)."""
+    factor = scheduler.lr_lambdas[0](step)
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
+        group["lr"] = base * factor
+    scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
 
 
 # ----- the engine --------------------------------------------------------------------------
@@ -135,8 +188,12 @@ class TrainState:
     method: Method
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    epoch: int = 0  # epochs completed
-    step: int = 0  # optimizer steps completed
+    epoch: int = 0  # epochs completed, over all cycles
+    step: int = 0  # optimizer steps completed, over all cycles
+    cycle: int = 1  # the cycle being trained (1-based); a boundary moves it on
+    # Files written at cycle ends (relative path -> bytes), kept in every later checkpoint,
+    # so the last checkpoint holds every cycle's masks and tables.
+    artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
 def build_state(cfg: ExperimentConfig, device: torch.device, spe: int) -> TrainState:
@@ -159,6 +216,7 @@ def save_checkpoint(state: TrainState, cfg: ExperimentConfig, directory: Path) -
         "method": state.method.state_dict(),
         "epoch": state.epoch,
         "step": state.step,
+        "cycle": state.cycle,
         "torch_rng": torch.get_rng_state(),
         "config_hash": cfg.hash(),
     }, directory / STATE_FILE)
@@ -166,11 +224,17 @@ def save_checkpoint(state: TrainState, cfg: ExperimentConfig, directory: Path) -
     masks = state.method.masks(state.model)
     if masks:
         write_masks(directory / MASKS_FILE, masks)
+    for rel, blob in state.artifacts.items():
+        target = directory / ARTIFACTS_DIR / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(blob)
 
 
 def load_checkpoint(state: TrainState, cfg: ExperimentConfig, directory: Path,
                     device: torch.device) -> None:
-    blob = torch.load(Path(directory) / STATE_FILE, map_location=device, weights_only=False)
+    """Restore `state` from a checkpoint; only tensors and plain containers are unpickled."""
+    directory = Path(directory)
+    blob = torch.load(directory / STATE_FILE, map_location=device, weights_only=True)
     if blob["config_hash"] != cfg.hash():
         raise ValueError(f"checkpoint in {directory} belongs to config {blob['config_hash']}, "
                          f"not {cfg.hash()}")
@@ -179,7 +243,11 @@ def load_checkpoint(state: TrainState, cfg: ExperimentConfig, directory: Path,
     state.scheduler.load_state_dict(blob["scheduler"])
     state.method.load_state_dict(blob["method"])
     state.epoch, state.step = blob["epoch"], blob["step"]
-    torch.set_rng_state(blob["torch_rng"])
+    state.cycle = blob.get("cycle", 1)
+    torch.set_rng_state(blob["torch_rng"].cpu())
+    root = directory / ARTIFACTS_DIR
+    state.artifacts = {p.relative_to(root).as_posix(): p.read_bytes()
+                       for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def epoch_steps(cfg: ExperimentConfig, data: DataBundle) -> int:
@@ -198,7 +266,8 @@ def sync_buffers(model: nn.Module, ctx: DistContext) -> None:
     """
     if ctx.world_size > 1:
         for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)
+            if buffer.dtype != torch.bool:  # bool buffers are masks, equal on every rank by design
+                dist.broadcast(buffer, src=0)
 
 
 def _reduce(values: list[float | torch.Tensor], ctx: DistContext, device: torch.device) -> list[float]:
@@ -242,15 +311,20 @@ def train_epoch(state: TrainState, data: DataBundle, cfg: ExperimentConfig, ctx:
     for i, (x, y) in enumerate(batches):
         if i >= spe:
             break
-        method.before_step(module, state.step)
+        step_ctx = StepContext(step=state.step, epoch=state.epoch, cycle=state.cycle,
+                               steps_per_epoch=spe, optimizer=state.optimizer, x=x, y=y)
+        method.before_step(module, step_ctx)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.amp):
             out = model(x)
             loss = F.cross_entropy(out.float(), y)
+            extra = method.loss_term(module, step_ctx)
+        total = loss if extra is None else loss + extra.float()
         state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        state.optimizer.step()
+        total.backward()
+        if not method.before_optimizer_step(module, step_ctx):
+            state.optimizer.step()
         state.scheduler.step()
-        method.after_step(module, state.step)
+        method.after_step(module, step_ctx)
         state.step += 1
         loss_sum += loss.detach() * len(y)
         correct += (out.detach().argmax(1) == y).sum()
@@ -260,10 +334,42 @@ def train_epoch(state: TrainState, data: DataBundle, cfg: ExperimentConfig, ctx:
     return {"train_loss": loss / max(n, 1), "train_acc": acc / max(n, 1)}
 
 
+def start_cycle(state: TrainState, cycle: int) -> None:
+    """The boundary into `cycle`: the method acts, then the engine applies its CycleStart."""
+    start = state.method.begin_cycle(state.model, cycle)
+    if start.reset_optimizer:
+        state.optimizer.state.clear()
+    lr_schedule(state.scheduler).restart(state.step, lr=start.lr, offset=start.lr_offset_steps)
+    set_lr(state.scheduler, state.step)
+    state.cycle = cycle
+
+
+# Engine metrics repeated at step = cycle when a cycle ends (`cycle_test_acc`, ...).
+CYCLE_ENGINE_METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
+
+
+def end_cycle(state: TrainState, metrics: dict[str, float]) -> dict[str, float]:
+    """Cycle-end metrics (prefixed `cycle_`) and artifacts (kept in `state.artifacts`)."""
+    out = state.method.end_of_cycle(state.model, state.cycle)
+    tag = f"cycle_{state.cycle:02d}.parquet"
+    if out.masks:
+        state.artifacts[f"masks/{tag}"] = masks_to_bytes(out.masks)
+    for name, table in out.tables.items():
+        state.artifacts[f"{name}/{tag}"] = table_to_bytes(table)
+    cycle_metrics = {f"cycle_{k}": metrics[k] for k in CYCLE_ENGINE_METRICS if k in metrics}
+    cycle_metrics.update({f"cycle_{k}": float(v) for k, v in out.metrics.items()})
+    return cycle_metrics
+
+
 def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
                    resume_from: Path | None = None, ctx: DistContext | None = None,
                    data: DataBundle | None = None, progress: bool = False) -> dict[str, float]:
-    """Train `cfg` to the end, reporting after every epoch; returns the last metrics."""
+    """Train `cfg` to the end, reporting after every epoch; returns the last metrics.
+
+    Every epoch reports its metrics with `epoch` (global, over all cycles) and `cycle`; the
+    last epoch of a cycle also reports the cycle's metrics (`cycle_*`) and is always
+    evaluated and checkpointed.
+    """
     ctx = ctx or DistContext.from_torch()
     device = resolve_device(cfg.run.device, ctx)
     set_determinism(cfg.run.deterministic, device)
@@ -274,27 +380,34 @@ def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
                          f"{ctx.world_size} workers")
     spe = epoch_steps(cfg, data)
     state = build_state(cfg, device, spe)
+    plan = state.method.cycle_plan()
     if resume_from is not None:
         load_checkpoint(state, cfg, Path(resume_from), device)
     model: nn.Module = state.model
     if ctx.world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(state.model, device_ids=ids)
-    state.method.on_train_start(state.model)
+    state.method.on_train_start(state.model, Position(step=state.step, epoch=state.epoch,
+                                                      cycle=state.cycle, steps_per_epoch=spe))
 
     metrics: dict[str, float] = {}
-    while state.epoch < cfg.schedule.epochs:
+    while state.epoch < plan.total_epochs:
+        cycle = plan.cycle_of(state.epoch)
+        if cycle > state.cycle:
+            start_cycle(state, cycle)
         t0 = time.perf_counter()
         metrics = train_epoch(state, data, cfg, ctx, device, model)
         elapsed = time.perf_counter() - t0
-        last = state.epoch == cfg.schedule.epochs
+        cycle_done = plan.ends_cycle(state.epoch)
         sync_buffers(state.model, ctx)
-        if last or state.epoch % cfg.run.eval_every == 0:
+        if cycle_done or state.epoch % cfg.run.eval_every == 0:
             metrics.update(evaluate(state.model, data, cfg, ctx, device))
         metrics.update(state.method.end_of_epoch(state.model, state.epoch))
-        metrics.update(epoch=state.epoch, step=state.step, epoch_time_s=elapsed,
+        metrics.update(epoch=state.epoch, step=state.step, cycle=state.cycle, epoch_time_s=elapsed,
                        lr=state.optimizer.param_groups[0]["lr"])
-        checkpoint_now = last or state.epoch % cfg.run.checkpoint_every == 0
+        if cycle_done:
+            metrics.update(end_cycle(state, metrics))
+        checkpoint_now = cycle_done or state.epoch % cfg.run.checkpoint_every == 0
         if reporter is None:
             continue
         if checkpoint_now and ctx.is_main:

@@ -3,22 +3,124 @@
 A method never owns a loop. The engine builds the model with the method's layer factory,
 lets the method initialise it, optimises `method.trainable_parameters(model)`, and calls
 the hooks below at fixed points. `model` is always the unwrapped module (never the DDP
-wrapper), and hooks must not force a device sync except in `end_of_epoch`.
+wrapper), and hooks must not force a device sync except in `end_of_epoch`/`end_of_cycle`.
+
+Cycles. Iterative methods (iterative edge-popup, IMP rounds, LR rewinding) train in cycles
+of `schedule.epochs` epochs with something happening at each boundary. A method declares
+its cycles (`cycle_plan`); at each boundary the engine calls `begin_cycle` exactly once
+(never again when a checkpoint taken later in that cycle is restored), the method prunes,
+rewinds or reinitialises its own tensors, and answers with a `CycleStart` telling the engine
+what to do with the LR schedule and the optimizer state. At each cycle's end the engine
+collects `end_of_cycle`: metrics logged at step = cycle, and masks / tables kept as
+artifacts (`masks/cycle_XX.parquet`, ...). Single-cycle methods get the same calls once.
+
+Per step, in order: `before_step` -> forward -> loss + `loss_term` -> backward ->
+`before_optimizer_step` (gradients are ready) -> optimizer step (unless skipped) ->
+LR schedule step -> `after_step`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+import pyarrow as pa
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from trainables.config import ExperimentConfig
 from trainables.models.layers import LayerFactory
 
 
+@dataclass(frozen=True)
+class CyclePlan:
+    """How a method trains: `count` cycles of `epochs` epochs each (1 cycle: plain training)."""
+
+    count: int
+    epochs: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or self.epochs < 1:
+            raise ValueError(f"a cycle plan needs count >= 1 and epochs >= 1, got {self}")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.count * self.epochs
+
+    def cycle_of(self, epochs_done: int) -> int:
+        """1-based cycle that the epoch after `epochs_done` completed epochs belongs to."""
+        return epochs_done // self.epochs + 1
+
+    def ends_cycle(self, epochs_done: int) -> bool:
+        """True when `epochs_done` completed epochs close a cycle."""
+        return epochs_done > 0 and epochs_done % self.epochs == 0
+
+
+@dataclass(frozen=True)
+class CycleStart:
+    """What the engine does to the LR schedule and optimizer when a new cycle starts.
+
+    lr="rewind": the schedule (warm-up included) starts again from its step
+    `lr_offset_steps` (0: from the start; IMP rewinding to step t passes t).
+    lr="hold": the LR stays, for the whole cycle, at the value the last step used
+    (fine-tuning, "FT" in soft-iep.txt Table 3).
+    `reset_optimizer` drops momentum / Adam moments (rewinding methods do).
+    """
+
+    lr: Literal["rewind", "hold"] = "rewind"
+    reset_optimizer: bool = True
+    lr_offset_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr not in ("rewind", "hold"):
+            raise ValueError(f"CycleStart.lr must be 'rewind' or 'hold', got {self.lr!r}")
+        if self.lr_offset_steps < 0:
+            raise ValueError(f"CycleStart.lr_offset_steps must be >= 0, got {self.lr_offset_steps}")
+
+
+@dataclass
+class CycleEnd:
+    """What a method reports when a cycle ends.
+
+    metrics: logged with a `cycle_` prefix at step = cycle (e.g. "dying_ratio" ->
+    `cycle_dying_ratio`); masks: written as `masks/cycle_XX.parquet`; tables: each written as
+    `<name>/cycle_XX.parquet` (e.g. score ranks, visit histograms).
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    masks: dict[str, Tensor] = field(default_factory=dict)
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where training stands: completed optimizer steps and epochs, the running cycle."""
+
+    step: int
+    epoch: int
+    cycle: int
+    steps_per_epoch: int
+
+
+@dataclass
+class StepContext:
+    """What a step hook may look at: the position, this rank's batch and the optimizer.
+
+    `epoch` is the 0-based index of the running epoch; `step` the 0-based global step.
+    Fields other than the step are optional so that tests can drive hooks by hand.
+    """
+
+    step: int
+    epoch: int = 0
+    cycle: int = 1
+    steps_per_epoch: int = 1
+    optimizer: torch.optim.Optimizer | None = None
+    x: Tensor | None = None
+    y: Tensor | None = None
+
+
 class Method:
-    """Default hooks: plain dense training of every parameter."""
+    """Default hooks: plain dense training of every parameter, one cycle."""
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
@@ -35,19 +137,39 @@ class Method:
         """Optimizer parameter groups; frozen tensors must not appear here."""
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
+    def cycle_plan(self) -> CyclePlan:
+        """Cycles of this run; `schedule.epochs` is the length of one cycle."""
+        return CyclePlan(count=self.cfg.method.cycle_count(), epochs=self.cfg.schedule.epochs)
+
     # --- training hooks (called by the engine) ----------------------------------------------
-    def on_train_start(self, model: nn.Module) -> None:
-        """Once, after init or after a checkpoint was restored."""
+    def on_train_start(self, model: nn.Module, pos: Position) -> None:
+        """Once, after init or after a checkpoint was restored (state already loaded)."""
 
-    def before_step(self, model: nn.Module, step: int) -> None:
-        """Before forward/backward of global step `step` (0-based)."""
+    def begin_cycle(self, model: nn.Module, cycle: int) -> CycleStart:
+        """Boundary into `cycle` (>= 2): prune / rewind / reinitialise; called once per boundary."""
+        return CycleStart()
 
-    def after_step(self, model: nn.Module, step: int) -> None:
-        """After `optimizer.step()` of global step `step`."""
+    def before_step(self, model: nn.Module, ctx: StepContext) -> None:
+        """Before forward/backward of global step `ctx.step` (0-based)."""
+
+    def loss_term(self, model: nn.Module, ctx: StepContext) -> Tensor | None:
+        """A term added to the task loss of this step (e.g. a repellent loss), or None."""
+        return None
+
+    def before_optimizer_step(self, model: nn.Module, ctx: StepContext) -> bool:
+        """Gradients are ready; return True to skip this optimizer step (the LR still steps)."""
+        return False
+
+    def after_step(self, model: nn.Module, ctx: StepContext) -> None:
+        """After `optimizer.step()` of global step `ctx.step`."""
 
     def end_of_epoch(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        """Metrics to report for the epoch just finished (1-based)."""
+        """Metrics to report for the epoch just finished (1-based, counted over all cycles)."""
         return {}
+
+    def end_of_cycle(self, model: nn.Module, cycle: int) -> CycleEnd:
+        """Metrics and artifacts of the cycle just finished (1-based)."""
+        return CycleEnd()
 
     # --- outputs ----------------------------------------------------------------------------
     def masks(self, model: nn.Module) -> dict[str, torch.Tensor]:

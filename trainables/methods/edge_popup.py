@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from trainables.config import EdgePopupConfig, ExperimentConfig
-from trainables.methods.base import Method
+from trainables.methods.base import Method, Position, StepContext
 from trainables.metrics.dying import dying_ratio
 from trainables.models.layers import LayerFactory
 from trainables.sparse.init import init_scores, init_weight
@@ -70,7 +70,7 @@ class EdgePopup(Method):
         return [{"params": [m.scores for m in layers.values()]}]
 
     # --- history ----------------------------------------------------------------------------
-    def on_train_start(self, model: nn.Module) -> None:
+    def on_train_start(self, model: nn.Module, pos: Position) -> None:
         """OR the current masks into the history (d_0 = k); moves a restored history on-device."""
         for name, layer in _layers(model).items():
             mask = layer.current_mask()
@@ -83,7 +83,7 @@ class EdgePopup(Method):
                                  f"the layer {tuple(mask.shape)}")
             self.ever[name] = past.to(device=mask.device, dtype=torch.bool).logical_or_(mask)
 
-    def after_step(self, model: nn.Module, step: int) -> None:
+    def after_step(self, model: nn.Module, ctx: StepContext) -> None:
         """OR in the mask of the updated scores (the one the next forward will reuse)."""
         for name, layer in _layers(model).items():
             self.ever[name].logical_or_(layer.current_mask())

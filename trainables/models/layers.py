@@ -10,7 +10,8 @@ from torch import nn
 
 class ConvFactory(Protocol):
     def __call__(self, in_channels: int, out_channels: int, kernel_size: int, *,
-                 stride: int = 1, padding: int = 0, bias: bool = False) -> nn.Module: ...
+                 stride: int = 1, padding: int = 0, groups: int = 1,
+                 bias: bool = False) -> nn.Module: ...
 
 
 class LinearFactory(Protocol):
@@ -32,8 +33,9 @@ class LayerFactory:
 
 
 def _dense_conv(in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-                padding: int = 0, bias: bool = False) -> nn.Module:
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+                padding: int = 0, groups: int = 1, bias: bool = False) -> nn.Module:
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                     groups=groups, bias=bias)
 
 
 def _dense_linear(in_features: int, out_features: int, *, bias: bool = True) -> nn.Module:

@@ -20,7 +20,16 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-__all__ = ["MaskFileError", "SCHEMA", "read_masks", "write_masks"]
+__all__ = [
+    "MaskFileError",
+    "SCHEMA",
+    "masks_table",
+    "masks_to_bytes",
+    "read_masks",
+    "table_to_bytes",
+    "write_bytes_atomic",
+    "write_masks",
+]
 
 _FORMAT = {b"sparsesweep.format": b"masks", b"sparsesweep.version": b"1"}
 
@@ -49,8 +58,8 @@ def _as_bool(name: str, mask: Tensor) -> np.ndarray:
     return mask.cpu().numpy()
 
 
-def write_masks(path: str | os.PathLike[str], masks: Mapping[str, Tensor]) -> None:
-    """Write `masks` (name -> bool tensor) to a Parquet file at `path`, atomically."""
+def masks_table(masks: Mapping[str, Tensor]) -> pa.Table:
+    """`masks` (name -> bool tensor) as the Arrow table the file holds."""
     layers, shapes, numels, densities, bits = [], [], [], [], []
     for name, mask in masks.items():
         arr = _as_bool(name, mask)
@@ -60,16 +69,39 @@ def write_masks(path: str | os.PathLike[str], masks: Mapping[str, Tensor]) -> No
         numels.append(int(flat.size))
         densities.append(float(flat.sum()) / flat.size if flat.size else 0.0)
         bits.append(np.packbits(flat).tobytes())
-    table = pa.table([layers, shapes, numels, densities, bits], schema=SCHEMA)
+    return pa.table([layers, shapes, numels, densities, bits], schema=SCHEMA)
 
+
+def table_to_bytes(table: pa.Table) -> bytes:
+    """A Parquet file (zstd) of `table`, in memory; mask tables skip statistics on the bits."""
+    sink = pa.BufferOutputStream()
+    if table.schema.equals(SCHEMA, check_metadata=False):
+        # No dictionary or min/max statistics for the bits: they would only copy them.
+        pq.write_table(table, sink, compression="zstd", use_dictionary=["layer"],
+                       write_statistics=["layer", "numel", "density"])
+    else:
+        pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def masks_to_bytes(masks: Mapping[str, Tensor]) -> bytes:
+    """The bytes `write_masks` would write, for keeping a mask in memory or in a checkpoint."""
+    return table_to_bytes(masks_table(masks))
+
+
+def write_masks(path: str | os.PathLike[str], masks: Mapping[str, Tensor]) -> None:
+    """Write `masks` (name -> bool tensor) to a Parquet file at `path`, atomically."""
+    write_bytes_atomic(path, masks_to_bytes(masks))
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], blob: bytes) -> None:
+    """Write to a temporary name and rename, so a reader never sees half a file."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            # No dictionary or min/max statistics for the bits: they would only copy them.
-            pq.write_table(table, fh, compression="zstd", use_dictionary=["layer"],
-                           write_statistics=["layer", "numel", "density"])
+            fh.write(blob)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)

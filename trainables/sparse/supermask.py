@@ -28,6 +28,8 @@ __all__ = [
     "SupermaskConv2d",
     "SupermaskLinear",
     "SupermaskMixin",
+    "coat_mask",
+    "selection_key",
     "supermask_modules",
     "topk_mask",
 ]
@@ -38,29 +40,48 @@ class StraightThrough(torch.autograd.Function):
 
     The mask is a step function of the scores (zero gradient almost everywhere); treating
     its derivative as the identity is what lets unselected edges "pop up" later.
+
+    A multicoated mask (a sum of N nested masks) passes `scale` = N times the gradient: each
+    coat's own straight-through estimator passes it once, as in multicoated-supermasks.
     """
 
     @staticmethod
-    def forward(ctx: Any, scores: Tensor, mask: Tensor) -> Tensor:
+    def forward(ctx: Any, scores: Tensor, mask: Tensor, scale: float = 1.0) -> Tensor:
+        ctx.scale = scale
         # A view, so the cached mask tensor itself never gets a grad_fn attached.
         return mask.view_as(mask)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None]:
-        return grad_output, None
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None]:
+        return (grad_output if ctx.scale == 1.0 else grad_output * ctx.scale), None, None
 
 
-def topk_mask(scores: Tensor, keep: int) -> Tensor:
+def selection_key(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
+    """|score|, with edges outside `allowed` (hard pruning's frozen search space) at -1."""
+    key = scores.detach().abs()
+    if allowed is not None:
+        key = torch.where(allowed, key, torch.full_like(key, -1.0))
+    return key
+
+
+def _check_keep(keep: int, n: int, allowed: Tensor | None) -> None:
+    if not 0 <= keep <= n:
+        raise ValueError(f"keep must lie in [0, {n}], got {keep}")
+    if allowed is not None and keep > int(allowed.sum()):
+        raise ValueError(f"keep={keep} exceeds the {int(allowed.sum())} edges the search space allows")
+
+
+def topk_mask(scores: Tensor, keep: int, allowed: Tensor | None = None) -> Tensor:
     """Bool mask of `scores`' shape selecting exactly `keep` entries of largest |score|.
 
     `torch.topk` over the smaller side (the `keep` largest or the n - keep smallest) returns
     an exact count even under ties — a `>= threshold` test would add every tied entry.
-    No full sort, no host sync.
+    No full sort, no host sync (except the check of `allowed`'s size, when one is given).
+    With `allowed`, only those entries compete (hard iterative pruning).
     """
-    flat = scores.detach().abs().flatten()
+    flat = selection_key(scores, allowed).flatten()
     n = flat.numel()
-    if not 0 <= keep <= n:
-        raise ValueError(f"keep must lie in [0, {n}], got {keep}")
+    _check_keep(keep, n, allowed)
     if keep == n:
         return torch.ones_like(scores, dtype=torch.bool)
     if keep == 0:
@@ -74,6 +95,25 @@ def topk_mask(scores: Tensor, keep: int) -> Tensor:
         idx = torch.topk(flat, n - keep, largest=False, sorted=False).indices
         mask = torch.ones(n, dtype=torch.bool, device=flat.device).scatter_(0, idx, False)
     return mask.view(scores.shape)
+
+
+def coat_mask(scores: Tensor, keeps: tuple[int, ...], allowed: Tensor | None = None) -> Tensor:
+    """Σ_i m_{k_i}: how many of the nested top-`keeps[i]` masks hold each edge (float).
+
+    `keeps` descend (coat 1 is the least pruned). One sorted top-k of the largest coat gives
+    every coat as a prefix of the same ranking, so coats nest exactly even under ties.
+    """
+    if any(a < b for a, b in zip(keeps, keeps[1:], strict=False)):
+        raise ValueError(f"coat keep counts must descend, got {keeps}")
+    flat = selection_key(scores, allowed).flatten()
+    n = flat.numel()
+    _check_keep(keeps[0], n, allowed)
+    idx = torch.topk(flat, keeps[0], largest=True, sorted=True).indices
+    depth = torch.zeros(keeps[0], dtype=scores.dtype, device=flat.device)
+    for keep in keeps:
+        depth[:keep] += 1
+    out = torch.zeros(n, dtype=scores.dtype, device=flat.device).scatter_(0, idx, depth)
+    return out.view(scores.shape)
 
 
 # Fused optimizers (e.g. Adam(fused=True), SGD(fused=True)) update parameters without bumping
@@ -95,17 +135,26 @@ def _install_step_hook() -> None:
 
 
 class SupermaskMixin:
-    """Scores, prune rate and the cached mask shared by the conv and linear layers.
+    """Scores, prune rate(s), search space and the cached mask of the conv and linear layers.
 
-    The cache is keyed on (scores object, scores._version, data pointer, prune rate, number of
-    optimizer steps taken in the process): an optimizer step, an in-place edit under
-    `torch.no_grad()`, `load_state_dict`, a device/dtype move or a new prune rate all force
+    Coats (multicoated supermasks, soft-iep-appendix C.2.2 eq. 4): with prune rates
+    k_1 < k_2 < ... < k_N the forward weight is θ0 ⊙ Σ_i m_{k_i}; one coat is plain
+    edge-popup. `prune_rate` is k_1, so the boolean mask (the edges in use) is m_{k_1}.
+
+    Search space (`allowed`, a bool buffer; None = every edge): hard iterative pruning
+    freezes the previous cycle's mask here, and selection ranks only those edges.
+
+    The cache is keyed on (scores object, scores._version, data pointer, dtype, device,
+    prune rates, the search space's identity and version, number of optimizer steps taken
+    in the process): an optimizer step, an in-place edit under `torch.no_grad()`,
+    `load_state_dict`, a device/dtype move, new prune rates or a new search space all force
     a new selection. An in-place edit through `scores.data` bypasses the version counter:
     call `invalidate_mask()` after one.
     """
 
     weight: Tensor
     scores: nn.Parameter
+    allowed: Tensor | None
 
     def _init_supermask(self, prune_rate: float) -> None:
         if getattr(self, "bias", None) is not None:
@@ -114,24 +163,46 @@ class SupermaskMixin:
         self.weight.requires_grad_(False)
         self.scores = nn.Parameter(torch.empty_like(self.weight))
         nn.init.kaiming_uniform_(self.scores, a=5**0.5)
+        self.register_buffer("allowed", None)  # type: ignore[attr-defined]
         self.prune_rate = prune_rate
         self.invalidate_mask()
 
     @property
     def prune_rate(self) -> float:
-        """k: fraction of this layer's weights pruned (density = 1 - k)."""
-        return self._prune_rate
+        """k: fraction of this layer's weights pruned (density = 1 - k); k_1 with coats."""
+        return self._coats[0]
 
     @prune_rate.setter
     def prune_rate(self, value: float) -> None:
-        value = float(value)
-        if not 0 <= value < 1:
-            raise ValueError(f"prune rate k must lie in [0, 1), got {value}")
-        self._prune_rate = value
+        self.coat_rates = (value,)
+
+    @property
+    def coat_rates(self) -> tuple[float, ...]:
+        """Prune rates of the coats, ascending (one entry: plain edge-popup)."""
+        return self._coats
+
+    @coat_rates.setter
+    def coat_rates(self, rates: tuple[float, ...]) -> None:
+        rates = tuple(float(k) for k in rates)
+        if not rates or any(not 0 <= k < 1 for k in rates):
+            raise ValueError(f"prune rates k must lie in [0, 1), got {list(rates)}")
+        if any(a > b for a, b in zip(rates, rates[1:], strict=False)):
+            raise ValueError(f"coat prune rates must ascend (coat 1 least pruned), got {list(rates)}")
+        self._coats = rates
 
     def keep_count(self) -> int:
         """Number of weights the mask keeps: n - floor(k n)."""
-        return kept_count(self.scores.numel(), self._prune_rate)
+        return kept_count(self.scores.numel(), self._coats[0])
+
+    def set_allowed(self, allowed: Tensor | None) -> None:
+        """Freeze the search space to `allowed` (bool, the weight's shape), or free it (None)."""
+        if allowed is None:
+            self.allowed = None
+            return
+        if allowed.shape != self.weight.shape:
+            raise ValueError(f"search space of shape {tuple(allowed.shape)} for a weight of "
+                             f"shape {tuple(self.weight.shape)}")
+        self.allowed = allowed.detach().to(device=self.weight.device, dtype=torch.bool).clone()
 
     def invalidate_mask(self) -> None:
         """Forget the cached mask (needed only after edits through `scores.data`)."""
@@ -148,7 +219,9 @@ class SupermaskMixin:
 
     def _refresh(self) -> None:
         s = self.scores
-        key = (s._version, s.data_ptr(), s.dtype, s.device, self._prune_rate, _step_count)
+        allowed = self.allowed
+        space = None if allowed is None else (id(allowed), allowed._version, allowed.device)
+        key = (s._version, s.data_ptr(), s.dtype, s.device, self._coats, space, _step_count)
         # The weakref identifies the tensor itself: a new scores Parameter allocated where
         # the old one lived cannot be mistaken for it.
         if self._cache_ref is not None and self._cache_ref() is s and self._cache_key == key:
@@ -156,9 +229,16 @@ class SupermaskMixin:
         # Plain (non-inference) tensors even when first called under inference_mode, so a
         # mask cached during eval can be reused by a training forward.
         with torch.inference_mode(False), torch.no_grad():
-            mask = topk_mask(s, self.keep_count())
-            self._cached_bool = mask
-            self._cached_float = mask.to(s.dtype)
+            n = s.numel()
+            if len(self._coats) == 1:
+                mask = topk_mask(s, self.keep_count(), allowed)
+                self._cached_bool = mask
+                self._cached_float = mask.to(s.dtype)
+            else:
+                keeps = tuple(kept_count(n, k) for k in self._coats)
+                depth = coat_mask(s, keeps, allowed)
+                self._cached_bool = depth > 0
+                self._cached_float = depth
         self._cache_ref = weakref.ref(s)
         self._cache_key = key
 
@@ -177,10 +257,18 @@ class SupermaskMixin:
         """
         self._refresh()
         assert self._cached_float is not None
-        return self.weight * StraightThrough.apply(self.scores.abs(), self._cached_float)
+        mask = StraightThrough.apply(self.scores.abs(), self._cached_float, float(len(self._coats)))
+        return self.weight * mask
+
+    def coat_depth(self) -> Tensor:
+        """Σ_i m_{k_i} as a float tensor (equals the bool mask with one coat; read-only)."""
+        self._refresh()
+        assert self._cached_float is not None
+        return self._cached_float
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, prune_rate={self._prune_rate}"  # type: ignore[misc]
+        rates = self._coats[0] if len(self._coats) == 1 else list(self._coats)
+        return f"{super().extra_repr()}, prune_rate={rates}"  # type: ignore[misc]
 
 
 class SupermaskConv2d(SupermaskMixin, nn.Conv2d):
@@ -217,9 +305,10 @@ class SupermaskLinear(SupermaskMixin, nn.Linear):
 
 
 def _supermask_conv(in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-                    padding: int = 0, bias: bool = False) -> nn.Module:
+                    padding: int = 0, groups: int = 1, bias: bool = False) -> nn.Module:
     del bias  # refused: supermask layers never carry a bias, as in hidden-networks
-    return SupermaskConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
+    return SupermaskConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                           groups=groups)
 
 
 def _supermask_linear(in_features: int, out_features: int, *, bias: bool = True) -> nn.Module:

@@ -1,0 +1,89 @@
+"""Masked-weight layers: trained weights θ whose forward uses θ ⊙ m, m a bool buffer.
+
+The sparse methods that TRAIN weights (magnitude pruning with LR rewinding, IMP, dynamic
+sparse training) build their conv / linear layers from `MASKED`. A masked weight is kept at
+exactly zero: the forward multiplies by the mask, so its gradient is zero, and
+`apply_mask_` (called by the methods after every optimizer step) undoes what weight decay or
+momentum carried over (ANCHORS item 7). Biases and BatchNorm stay dense and affine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trainables.models.layers import LayerFactory
+
+__all__ = ["MASKED", "MaskedConv2d", "MaskedLinear", "MaskedMixin", "masked_modules"]
+
+
+class MaskedMixin:
+    """The mask buffer and the masked weight shared by the conv and linear layers."""
+
+    weight: nn.Parameter
+    mask: Tensor
+
+    def _init_masked(self) -> None:
+        self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))  # type: ignore[attr-defined]
+
+    def effective_weight(self) -> Tensor:
+        """θ ⊙ m (the gradient reaching θ is ∂L/∂(θ⊙m) ⊙ m: zero where masked)."""
+        return self.weight * self.mask
+
+    @torch.no_grad()
+    def set_mask(self, mask: Tensor) -> None:
+        """Install a new mask and zero the weights it removes."""
+        if mask.shape != self.weight.shape:
+            raise ValueError(f"mask of shape {tuple(mask.shape)} for a weight of shape "
+                             f"{tuple(self.weight.shape)}")
+        self.mask.copy_(mask.to(device=self.mask.device, dtype=torch.bool))
+        self.weight.mul_(self.mask)
+
+    @torch.no_grad()
+    def apply_mask_(self) -> None:
+        """θ ← θ ⊙ m, after an optimizer step."""
+        self.weight.mul_(self.mask)
+
+
+class MaskedConv2d(MaskedMixin, nn.Conv2d):
+    """nn.Conv2d with a weight mask."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_masked()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.effective_weight(), self.bias)
+
+
+class MaskedLinear(MaskedMixin, nn.Linear):
+    """nn.Linear with a weight mask."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_masked()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
+
+
+def _masked_conv(in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+                 padding: int = 0, groups: int = 1, bias: bool = False) -> nn.Module:
+    return MaskedConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                        groups=groups, bias=bias)
+
+
+def _masked_linear(in_features: int, out_features: int, *, bias: bool = True) -> nn.Module:
+    return MaskedLinear(in_features, out_features, bias=bias)
+
+
+MASKED = LayerFactory(conv=_masked_conv, linear=_masked_linear, norm=nn.BatchNorm2d)
+
+
+def masked_modules(model: nn.Module) -> dict[str, MaskedMixin]:
+    """Masked layers by mask name: the module's qualified name + ".weight"."""
+    return {f"{name}.weight" if name else "weight": m
+            for name, m in model.named_modules() if isinstance(m, MaskedMixin)}
