@@ -32,8 +32,8 @@ from orchestrator.tracking import (
     artifact_root_for,
     default_tracking_uri,
     extract_metrics,
-    metric_steps,
     iter_child_runs,
+    metric_steps,
     tracking_ui_command,
 )
 
