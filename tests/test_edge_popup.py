@@ -36,16 +36,20 @@ def _data(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _train(method: EdgePopup, model: nn.Module, steps: int, lr: float) -> list[float]:
-    """What the engine does: forward, backward, step, after_step. Returns d_0..d_steps."""
+    """What the engine does: before_step, forward, backward, step, after_step; the epoch's end
+    records the last mask. Returns d_0..d_steps (d_t: masks used up to step t, and the final one)."""
     opt = torch.optim.SGD(method.trainable_parameters(model), lr=lr, momentum=0.9)
     x, y = _data()
     history = [dying_ratio(method.ever)]
     for step in range(steps):
+        method.before_step(model, StepContext(step))
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
         method.after_step(model, StepContext(step))
         history.append(dying_ratio(method.ever))
+    method.end_of_epoch(model, 1)
+    history[-1] = dying_ratio(method.ever)
     return history
 
 
@@ -83,7 +87,7 @@ def test_one_selection_per_layer_per_step(count_selections: list[int]) -> None:
     method, model = _setup(0.5)
     count_selections[0] = 0  # count the training steps only, not the setup's first selection
     _train(method, model, steps=5, lr=1.0)
-    assert count_selections[0] == 2 * 5  # forwards reuse the mask that after_step computed
+    assert count_selections[0] == 2 * 5  # forwards reuse the mask that before_step recorded
 
 
 def test_history_is_or_of_masks() -> None:
@@ -92,12 +96,14 @@ def test_history_is_or_of_masks() -> None:
     opt = torch.optim.SGD(method.trainable_parameters(model), lr=5.0)
     x, y = _data()
     for step in range(5):
+        method.before_step(model, StepContext(step))
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
         method.after_step(model, StepContext(step))
         for n, m in method.masks(model).items():
             seen[n] |= m
+    method.end_of_epoch(model, 1)  # ORs in the mask the last update produced
     assert all(torch.equal(seen[n], method.ever[n]) for n in seen)
 
 

@@ -77,7 +77,13 @@ def test_reports_every_epoch_with_metrics_and_files(tmp_path: Path) -> None:
     assert "test_acc" not in reports[0] and "test_acc" in reports[1] and "test_acc" in reports[2]
     assert all(0.0 <= r["dying_ratio"] <= 0.5 for r in reports)
     assert all(r["k_minus_dying"] == pytest.approx(0.5 - r["dying_ratio"]) for r in reports)
-    assert {p.name for p in ckpts[-1].iterdir()} == {"state.pt", "config.json", "masks.parquet"}
+    last = ckpts[-1]
+    assert {p.name for p in last.iterdir()} == {"state.pt", "config.json", "masks.parquet", "artifacts"}
+    # the one cycle's end: its mask (the final one), score ranks and visit counts
+    assert sorted(p.relative_to(last / "artifacts").as_posix() for p in (last / "artifacts").rglob("*.parquet")) \
+        == ["masks/cycle_01.parquet", "ranks/cycle_01.parquet", "visits/cycle_01.parquet"]
+    assert (last / "artifacts/masks/cycle_01.parquet").read_bytes() == (last / "masks.parquet").read_bytes()
+    assert "artifacts" not in {p.name for p in ckpts[0].iterdir()}  # nothing before the cycle ends
     assert ExperimentConfig.from_json((ckpts[-1] / "config.json").read_text()) == cfg
 
 

@@ -18,7 +18,32 @@ from trainables.methods.base import Method
 from trainables.models.layers import DENSE, LayerFactory
 from trainables.sparse.init import init_weight
 
-__all__ = ["Dense"]
+__all__ = ["Dense", "decay_groups", "init_dense_weights"]
+
+
+def init_dense_weights(model: nn.Module, name: str) -> None:
+    """Initialise every conv / linear weight from one CPU stream seeded by the global RNG."""
+    (seed,) = torch.randint(0, 2**62, (1,)).tolist()
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            init_weight(module.weight, name, generator=generator)
+
+
+def decay_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """Conv / linear weights decay; biases and norm parameters do not."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            is_weight = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
+            (decay if is_weight else no_decay).append(p)
+    groups: list[dict[str, Any]] = [{"params": decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
 
 
 class Dense(Method):
@@ -35,23 +60,7 @@ class Dense(Method):
 
     def init_model(self, model: nn.Module) -> None:
         """Kaiming-initialise every conv / linear weight from one seeded CPU stream."""
-        (seed,) = torch.randint(0, 2**62, (1,)).tolist()
-        generator = torch.Generator().manual_seed(seed)
-        for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                init_weight(module.weight, self.method_cfg.weight_init, generator=generator)
+        init_dense_weights(model, self.method_cfg.weight_init)
 
     def trainable_parameters(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Conv / linear weights decay; biases and norm parameters do not."""
-        decay: list[nn.Parameter] = []
-        no_decay: list[nn.Parameter] = []
-        for module in model.modules():
-            for name, p in module.named_parameters(recurse=False):
-                if not p.requires_grad:
-                    continue
-                is_weight = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
-                (decay if is_weight else no_decay).append(p)
-        groups: list[dict[str, Any]] = [{"params": decay}]
-        if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0})
-        return groups
+        return decay_groups(model)

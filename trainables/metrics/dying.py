@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-__all__ = ["dying_ratio", "jaccard_distance"]
+__all__ = ["apparent_dying_ratio", "dying_ratio", "jaccard_distance"]
 
 Masks = Mapping[str, Tensor] | Tensor
 
@@ -52,3 +52,22 @@ def jaccard_distance(m1: Masks, m2: Masks) -> float:
         inter += int(torch.count_nonzero(a & b))
         union += int(torch.count_nonzero(a | b))
     return 1.0 - inter / union if union else 0.0
+
+
+def apparent_dying_ratio(ever_selected: Mapping[str, Tensor], allowed: Mapping[str, Tensor]) -> float:
+    """Hard iEP's apparent dying ratio: edges of the cycle's search space never selected, / |θ0|.
+
+    soft-iep.txt §5 (Fig. 5a, dashed): hard pruning counts dying edges among m*_(i-1) ⊙ θ0
+    only. The worst case (solid) also counts every edge removed in earlier cycles, which is
+    `dying_ratio` itself: an edge outside the search space is never selected. Layers absent
+    from `allowed` have the whole layer as search space.
+    """
+    total = sum(t.numel() for t in ever_selected.values())
+    if total == 0:
+        raise ValueError("apparent_dying_ratio: the layers hold no weights")
+    never = 0
+    for name, ever in ever_selected.items():
+        space = allowed.get(name)
+        unseen = ~ever.bool() if space is None else space.to(ever.device).bool() & ~ever.bool()
+        never += int(torch.count_nonzero(unseen))
+    return never / total
