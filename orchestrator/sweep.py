@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces import DEFAULT_SPACE, REGISTRY, Plan, get_space, make_plan
-from trainables.config import ConfigError, ExperimentConfig, describe_keys
+from trainables.config import ConfigError, describe_keys
 from trainables.data import check_available
 
 STATE_FILE = "sparsesweep.json"
 METRICS = ("test_acc", "test_loss", "train_acc", "train_loss", "dying_ratio", "k_minus_dying")
-SHOWN_METRICS = ("test_acc", "dying_ratio", "k_minus_dying", "epoch")
 
 
 @dataclass
@@ -246,6 +245,14 @@ def build_plan(settings: Settings) -> Plan:
                               f"--workers-per-trial {settings.workers_per_trial}")
     for data_cfg in {c.data for c in configs}:
         check_available(data_cfg)
+    checked: set[tuple] = set()
+    for cfg in configs:  # a weights file of another architecture fails here, not in a trial
+        path = getattr(cfg.method, "pretrained_path", "")
+        if path and (key := (cfg.model, cfg.data.dataset, cfg.data.resize, path)) not in checked:
+            from trainables.models.pretrained import check_pretrained
+
+            check_pretrained(cfg, path)
+            checked.add(key)
     return plan
 
 
@@ -281,77 +288,6 @@ def describe_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def results_table(results: Any, plan: Plan, metric: str, mode: str) -> Any:
-    import pandas as pd
-
-    swept = [*plan.grid, *(["variant"] if plan.variants else []), *plan.optuna_space]
-    rows = []
-    for r in results:
-        config = r.config or {}
-        metrics = r.metrics or {}
-        row: dict[str, Any] = {"trial": metrics.get("trial_id", "")}
-        row.update({k: config.get(k) for k in swept})
-        row.update({m: metrics.get(m) for m in SHOWN_METRICS})
-        done = metrics.get("epoch") == plan.resolve(config).schedule.epochs if config else False
-        row["status"] = "ERROR" if r.error else ("OK" if done else "INCOMPLETE")
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if metric in df and len(df):
-        df = df.sort_values(metric, ascending=(mode == "min"), na_position="last")
-    return df
-
-
-def seed_summary(df: Any, plan: Plan) -> Any:
-    """Finished trials grouped by every swept key but the seed: mean and std of each metric."""
-    seeds = plan.grid.get("run.seed", ())
-    keys = [k for k in [*plan.grid, *(["variant"] if plan.variants else [])] if k != "run.seed"]
-    ok = df[df["status"] == "OK"]
-    if len(seeds) < 2 or ok.empty:
-        return None
-    shown = [m for m in SHOWN_METRICS if m != "epoch" and ok[m].notna().any()]
-    table = ok.groupby(keys)[shown].agg(["mean", "std"]) if keys else ok[shown].agg(["mean", "std"])
-    return table
-
-
-def save_figure(df: Any, plan: Plan, metric: str, path: Path) -> Path | None:
-    """Metric and dying ratio against the first numeric axis (or per trial)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import pandas as pd
-    except ImportError:  # pragma: no cover - matplotlib ships with mlflow
-        return None
-    ok = df[df["status"] == "OK"].copy()
-    if ok.empty:
-        return None
-    ok["dying_ratio"] = pd.to_numeric(ok["dying_ratio"])  # all None for dense runs
-    axis = next((k for k in [*plan.grid, *plan.optuna_space]
-                 if k != "run.seed" and k in ok and ok[k].map(lambda v: isinstance(v, (int, float))).all()), None)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if axis is not None:
-        grouped = ok.groupby(axis)[[metric, "dying_ratio"]].mean(numeric_only=True).sort_index()
-        xs, xlabel = grouped.index.to_numpy(), axis
-    else:
-        xlabel = "variant" if "variant" in ok else "trial"
-        grouped = ok.set_index(ok[xlabel])[[metric, "dying_ratio"]]
-        xs = range(len(grouped))
-        ax.set_xticks(list(xs), [str(i) for i in grouped.index], rotation=60, ha="right", fontsize=7)
-    ax.plot(xs, grouped[metric], "o-", color="tab:blue", label=metric)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(metric, color="tab:blue")
-    if grouped["dying_ratio"].notna().any():
-        ax2 = ax.twinx()
-        ax2.plot(xs, grouped["dying_ratio"], "s--", color="tab:red", label="dying ratio d_T")
-        ax2.set_ylabel("dying ratio d_T", color="tab:red")
-    ax.set_title(f"{plan.space.name}: {metric} and dying ratio")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 # ----- running ------------------------------------------------------------------------------
 
 def _write_state(sweep_dir: Path, settings: Settings) -> None:
@@ -361,12 +297,6 @@ def _write_state(sweep_dir: Path, settings: Settings) -> None:
     os.replace(tmp, sweep_dir / STATE_FILE)
 
 
-def _trial_resources(settings: Settings, gpus: float) -> dict[str, float]:
-    if settings.workers_per_trial == 1:
-        return {"cpu": settings.cpus_per_worker, "gpu": gpus}
-    return {"cpu": 0.01}  # the trial only waits on its TorchTrainer, whose workers reserve the rest
-
-
 def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, address: str | None) -> int:
     # Tune warns about experiment snapshots forced by CheckpointConfig(num_to_keep); they are
     # cheap here and the warning repeats every few seconds.
@@ -374,6 +304,8 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     import ray
     from ray import tune
 
+    from orchestrator.resources import check_address, check_resources, trial_resources
+    from orchestrator.results import results_table, show_results
     from orchestrator.tracking import MLflowTrialCallback, SweepTracker, tracking_ui_command
     from trainables.tune import Runtime, trial
 
@@ -409,7 +341,7 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
                       cpus_per_worker=settings.cpus_per_worker, gpus_per_worker=gpus,
                       ddp_storage=f"{sweep_path}/ddp")
     trainable = tune.with_resources(tune.with_parameters(trial, variants=plan.variants, runtime=runtime),
-                                    _trial_resources(settings, gpus))
+                                    trial_resources(settings, gpus))
     status = "FAILED"
     try:
         if resume:  # Tune restores its RunConfig, our (picklable) MLflow callback included
@@ -430,7 +362,9 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
         errors = int((df["status"] == "ERROR").sum()) if len(df) else 0
         incomplete = int((df["status"] == "INCOMPLETE").sum()) if len(df) else 0
         status = "KILLED" if incomplete else ("FINISHED" if errors == 0 else "FAILED")
-        _show_results(df, results, plan, settings, tracker, metric, mode, sweep_path)
+        out_dir = None if _is_uri(settings.storage) else Path(sweep_path)
+        for path in show_results(df, results, plan, metric, mode, out_dir):
+            tracker.log_artifact(path, "")
         print(f"\nMLflow: {tracking_ui_command(settings.tracking_uri)}")
         print(f"Tune results and checkpoints: {sweep_path}")
         if incomplete:
@@ -441,46 +375,6 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     finally:
         tracker.finish(status)
         ray.shutdown()
-
-
-def check_address(address: str | None, timeout_s: float = 5.0) -> None:
-    """A HOST:PORT Ray address must accept a connection (ray.init would retry for minutes)."""
-    if address is None or address in ("auto", "local"):
-        return
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--address: {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
-    import socket
-
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise ConfigError(f"--address: no Ray cluster answers at {hostport} ({e})") from None
-
-
-def check_resources(settings: Settings, plan: Plan, cluster: dict[str, float], *, remote: bool) -> float:
-    """GPUs per worker, after checking a trial fits the cluster (a local one cannot grow)."""
-    gpus = settings.gpus_per_worker
-    have_gpu = cluster.get("GPU", 0)
-    if gpus is None:
-        gpus = 1.0 if have_gpu > 0 else 0.0
-        if remote and not have_gpu:
-            print("note: no GPU node is up, so trials reserve no GPU; pass --gpus-per-worker 1 to "
-                  "have the autoscaler start GPU workers", file=sys.stderr)
-    if gpus == 0 and any(c.run.device == "cuda" for c in plan.trial_configs()):
-        raise ConfigError("run.device: cuda, but trials reserve no GPU (--gpus-per-worker 0 or no GPU "
-                          "in the Ray cluster); use run.device=auto or cpu, or --gpus-per-worker 1")
-    workers = settings.workers_per_trial
-    need_cpu = workers * settings.cpus_per_worker + (0.01 if workers > 1 else 0)
-    if need_cpu > cluster.get("CPU", 0) or gpus * workers > have_gpu:
-        message = (f"a trial needs {need_cpu:g} CPUs and {gpus * workers:g} GPUs but the Ray cluster "
-                   f"has {cluster.get('CPU', 0):g} CPUs and {have_gpu:g} GPUs")
-        if not remote:
-            raise ConfigError(f"--workers-per-trial/--cpus-per-worker/--gpus-per-worker: {message} "
-                              f"(lower --cpus-per-worker, e.g. 0.5, or raise --num-cpus)")
-        print(f"note: {message} now; trials wait for the autoscaler", file=sys.stderr)
-    return gpus
 
 
 def _param_space(plan: Plan) -> dict[str, Any]:
@@ -506,36 +400,6 @@ def _tune_config(plan: Plan, settings: Settings, metric: str, mode: str) -> Any:
                                   sampler=optuna.samplers.TPESampler(seed=settings.optuna_seed))
     return tune.TuneConfig(metric=metric, mode=mode, search_alg=search_alg, num_samples=plan.num_samples,
                           max_concurrent_trials=settings.max_concurrent)
-
-
-def _show_results(df: Any, results: Any, plan: Plan, settings: Settings, tracker: Any, metric: str,
-                  mode: str, sweep_path: str) -> None:
-    import pandas as pd
-
-    with pd.option_context("display.max_rows", 200, "display.max_columns", 30, "display.width", 200,
-                           "display.float_format", "{:.4f}".format):
-        print("\nResults (sorted by " + metric + "):")
-        print(df.to_string(index=False))
-        summary = seed_summary(df, plan)
-        if summary is not None:
-            print(f"\nMean ± std over {len(plan.grid['run.seed'])} seeds (as the paper's tables report):")
-            print(summary.to_string())
-    ok = [r for r in results if r.error is None and r.metrics and metric in r.metrics]
-    if ok:
-        best = max(ok, key=lambda r: r.metrics[metric] * (1 if mode == "max" else -1))
-        cfg: ExperimentConfig = plan.resolve(best.config)
-        print(f"\nBest trial: {metric}={best.metrics[metric]:.4f}"
-              + (f", dying ratio d_T={best.metrics['dying_ratio']:.4f}" if "dying_ratio" in best.metrics else "")
-              + f"\n  config {cfg.hash()}: " + " ".join(f"{k}={v}" for k, v in cfg.non_default().items()))
-    if _is_uri(settings.storage):
-        return
-    out = Path(sweep_path)
-    df.to_csv(out / "results.csv", index=False)
-    tracker.log_artifact(out / "results.csv", "")
-    fig = save_figure(df, plan, metric, out / "results.png")
-    if fig is not None:
-        tracker.log_artifact(fig, "")
-        print(f"Figure: {fig}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

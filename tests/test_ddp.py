@@ -22,6 +22,10 @@ from trainables.sparse.mask_io import read_masks
 FLAT = {"data.dataset": "digits", "model.name": "conv4", "schedule.epochs": 2, "data.batch_size": 32,
         "run.max_steps_per_epoch": 6, "method.prune_rate": 0.5, "optim.lr": 0.2, "model.width": 0.25}
 BN_FLAT = {**FLAT, "model.name": "resnet18", "model.width": 0.125, "schedule.epochs": 1}
+# Hard iterative EP: the frozen search space (a bool buffer) and a score redraw at the boundary.
+IEP_FLAT = {**{k: v for k, v in FLAT.items() if k != "method.prune_rate"}, "method.name": "iep",
+            "method.cycles": 2, "method.shrinkage": 0.3, "method.pruning": "hard",
+            "method.score_reset": "reinit", "schedule.epochs": 1}
 
 
 def _train(out: Path, ctx: DistContext, flat: dict = FLAT) -> list[dict]:
@@ -48,9 +52,10 @@ def _worker(rank: int, world: int, store: str, out: str, reports_path: str, flat
 
 
 @pytest.mark.timeout(180)
-def test_two_gloo_workers_match_one_process(tmp_path: Path) -> None:
-    single = _train(tmp_path / "single", DistContext())
-    mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path / "ddp"), str(tmp_path / "r.pt")),
+@pytest.mark.parametrize("flat", [FLAT, IEP_FLAT], ids=["edge_popup", "hard_iep"])
+def test_two_gloo_workers_match_one_process(tmp_path: Path, flat: dict) -> None:
+    single = _train(tmp_path / "single", DistContext(), flat)
+    mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path / "ddp"), str(tmp_path / "r.pt"), flat),
              nprocs=2, join=True)
     ddp = torch.load(tmp_path / "r.pt")
     for a, b in zip(single, ddp, strict=True):
@@ -62,6 +67,12 @@ def test_two_gloo_workers_match_one_process(tmp_path: Path) -> None:
         torch.testing.assert_close(s1[name], s2[name], atol=1e-5, rtol=1e-4)
     m1, m2 = read_masks(tmp_path / "single" / "masks.parquet"), read_masks(tmp_path / "ddp" / "masks.parquet")
     assert all(torch.equal(m1[k], m2[k]) for k in m1)
+    cycles = sorted(p.name for p in (tmp_path / "single" / "artifacts" / "masks").glob("cycle_*.parquet"))
+    assert len(cycles) == ExperimentConfig.from_flat(flat).method.cycle_count()
+    for name in cycles:
+        c1 = read_masks(tmp_path / "single" / "artifacts" / "masks" / name)
+        c2 = read_masks(tmp_path / "ddp" / "artifacts" / "masks" / name)
+        assert all(torch.equal(c1[k], c2[k]) for k in c1), name
 
 
 @pytest.mark.timeout(180)

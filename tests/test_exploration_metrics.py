@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
+from trainables.config import ExperimentConfig
+from trainables.loop import run_experiment
 from trainables.metrics import (
     apparent_dying_ratio,
     dying_neurons,
     dying_ratio,
+    jaccard_by_cycle,
     jaccard_distance,
     jaccard_distance_chance,
     jaccard_index_chance,
+    mask_files,
     normalized_ranks,
     rank_table,
     sample_edges,
     second_last_pair,
     shared_mask_ratio,
+    shared_ratio_by_epoch,
     shared_ratio_chance,
     visit_histogram,
     visit_ratio,
@@ -109,3 +117,46 @@ def test_edge_sample_is_uniform_over_layers_and_seeded() -> None:
     s2 = sample_edges(sizes, 5, torch.Generator().manual_seed(3))
     assert s2 == sample_edges(sizes, 5, torch.Generator().manual_seed(3))
     assert all(0 <= i < sizes[layer] for layer, i in s2)
+
+
+def test_masks_over_training_and_across_runs(tmp_path: Path) -> None:
+    """Two EP runs from one init (run.seed) with another data order agree less than 100% but
+    more than chance (A.3, Fig. 8); the same data order agrees exactly; cycle 1 of soft iEP and
+    of EP-per-cycle are one run, later cycles differ (Fig. 15)."""
+    base = {"data.dataset": "digits", "model.name": "mlp", "model.mlp_hidden": "32", "data.batch_size": 64,
+            "run.max_steps_per_epoch": 6, "schedule.epochs": 3, "optim.lr": 1.0, "method.prune_rate": 0.2,
+            "run.masks_every": 1}
+    dirs = {}
+    for name, extra in (("a", {"run.data_seed": 1}), ("b", {"run.data_seed": 2}), ("c", {"run.data_seed": 1})):
+        dirs[name] = _artifacts(ExperimentConfig.from_flat({**base, **extra}), tmp_path / name)
+    assert sorted(mask_files(dirs["a"], "epoch")) == [1, 2, 3]
+    ab = shared_ratio_by_epoch(dirs["a"], dirs["b"])
+    assert [r["epoch"] for r in ab] == [1, 2, 3]
+    assert all(r["chance"] == pytest.approx(0.68, abs=0.01) for r in ab)  # k = .2
+    assert all(r["chance"] < r["shared_ratio"] < 1 for r in ab)
+    assert all(r["shared_ratio"] == 1 for r in shared_ratio_by_epoch(dirs["a"], dirs["c"]))
+
+    iep = {k: v for k, v in base.items() if k not in ("method.prune_rate", "run.masks_every")}
+    iep.update({"method.name": "iep", "method.cycles": 2, "method.shrinkage": 0.3})
+    soft = _artifacts(ExperimentConfig.from_flat(iep), tmp_path / "soft")
+    ep = _artifacts(ExperimentConfig.from_flat({**iep, "method.score_reset": "rewind"}), tmp_path / "ep")
+    rows = jaccard_by_cycle(soft, ep)
+    assert [r["cycle"] for r in rows] == [1, 2]
+    assert rows[0]["jaccard_distance"] == 0.0 and rows[1]["jaccard_distance"] > 0
+    assert rows[1]["remaining_ratio"] == pytest.approx(0.49, abs=0.01)
+    assert rows[1]["chance"] == pytest.approx(jaccard_distance_chance(rows[1]["remaining_ratio"]))
+
+
+def _artifacts(cfg: ExperimentConfig, tmp: Path) -> Path:
+    """Train cfg; return the artifacts folder of its last checkpoint (what MLflow receives)."""
+    kept: list[Path] = []
+
+    def reporter(metrics: dict, ckpt: Path | None) -> None:
+        if ckpt is not None:
+            kept.clear()
+            dest = tmp / f"ckpt{metrics['epoch']}"
+            shutil.copytree(ckpt, dest)
+            kept.append(dest)
+
+    run_experiment(cfg, reporter=reporter)
+    return kept[0] / "artifacts"

@@ -101,6 +101,18 @@ def test_config_knows_the_cycles() -> None:
     assert lrr.method.cycle_prune_rates() == (0.0, 0.5, 0.75) and lrr.total_epochs == 6
 
 
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("method.pruning", "medium", "method.pruning: 'medium' is not one of soft, hard"),
+    ("method.score_reset", "random", "method.score_reset: 'random' is not one of inherit, rewind, reinit"),
+    ("method.first_prune_rate", "1", "method.first_prune_rate: 1.0 must be < 1"),
+    ("method.cycles", "1001", "method.cycles: 1001 must be <= 1000"),
+])
+def test_bad_family_values_name_key_and_allowed(key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        cfg_of(**{key.replace(".", "__"): value})
+    assert str(err.value).startswith(message)
+
+
 def test_progressive_stage_rates() -> None:
     # exp: remaining (1 - k)^(s/C); k = .75, C = 2 -> remaining .5 then .25
     assert progressive_prune_rates(0.75, 2, "exp") == (0.5, 0.75)
@@ -358,3 +370,22 @@ def test_checkpoint_round_trip_restores_the_cycle(tmp_path: Path) -> None:
     # the frozen search space of hard pruning travels in the model state
     assert all(torch.equal(layer.allowed, read_masks(ckpts[4] / "artifacts/masks/cycle_01.parquet")[name])
                for name, layer in layers_of(st).items())
+
+
+# ----- pre-trained weights (appendix C.2.4) --------------------------------------------------------
+
+def test_iep_on_pretrained_weights_freezes_exactly_them(tmp_path: Path) -> None:
+    """A dense run's checkpoint becomes θ0 of soft iEP, bit for bit, and stays frozen."""
+    dense = ExperimentConfig.from_flat({**{k: v for k, v in BASE.items() if not k.startswith("method.")},
+                                        "method.name": "dense", "schedule.epochs": 1, "optim.lr": 0.05})
+    _, ckpts = run(dense, tmp_path / "dense")
+    trained = state(ckpts[1])["model"]
+    cfg = cfg_of(method__weight_init="pretrained", method__pretrained_path=str(ckpts[1] / "state.pt"),
+                 method__cycles=2)
+    st = fresh_state(cfg)
+    for name, layer in layers_of(st).items():
+        assert torch.equal(layer.weight, trained[name])
+    _, iep = run(cfg, tmp_path / "iep")
+    final = state(iep[4])["model"]
+    for name in layers_of(st):
+        assert torch.equal(final[name], trained[name])  # weights never train in edge-popup

@@ -66,6 +66,25 @@ def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
     (["--workers-per-trial", "2", "--gpus-per-worker", "0.5"], "--gpus-per-worker: 0.5 is a GPU share"),
     (["--set", "method.name=dense"], "--set method.name=dense: space 'ep_quick' sweeps method.prune_rate"),
     (["--max-failures", "-1"], "--max-failures: -1 must be >= 0"),
+    # the strong-lottery family's keys
+    (["--space", "iep_quick", "--set", "method.cycles=0"], "method.cycles: 0 must be >= 1"),
+    (["--space", "iep_quick", "--set", "method.shrinkage=1"], "method.shrinkage: 1.0 must be < 1"),
+    (["--space", "iep_quick", "--set", "method.shrinkage=0"], "method.shrinkage: 0.0 must be > 0"),
+    (["--space", "iep_quick", "--set", "method.target_remaining=0.3"],
+     "method.shrinkage, method.target_remaining: set one of them, not both"),
+    (["--space", "iep_quick", "--set", "method.shrinkage=none", "--set", "method.first_prune_rate=0.5",
+      "--set", "method.target_remaining=0.6"], "method.target_remaining: a first prune rate m=0.5 leaves 0.5"),
+    (["--space", "iep_quick", "--set", "method.lr_reset=never"], "method.lr_reset: 'never' is not one of rewind, hold"),
+    (["--space", "iep_quick", "--set", "method.zero_init=maybe"], "method.zero_init: expected true or false"),
+    (["--space", "iep_quick", "--grid", "method.pruning=soft"],
+     "--grid method.pruning: space 'iep_quick' varies this key in its variants"),
+    (["--space", "iep_quick", "--set", "method.coats=0"], "method.coats: 0 must be >= 1"),
+    (["--set", "method.progressive_stages=0"], "method.progressive_stages: 0 must be >= 1"),
+    (["--set", "method.progressive_schedule=cubic"], "method.progressive_schedule: 'cubic' is not one of exp, lin"),
+    (["--set", "method.weight_init=pretrained"], "method.pretrained_path: weight_init=pretrained needs a weights file"),
+    (["--set", "method.pretrained_path=/x.pt"], "method.pretrained_path: only read with method.weight_init=pretrained"),
+    (["--set", "method.weight_init=pretrained", "--set", "method.pretrained_path=/nonexistent/w.pt"],
+     "method.pretrained_path: no file at '/nonexistent/w.pt'"),
 ])
 def test_bad_input_exits_2_with_one_line_and_starts_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
@@ -101,7 +120,7 @@ def test_module_entry_point_exit_code(tmp_path: Path) -> None:
 def test_seed_summary_means_over_seeds_only() -> None:
     import pandas as pd
 
-    from orchestrator.sweep import seed_summary
+    from orchestrator.results import seed_summary
     from search_spaces import get_space, make_plan
 
     plan = make_plan(get_space("ep_quick"), search="grid", sets={}, grid_overrides={}, num_samples=2)
@@ -116,3 +135,17 @@ def test_seed_summary_means_over_seeds_only() -> None:
     assert table.loc[0.488, ("dying_ratio", "mean")] == pytest.approx(0.42)
     assert seed_summary(pd.DataFrame(rows), make_plan(get_space("ep_quick"), search="grid", sets={},
                                                       grid_overrides={}, num_samples=1)) is None
+
+
+def test_pretrained_file_of_another_architecture_is_refused(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    wrong = tmp_path / "mlp.pt"
+    torch.save({"net.1.weight": torch.zeros(300, 64)}, wrong)  # an MLP's layer, not Conv-4's
+    storage = tmp_path / "runs"
+    assert main(["--set", "method.weight_init=pretrained", "--set", f"method.pretrained_path={wrong}",
+                 "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: method.pretrained_path: mlp.pt does not fit model.name=conv4")
+    assert err.count("\n") == 1 and not storage.exists()

@@ -165,3 +165,35 @@ def test_interrupted_sweep_resumes_from_checkpoints(tmp_path: Path) -> None:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
         # resumed from its checkpoint: no epoch trained (and logged) twice
         assert steps == list(range(1, 41)), steps
+
+
+def test_iterative_sweep_logs_every_cycle(tmp_path: Path) -> None:
+    """An iterative sweep: per-epoch and per-cycle metrics, every cycle's mask, the cycle table."""
+    storage = tmp_path / "runs"
+    proc = sweep("--storage", str(storage), "--name", "cyc", "--experiment", "cyc", "--space", "iep_quick",
+                 "--set", "method.cycles=3", "--set", "model.name=mlp", *FAST, "--max-concurrent", "2")
+    assert proc.returncode == 0
+    assert "Per cycle" in proc.stdout and "cycle_remaining_ratio" in proc.stdout
+    uri = f"sqlite:///{storage.resolve()}/mlflow.db"
+    client, parent, children = runs_of(uri, "cyc")
+    assert len(children) == 3  # ep, hard_lr, soft_lr
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"cycles.csv", "cycles.png"}
+    for child in children:
+        rid = child.info.run_id
+        assert [m.step for m in client.get_metric_history(rid, "test_acc")] == list(range(1, 7))
+        assert [m.value for m in client.get_metric_history(rid, "cycle")] == [1, 1, 2, 2, 3, 3]
+        acc = client.get_metric_history(rid, "cycle_test_acc")
+        assert [m.step for m in acc] == [1, 2, 3]  # step = cycle
+        per_epoch = {m.step: m.value for m in client.get_metric_history(rid, "test_acc")}
+        assert [m.value for m in acc] == [per_epoch[2], per_epoch[4], per_epoch[6]]
+        remaining = [m.value for m in client.get_metric_history(rid, "cycle_remaining_ratio")]
+        assert remaining == pytest.approx([0.8, 0.64, 0.512], abs=0.002)
+        paths = {a.path for a in client.list_artifacts(rid, "masks")}
+        assert paths == {"masks/masks.parquet", *(f"masks/cycle_{c:02d}.parquet" for c in (1, 2, 3))}
+        assert {a.path for a in client.list_artifacts(rid)} >= {"config.json", "masks", "ranks", "visits"}
+        dest = tmp_path / rid
+        last = read_masks(client.download_artifacts(rid, "masks/cycle_03.parquet", str(dest)))
+        final = read_masks(client.download_artifacts(rid, "masks/masks.parquet", str(dest)))
+        assert all(torch.equal(last[k], final[k]) for k in final)
+    table = (storage / "tune" / "cyc" / "cycles.csv").read_text().splitlines()
+    assert len(table) == 1 + 3 * 3  # header + one row per trial and cycle

@@ -19,6 +19,7 @@ Variants of plain EP: `coats` N > 1 (multicoated supermask, appendix C.2.2) and
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -119,7 +120,7 @@ class EdgePopup(Method):
         if c.weight_init == "pretrained":
             from trainables.models.pretrained import copy_pretrained_weights, load_weight_tensors
 
-            copy_pretrained_weights(model, load_weight_tensors(c.pretrained_path))
+            copy_pretrained_weights(model, load_weight_tensors(Path(c.pretrained_path).expanduser()))
         for layer in layers.values():
             if c.weight_init != "pretrained":
                 init_weight(layer.weight, c.weight_init, prune_rate=k, generator=g_weight)

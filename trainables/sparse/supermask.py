@@ -202,7 +202,11 @@ class SupermaskMixin:
         if allowed.shape != self.weight.shape:
             raise ValueError(f"search space of shape {tuple(allowed.shape)} for a weight of "
                              f"shape {tuple(self.weight.shape)}")
-        self.allowed = allowed.detach().to(device=self.weight.device, dtype=torch.bool).clone()
+        allowed = allowed.detach().to(device=self.weight.device, dtype=torch.bool)
+        if self.allowed is not None:
+            self.allowed.copy_(allowed)  # in place: a DDP wrapper keeps seeing this buffer
+        else:
+            self.allowed = allowed.clone()
 
     def invalidate_mask(self) -> None:
         """Forget the cached mask (needed only after edits through `scores.data`)."""

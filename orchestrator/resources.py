@@ -1,0 +1,130 @@
+"""What a sweep asks of the Ray cluster, checked before any trial starts.
+
+A local Ray cannot grow, so a trial larger than it is refused with one line; a remote
+cluster may autoscale, so the same mismatch is only a note there.
+
+`--gpus-per-worker auto` packs trials onto GPUs: each trial reserves the share that
+`orchestrator.packing` picks for its model (1/8 .. 1), through a per-trial resource request.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.packing import AUTO, gpu_share
+from trainables.config import ConfigError
+
+if TYPE_CHECKING:
+    from orchestrator.sweep import Settings
+    from search_spaces import Plan
+
+Gpus = float | str  # a share per worker, or AUTO
+
+
+def parse_gpus(value: str | None) -> float | str | None:
+    """--gpus-per-worker: None (decide from the cluster), 'auto' or a number >= 0."""
+    if value is None:
+        return None
+    if value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        gpus = float(value)
+    except ValueError:
+        raise ConfigError(f"--gpus-per-worker: {value!r} is not a number >= 0 or auto") from None
+    if not gpus >= 0 or gpus != gpus:
+        raise ConfigError(f"--gpus-per-worker: {gpus:g} must be >= 0 (or auto)")
+    return gpus
+
+
+def trial_resources(settings: Settings, gpus: Gpus, plan: Plan | None = None) -> Any:
+    """What Tune reserves for one trial: a dict, or (auto) a function of the trial's config."""
+    if settings.workers_per_trial > 1:
+        return {"cpu": 0.01}  # the trial only waits on its TorchTrainer, whose workers reserve the rest
+    if gpus != AUTO:
+        return {"cpu": settings.cpus_per_worker, "gpu": gpus}
+    if plan is None:
+        raise ValueError("gpus=auto needs the plan to size each trial")
+    from ray.tune import PlacementGroupFactory
+
+    cpus = settings.cpus_per_worker
+
+    def per_trial(config: dict) -> PlacementGroupFactory:
+        return PlacementGroupFactory([{"CPU": cpus, "GPU": gpu_share(plan.resolve(config))}])
+
+    return per_trial
+
+
+def worker_gpus(gpus: Gpus) -> float:
+    """GPUs each DDP worker reserves (auto: whole GPUs, NCCL ranks cannot share one)."""
+    return 1.0 if gpus == AUTO else float(gpus)
+
+
+def check_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT Ray address must accept a connection (ray.init would retry for minutes)."""
+    if address is None or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address: {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+    import socket
+
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(f"--address: no Ray cluster answers at {hostport} ({e})") from None
+
+
+TOKEN_HINT = ("the Ray cluster at {address} requires token authentication: export RAY_AUTH_MODE=token "
+              "(and the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN) "
+              "in every shell that runs `ray start` or a sweep")
+
+
+def connect(address: str | None, num_cpus: int | None) -> None:
+    """ray.init, turning a refused token (the common mistake when joining a cluster started with
+    `ray start`) into one line that says what to set."""
+    import ray
+
+    try:
+        ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+                 log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    except Exception as e:
+        text = f"{type(e).__name__}: {e}"
+        if address and ("InvalidAuthToken" in text or "AuthenticationError" in text
+                        or "authentication" in text.lower()
+                        or ("Failed to connect" in text and os.environ.get("RAY_AUTH_MODE") != "token")):
+            raise ConfigError("--address: " + TOKEN_HINT.format(address=address)) from None
+        raise
+
+
+def check_resources(settings: Settings, plan: Plan, cluster: dict[str, float], *, remote: bool) -> Gpus:
+    """GPUs per worker (a number, or AUTO), after checking a trial fits the cluster."""
+    gpus: Gpus | None = settings.gpus_per_worker
+    have_gpu = cluster.get("GPU", 0)
+    if gpus == AUTO and not have_gpu and not remote:
+        print("note: --gpus-per-worker auto, but the local Ray has no GPU: trials train on CPU",
+              file=sys.stderr)
+        gpus = 0.0
+    if gpus is None:
+        gpus = 1.0 if have_gpu > 0 else 0.0
+        if remote and not have_gpu:
+            print("note: the Ray cluster has no GPU now, so trials reserve none (CPU training); on an "
+                  "autoscaling cluster, --gpus-per-worker 1 makes the autoscaler start GPU workers",
+                  file=sys.stderr)
+    if gpus == 0 and any(c.run.device == "cuda" for c in plan.trial_configs()):
+        raise ConfigError("run.device: cuda, but trials reserve no GPU (--gpus-per-worker 0 or no GPU "
+                          "in the Ray cluster); use run.device=auto or cpu, or --gpus-per-worker 1")
+    workers = settings.workers_per_trial
+    per_worker = worker_gpus(gpus) if workers > 1 else (
+        max(gpu_share(c) for c in plan.trial_configs()) if gpus == AUTO else float(gpus))
+    need_cpu = workers * settings.cpus_per_worker + (0.01 if workers > 1 else 0)
+    if need_cpu > cluster.get("CPU", 0) or per_worker * workers > have_gpu:
+        message = (f"a trial needs {need_cpu:g} CPUs and {per_worker * workers:g} GPUs but the Ray cluster "
+                   f"has {cluster.get('CPU', 0):g} CPUs and {have_gpu:g} GPUs")
+        if not remote:
+            raise ConfigError(f"--workers-per-trial/--cpus-per-worker/--gpus-per-worker: {message} "
+                              f"(lower --cpus-per-worker, e.g. 0.5, or raise --num-cpus)")
+        print(f"note: {message} now; trials wait for the autoscaler", file=sys.stderr)
+    return gpus

@@ -1,0 +1,250 @@
+"""What a finished sweep shows: the trial table, seed means, per-cycle tables, and figures.
+
+Inputs are Tune's `ResultGrid` (each trial's last metrics and its whole report history,
+`metrics_dataframe`) and the sweep's `Plan`, so the numbers are exactly what the trials
+reported and what the MLflow runs hold. Iterative methods get a second table, one row per
+(configuration, cycle): the accuracy and dying ratio at each cycle's remaining ratio, as the
+strong-lottery paper's Fig. 3b and 5a plot them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from search_spaces import Plan
+
+# Shown when some trial reported them (dense training has no dying ratio).
+SHOWN_METRICS = ("test_acc", "dying_ratio", "k_minus_dying", "density", "epoch")
+# Per-cycle metrics of the cycle table, in display order.
+CYCLE_METRICS = ("cycle_remaining_ratio", "cycle_test_acc", "cycle_dying_ratio", "cycle_dying_ratio_apparent",
+                 "cycle_dying_ratio_total")
+
+
+def swept_keys(plan: Plan) -> list[str]:
+    """Keys that differ between trials: grid axes, the variant, Optuna's axes."""
+    return [*plan.grid, *(["variant"] if plan.variants else []), *plan.optuna_space]
+
+
+def results_table(results: Any, plan: Plan, metric: str, mode: str) -> Any:
+    """One row per trial: swept keys, last metrics, status (OK / INCOMPLETE / ERROR)."""
+    import pandas as pd
+
+    swept = swept_keys(plan)
+    rows = []
+    for r in results:
+        config = r.config or {}
+        metrics = r.metrics or {}
+        row: dict[str, Any] = {"trial": metrics.get("trial_id", "")}
+        row.update({k: config.get(k) for k in swept})
+        row.update({m: metrics.get(m) for m in SHOWN_METRICS})
+        done = metrics.get("epoch") == plan.resolve(config).total_epochs if config else False
+        row["status"] = "ERROR" if r.error else ("OK" if done else "INCOMPLETE")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    empty = [m for m in SHOWN_METRICS if m in df and df[m].isna().all()]
+    df = df.drop(columns=empty)
+    if metric in df and len(df):
+        df = df.sort_values(metric, ascending=(mode == "min"), na_position="last")
+    return df
+
+
+def group_keys(plan: Plan) -> list[str]:
+    """Swept keys but the seed: what a mean over seeds groups by."""
+    return [k for k in [*plan.grid, *(["variant"] if plan.variants else [])] if k != "run.seed"]
+
+
+def seed_summary(df: Any, plan: Plan) -> Any:
+    """Finished trials grouped by every swept key but the seed: mean and std of each metric."""
+    seeds = plan.grid.get("run.seed", ())
+    keys = group_keys(plan)
+    ok = df[df["status"] == "OK"]
+    if len(seeds) < 2 or ok.empty:
+        return None
+    shown = [m for m in SHOWN_METRICS if m != "epoch" and m in ok and ok[m].notna().any()]
+    table = ok.groupby(keys)[shown].agg(["mean", "std"]) if keys else ok[shown].agg(["mean", "std"])
+    return table
+
+
+def cycle_table(results: Any, plan: Plan) -> Any:
+    """One row per (trial, cycle) of the trials with more than one cycle; None if there are none."""
+    import pandas as pd
+
+    swept = swept_keys(plan)
+    frames = []
+    for r in results:
+        history = getattr(r, "metrics_dataframe", None)
+        if r.error is not None or history is None or "cycle_test_acc" not in history:
+            continue
+        ends = history[history["cycle_test_acc"].notna()]
+        if ends.empty or not plan.resolve(r.config).method.cycle_count() > 1:
+            continue
+        frame = pd.DataFrame({"trial": (r.metrics or {}).get("trial_id", ""), "cycle": ends["cycle"].astype(int)})
+        for k in swept:
+            frame[k] = [r.config.get(k)] * len(frame)
+        for m in CYCLE_METRICS:
+            frame[m] = ends[m].to_numpy() if m in ends else math.nan
+        frames.append(frame)
+    if not frames:
+        return None
+    table = pd.concat(frames, ignore_index=True)
+    return table.dropna(axis=1, how="all")
+
+
+def cycle_summary(cycles: Any, plan: Plan) -> Any:
+    """Mean and standard error over seeds of each cycle metric, per configuration and cycle."""
+    keys = [*group_keys(plan), "cycle"]
+    shown = [m for m in CYCLE_METRICS if m in cycles]
+    grouped = cycles.groupby(keys)
+    table = grouped[shown].mean()
+    n = grouped["cycle_test_acc"].count()
+    if int(n.max()) > 1:
+        for m in ("cycle_test_acc", "cycle_dying_ratio"):
+            if m in shown:
+                table[f"{m}_se"] = grouped[m].std() / n.pow(0.5)
+    table["seeds"] = n
+    return table
+
+
+def _label(row: Any, keys: list[str]) -> str:
+    return " ".join(str(row[k]) if k == "variant" else f"{k.split('.')[-1]}={row[k]}" for k in keys) or "all"
+
+
+def save_cycle_figure(summary: Any, plan: Plan, path: Path) -> Path | None:
+    """Accuracy and dying ratio against each cycle's remaining ratio, per configuration
+    (soft-iep.txt Fig. 3b and 5a), with standard-error bands when there are several seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    keys = group_keys(plan)
+    flat = summary.reset_index()
+    if flat.empty:
+        return None
+    fig, (acc_ax, dying_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    groups = flat.groupby(keys) if keys else [((), flat)]
+    for _, part in groups:
+        part = part.sort_values("cycle")
+        label = _label(part.iloc[0], keys)
+        x = part["cycle_remaining_ratio"]
+        line, = acc_ax.plot(x, part["cycle_test_acc"], "o-", label=label)
+        if "cycle_test_acc_se" in part:
+            acc_ax.fill_between(x, part["cycle_test_acc"] - part["cycle_test_acc_se"],
+                                part["cycle_test_acc"] + part["cycle_test_acc_se"],
+                                color=line.get_color(), alpha=0.2)
+        if "cycle_dying_ratio" in part and part["cycle_dying_ratio"].notna().any():
+            dying_ax.plot(x, part["cycle_dying_ratio"], "o-", color=line.get_color(), label=label)
+        if "cycle_dying_ratio_apparent" in part and part["cycle_dying_ratio_apparent"].notna().any():
+            dying_ax.plot(x, part["cycle_dying_ratio_apparent"], "s--", color=line.get_color(),
+                          label=f"{label} (apparent)")
+    for ax, ylabel, title in ((acc_ax, "test accuracy", "accuracy per cycle (Fig. 3b)"),
+                              (dying_ax, "dying ratio (per cycle)", "dying ratio per cycle (Fig. 5a)")):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.invert_xaxis()  # sparser to the right
+        ax.set_xlabel("remaining ratio")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    acc_ax.legend(fontsize=7)
+    dying_ax.legend(fontsize=7)
+    fig.suptitle(f"{plan.space.name}: per cycle (solid: worst case; dashed: hard pruning's apparent)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_figure(df: Any, plan: Plan, metric: str, path: Path) -> Path | None:
+    """Metric and dying ratio against the first numeric axis (or per trial)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import pandas as pd
+    except ImportError:  # pragma: no cover - matplotlib ships with mlflow
+        return None
+    ok = df[df["status"] == "OK"].copy()
+    if ok.empty:
+        return None
+    dying = "dying_ratio" in ok and pd.to_numeric(ok["dying_ratio"]).notna().any()
+    shown = [metric, "dying_ratio"] if dying else [metric]
+    for m in shown:
+        ok[m] = pd.to_numeric(ok[m])
+    axis = next((k for k in [*plan.grid, *plan.optuna_space]
+                 if k != "run.seed" and k in ok and ok[k].map(lambda v: isinstance(v, (int, float))).all()), None)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if axis is not None:
+        grouped = ok.groupby(axis)[shown].mean(numeric_only=True).sort_index()
+        xs, xlabel = grouped.index.to_numpy(), axis
+    else:
+        xlabel = "variant" if "variant" in ok else "trial"
+        grouped = ok.set_index(ok[xlabel])[shown]
+        xs = range(len(grouped))
+        ax.set_xticks(list(xs), [str(i) for i in grouped.index], rotation=60, ha="right", fontsize=7)
+    ax.plot(xs, grouped[metric], "o-", color="tab:blue", label=metric)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric, color="tab:blue")
+    if dying:
+        ax2 = ax.twinx()
+        ax2.plot(xs, grouped["dying_ratio"], "s--", color="tab:red", label="dying ratio d_T")
+        ax2.set_ylabel("dying ratio d_T", color="tab:red")
+    ax.set_title(f"{plan.space.name}: {metric}" + (" and dying ratio" if dying else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def show_results(df: Any, results: Any, plan: Plan, metric: str, mode: str,
+                 out_dir: Path | None) -> list[Path]:
+    """Print the tables; write them (and figures) under `out_dir`; return the files written."""
+    import pandas as pd
+
+    written: list[Path] = []
+    cycles = cycle_table(results, plan)
+    summary = cycle_summary(cycles, plan) if cycles is not None else None
+    with pd.option_context("display.max_rows", 400, "display.max_columns", 30, "display.width", 200,
+                           "display.float_format", "{:.4f}".format):
+        print("\nResults (sorted by " + metric + "):")
+        print(df.to_string(index=False))
+        seeds = seed_summary(df, plan)
+        if seeds is not None:
+            print(f"\nMean ± std over {len(plan.grid['run.seed'])} seeds (as the paper's tables report):")
+            print(seeds.to_string())
+        if summary is not None:
+            se = " (mean, standard error over seeds)" if "cycle_test_acc_se" in summary else ""
+            print(f"\nPer cycle{se}:")
+            print(summary.to_string())
+    ok = [r for r in results if r.error is None and r.metrics and metric in r.metrics]
+    if ok:
+        best = max(ok, key=lambda r: r.metrics[metric] * (1 if mode == "max" else -1))
+        cfg = plan.resolve(best.config)
+        print(f"\nBest trial: {metric}={best.metrics[metric]:.4f}"
+              + (f", dying ratio d_T={best.metrics['dying_ratio']:.4f}" if "dying_ratio" in best.metrics else "")
+              + f"\n  config {cfg.hash()}: " + " ".join(f"{k}={v}" for k, v in cfg.non_default().items()))
+    if out_dir is None:
+        return written
+    df.to_csv(out_dir / "results.csv", index=False)
+    written.append(out_dir / "results.csv")
+    fig = save_figure(df, plan, metric, out_dir / "results.png")
+    if fig is not None:
+        written.append(fig)
+    if cycles is not None and summary is not None:
+        cycles.to_csv(out_dir / "cycles.csv", index=False)
+        summary.reset_index().to_csv(out_dir / "cycles_summary.csv", index=False)
+        written += [out_dir / "cycles.csv", out_dir / "cycles_summary.csv"]
+        cfig = save_cycle_figure(summary, plan, out_dir / "cycles.png")
+        if cfig is not None:
+            written.append(cfig)
+    for path in written:
+        if path.suffix == ".png":
+            print(f"Figure: {path}")
+    return written
