@@ -21,6 +21,7 @@ LR schedule step -> `after_step`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,6 +108,10 @@ class StepContext:
     """What a step hook may look at: the position, this rank's batch and the optimizer.
 
     `epoch` is the 0-based index of the running epoch; `step` the 0-based global step.
+    `sample_batch(n)` draws another batch of n training examples (global size; this rank's
+    slice, normalised and augmented like training batches) outside the epoch's order,
+    seeded by the step, e.g. a larger batch for a DST update (appendix G); a method that
+    runs a forward on it must leave BatchNorm statistics as it found them.
     Fields other than the step are optional so that tests can drive hooks by hand.
     """
 
@@ -117,6 +122,7 @@ class StepContext:
     optimizer: torch.optim.Optimizer | None = None
     x: Tensor | None = None
     y: Tensor | None = None
+    sample_batch: Callable[[int], tuple[Tensor, Tensor]] | None = None
 
 
 class Method:

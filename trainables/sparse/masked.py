@@ -28,10 +28,30 @@ class MaskedMixin:
 
     def _init_masked(self) -> None:
         self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))  # type: ignore[attr-defined]
+        self._retain_effective = False
+        self._effective: Tensor | None = None
 
     def effective_weight(self) -> Tensor:
         """θ ⊙ m (the gradient reaching θ is ∂L/∂(θ⊙m) ⊙ m: zero where masked)."""
-        return self.weight * self.mask
+        w = self.weight * self.mask
+        if self._retain_effective and w.requires_grad:
+            w.retain_grad()
+            self._effective = w
+        return w
+
+    def retain_effective_grad(self, on: bool) -> None:
+        """Keep ∂L/∂(θ⊙m), dense, from the next backward (DST's gradient growth).
+
+        Meant for update steps only: it holds one more weight-sized tensor per layer.
+        Turning it off drops what was kept.
+        """
+        self._retain_effective = on
+        if not on:
+            self._effective = None
+
+    def effective_grad(self) -> Tensor | None:
+        """∂L/∂(θ⊙m) of the last backward while retaining (None if not retained)."""
+        return None if self._effective is None else self._effective.grad
 
     @torch.no_grad()
     def set_mask(self, mask: Tensor) -> None:
