@@ -105,7 +105,7 @@ DST_CRITERIA_SPACE = SearchSpace(
 
 DST_UPDATE_PERIOD = SearchSpace(
     name="dst_update_period",
-    description="DST validation accuracy against the update period Δt = 25 ... 6400 at densities 0.1 and 0.2",
+    description="DST accuracy against the update period Δt = 25 ... 6400 at densities 0.1 and 0.2",
     paper="fantastic-weights-dst.txt §5.3 Fig. 5 (Table 3's 'Fig. 4' row)",
     base=BASE,
     variants=criteria_points(FIG1_CRITERIA, FIG5_DENSITIES, UPDATE_PERIODS),

@@ -1,5 +1,6 @@
-"""DST on the paper's architectures (built through the layer factory): exact ERK counts, and
-one gradient-growth update through the hooks on each (depthwise convs, BatchNorm, heads)."""
+"""DST on the paper's architectures (built through the layer factory): exact ERK counts on
+each, and one gradient-growth update through the hooks (depthwise convs, BatchNorm, heads) on
+all but the two largest (ResNet-50, VGG-16: minutes of CPU for nothing the others miss)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from trainables.models import build_model
 from trainables.sparse.density import kept_count
 from trainables.sparse.masked import masked_modules
 
-PAPER_MODELS = [("mlp_small", "higgs"), ("mlp_large", "cifar10"), ("cnn_small", "cifar10"),
-                ("lenet5_caffe", "fashionmnist"), ("resnet56", "cifar10"), ("vgg16_bn", "cifar100"),
-                ("efficientnet_b0", "cifar100"), ("resnet50", "cifar10")]
+PAPER_MODELS = [("mlp_small", "higgs", True), ("mlp_large", "cifar10", True), ("cnn_small", "cifar10", True),
+                ("lenet5_caffe", "fashionmnist", True), ("resnet56", "cifar10", True),
+                ("efficientnet_b0", "cifar100", True), ("vgg16_bn", "cifar100", False),
+                ("resnet50", "cifar10", False)]
 
 
-@pytest.mark.parametrize(("model", "dataset"), PAPER_MODELS)
-def test_dst_initialises_and_updates_every_paper_model(model: str, dataset: str) -> None:
+@pytest.mark.parametrize(("model", "dataset", "update"), PAPER_MODELS)
+def test_dst_initialises_and_updates_every_paper_model(model: str, dataset: str, update: bool) -> None:
     cfg = ExperimentConfig.from_flat({
         "method.name": "dst", "model.name": model, "data.dataset": dataset, "data.data_dir": "/unused",
         "method.density": 0.05, "method.update_period": 1, "method.growth": "gradient",
@@ -35,6 +37,8 @@ def test_dst_initialises_and_updates_every_paper_model(model: str, dataset: str)
     total = sum(m.mask.numel() for m in layers.values())
     counts = {n: int(m.mask.sum()) for n, m in layers.items()}
     assert sum(counts.values()) == kept_count(total, 0.95)
+    if not update:
+        return
     spec = DATASETS[dataset]
     x = torch.randn(2, spec.channels, spec.image_size, spec.image_size)
     y = torch.tensor([0, 1])

@@ -16,6 +16,7 @@ layer's active count and M = its size.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from itertools import combinations_with_replacement
 from typing import TYPE_CHECKING, Any
@@ -67,8 +68,15 @@ def expected_random_jaccard(population: int, size: int) -> float:
         return 1.0
     from scipy.stats import hypergeom
 
-    x = np.arange(max(0, 2 * size - population), size + 1)
-    return float(np.sum(hypergeom.pmf(x, population, size, size) * x / (2 * size - x)))
+    # Sum over mean ± 12 sd only: the rest of the support weighs < 1e-30, and the pmf of a
+    # million-weight layer's whole support would take seconds.
+    q = size / population
+    mean = size * q
+    sd = math.sqrt(size * q * (1 - q) * (population - size) / max(1, population - 1))
+    lo = max(2 * size - population, 0, math.floor(mean - 12 * sd) - 1)
+    hi = min(size, math.ceil(mean + 12 * sd) + 1)
+    x = np.arange(lo, hi + 1)
+    return float(np.sum(np.exp(hypergeom.logpmf(x, population, size, size)) * x / (2 * size - x)))
 
 
 def random_reference(pairs: Iterable[tuple[int, int]]) -> float:
