@@ -7,16 +7,14 @@ single process's.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_ddp import _train, _worker  # the engine's 2-process harness, shared with EP's DDP test
 
-from trainables.config import ExperimentConfig
-from trainables.loop import DistContext, run_experiment
+from trainables.loop import DistContext
 from trainables.sparse.mask_io import read_masks
 
 FLAT = {"method.name": "dst", "data.dataset": "digits", "model.name": "mlp", "model.mlp_hidden": "48,32",
@@ -24,29 +22,6 @@ FLAT = {"method.name": "dst", "data.dataset": "digits", "model.name": "mlp", "mo
         "method.update_period": 3, "method.density": 0.2, "method.criterion": "snip",
         "method.growth": "gradient", "data.augment": False}
 UPDATE_BATCH = {**FLAT, "method.update_batch_size": 128, "method.criterion": "mest"}
-
-
-def _train(out: Path, ctx: DistContext, flat: dict) -> list[dict]:
-    reports: list[dict] = []
-
-    def reporter(metrics: dict, ckpt: Path | None) -> None:
-        reports.append(dict(metrics))
-        if ckpt is not None:
-            shutil.rmtree(out, ignore_errors=True)
-            shutil.copytree(ckpt, out)
-
-    run_experiment(ExperimentConfig.from_flat(flat), reporter=reporter, ctx=ctx)
-    return reports
-
-
-def _worker(rank: int, world: int, store: str, out: str, reports_path: str, flat: dict) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
-        reports = _train(Path(out), DistContext(rank=rank, world_size=world), flat)
-        if rank == 0:
-            torch.save(reports, reports_path)
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.timeout(180)

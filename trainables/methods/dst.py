@@ -22,7 +22,6 @@ every criterion would prune from the same state (the criteria-Jaccard matrix, Fi
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any
 
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainables.config import ConfigError, DSTConfig, ExperimentConfig
+from trainables.data import _stable_seed  # the data order's process-stable seed hash
 from trainables.methods.base import CycleEnd, Method, Position, StepContext
 from trainables.methods.dense import decay_groups, init_dense_weights
 from trainables.metrics.criteria_jaccard import (
@@ -77,8 +77,7 @@ def _layers(model: nn.Module) -> dict[str, MaskedMixin]:
 
 def _generator(*parts: object) -> torch.Generator:
     """A CPU generator that is a pure function of `parts` (stateless: resume-safe, same on every rank)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return torch.Generator().manual_seed(_stable_seed(*parts))
 
 
 def _mean_across_ranks(tensors: list[Tensor]) -> None:
