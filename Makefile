@@ -2,6 +2,7 @@
 #   make venv                    create ./.venv and install the project + dev extras
 #   make test [PYTEST_ARGS=...]  run the test suite          e.g. PYTEST_ARGS="-k cluster -x"
 #   make sweep ARGS="..."        python -m orchestrator.sweep ARGS
+#   make ui [STORAGE=dir]        MLflow UI of a sweep storage dir (default sparsesweep-runs)
 #   make lint                    ruff check .
 #   make bench                   run every benchmarks/*.py
 # Overridable: PYTHON (interpreter that creates the venv), VENV (its directory).
@@ -10,6 +11,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PYTEST_ARGS ?=
 ARGS ?=
+STORAGE ?= sparsesweep-runs
 
 VENV_PY := $(VENV)/bin/python
 # Written after a successful install; older than pyproject.toml => reinstall.
@@ -17,7 +19,7 @@ STAMP := $(VENV)/.installed
 BENCHMARKS := $(sort $(wildcard benchmarks/*.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test sweep lint bench
+.PHONY: help venv test sweep ui lint bench
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -38,6 +40,9 @@ test: venv
 
 sweep: venv
 	$(VENV_PY) -m orchestrator.sweep $(ARGS)
+
+ui: venv
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(STORAGE))/mlflow.db
 
 lint: venv
 	$(VENV_PY) -m ruff check .

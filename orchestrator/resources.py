@@ -9,8 +9,10 @@ cluster may autoscale, so the same mismatch is only a note there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.packing import AUTO, gpu_share
@@ -82,21 +84,63 @@ TOKEN_HINT = ("the Ray cluster at {address} requires token authentication: expor
               "in every shell that runs `ray start` or a sweep")
 
 
+def check_auth(address: str | None) -> None:
+    """Before ray.init: a HOST:PORT cluster that refuses this process's token (or its lack of one)
+    is one line saying what to set, not a minute of retries ending in "Failed to connect".
+
+    Ray's own GCS client asks the cluster for its id, which a token-authenticated GCS refuses
+    at once with AuthenticationError. Its C++ warning about the refusal is kept off stderr."""
+    if address is None or address == "local" or address.startswith("ray://"):
+        return
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    target = address
+    if address == "auto":  # the cluster `ray start` recorded on this machine (or $RAY_ADDRESS)
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            target = canonicalize_bootstrap_address(address)
+        except Exception:  # noqa: BLE001 - no cluster found: ray.init says so
+            return
+        if not target:
+            return
+    refused = False
+    with _stderr_to_devnull():
+        try:
+            GcsClient(address=target)
+        except AuthenticationError:
+            refused = True
+        except Exception:  # noqa: BLE001 - anything else: ray.init reports it in its own words
+            return
+    if refused:
+        raise ConfigError("--address: " + TOKEN_HINT.format(address=address))
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    """File descriptor 2 to /dev/null (C++ logs bypass sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def connect(address: str | None, num_cpus: int | None) -> None:
-    """ray.init, turning a refused token (the common mistake when joining a cluster started with
-    `ray start`) into one line that says what to set."""
+    """ray.init; a token refused there too (a race with `check_auth`) is the same one line."""
     import ray
+    from ray.exceptions import AuthenticationError
 
     try:
         ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
                  log_to_driver=True, configure_logging=True, logging_level="WARNING")
-    except Exception as e:
-        text = f"{type(e).__name__}: {e}"
-        if address and ("InvalidAuthToken" in text or "AuthenticationError" in text
-                        or "authentication" in text.lower()
-                        or ("Failed to connect" in text and os.environ.get("RAY_AUTH_MODE") != "token")):
-            raise ConfigError("--address: " + TOKEN_HINT.format(address=address)) from None
-        raise
+    except AuthenticationError:
+        raise ConfigError("--address: " + TOKEN_HINT.format(address=address)) from None
 
 
 def check_resources(settings: Settings, plan: Plan, cluster: dict[str, float], *, remote: bool) -> Gpus:

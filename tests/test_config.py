@@ -30,7 +30,7 @@ def test_method_name_switches_dataclass() -> None:
     ({"method.prune_rate": 1.0}, r"method.prune_rate: 1.0 must be < 1 \(allowed range \[0, 1\)\)"),
     ({"method.prune_rate": -0.1}, r"method.prune_rate: -0.1 must be >= 0"),
     ({"model.name": "resnet19"}, r"model.name: 'resnet19' is not one of mlp, conv2"),
-    ({"data.dataset": "imagenet"}, r"data.dataset: 'imagenet' is not one of digits"),
+    ({"data.dataset": "imagenet21k"}, r"data.dataset: 'imagenet21k' is not one of digits"),
     ({"optim.name": "adamw"}, r"optim.name: 'adamw' is not one of sgd, adam, lars"),
     ({"method.name": "rigl"}, r"method.name: 'rigl' is not one of edge_popup, dense"),
     ({"data.batch_size": "x"}, r"data.batch_size: expected an integer, got 'x'"),

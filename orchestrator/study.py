@@ -1,0 +1,93 @@
+"""The Optuna study of a `--search optuna` sweep: its sampler and its RDB storage.
+
+Why an RDB: the study outlives the driver. It is stored next to the sweep
+(`tune/<sweep>/optuna.db`, SQLite) or in the database `--optuna-storage` names (the
+cluster's PostgreSQL/MySQL), under the sweep's name. `--resume` opens the same study:
+Tune restores its searcher, whose study reads the finished trials back from the storage,
+so the sampler conditions on them and `num_samples` counts them; nothing is re-sampled.
+The same file can be opened by `optuna-dashboard` or `optuna.load_study` while or after
+the sweep runs.
+
+Samplers (`--sampler`), all seeded by `--optuna-seed`:
+- `tpe` (default): Optuna 5's TPE, multivariate with constant liar, for concurrent trials;
+- `gp`: Gaussian-process Bayesian optimisation (`GPSampler`), for a few expensive trials;
+- `random`: a baseline, and what the others' start-up trials draw;
+- `cmaes`: CMA-ES over the float and integer axes (categorical axes are drawn at random:
+  Optuna warns once per axis).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainables.config import ConfigError
+
+if TYPE_CHECKING:
+    from search_spaces import Plan
+
+SAMPLERS: tuple[str, ...] = ("tpe", "gp", "random", "cmaes")
+STUDY_FILE = "optuna.db"
+_STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+")
+
+
+def check_sampler(name: str) -> str:
+    if name not in SAMPLERS:
+        raise ConfigError(f"--sampler: {name!r} is not one of {', '.join(SAMPLERS)}")
+    return name
+
+
+def check_storage_url(url: str) -> str:
+    """An RDB URL SQLAlchemy can open: sqlite:///PATH, postgresql://..., mysql://..."""
+    if not url.startswith(_STORAGE_SCHEMES):
+        raise ConfigError(f"--optuna-storage: {url!r} is not an RDB URL; use sqlite:///PATH, "
+                          f"postgresql://USER@HOST/DB or mysql://USER@HOST/DB")
+    return url
+
+
+def default_storage_url(sweep_dir: Path) -> str:
+    """SQLite next to the sweep's Tune state: one directory holds the whole sweep."""
+    return f"sqlite:///{Path(sweep_dir).resolve() / STUDY_FILE}"
+
+
+def make_sampler(name: str, seed: int) -> Any:
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    raise ConfigError(f"--sampler: {name!r} is not one of {', '.join(SAMPLERS)}")
+
+
+def make_storage(url: str) -> Any:
+    """Optuna's RDB storage (Ray's OptunaSearch wants the object, not the URL).
+
+    `heartbeat_interval` is left off: Tune, not Optuna, tells which trials died."""
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(url)
+
+
+def make_searcher(plan: Plan, *, sampler: str, seed: int, storage_url: str, study_name: str,
+                  metric: str, mode: str) -> Any:
+    """Ray Tune's OptunaSearch over the plan's Optuna space, with its study in the RDB."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(space=dict(plan.optuna_space), metric=metric, mode=mode,
+                        sampler=make_sampler(sampler, seed),
+                        storage=make_storage(storage_url) if storage_url else None,
+                        study_name=study_name)
+
+
+def load_study(storage_url: str, study_name: str) -> Any:
+    """The stored study, read back (tests, reports)."""
+    import optuna
+
+    return optuna.load_study(study_name=study_name, storage=storage_url)
