@@ -9,11 +9,11 @@ stays importable without Ray, for validation and the results table). Two things 
   first epochs follow a prune step). `asha.CycleASHA` lets ASHA see only cycle-end results.
   Every other sweep counts epochs.
 - **The record.** Tune ends a stopped trial the way it ends a finished one.
-  `orchestrator.asha.StopMarker`, a Tune callback placed before the MLflow callback, adds `stopped_at_epoch` (or
-  `stopped_at_cycle`) to the result on which the scheduler stopped the trial. That key then
-  reaches the trial's last result, Tune's own result files (so it survives `--resume`),
-  the MLflow run (a metric, and the `sparsesweep.stopped_at` tag), and the results table
-  (status STOPPED).
+  `orchestrator.asha.StopMarker`, a Tune callback placed before the MLflow callback, adds
+  `stopped_at_epoch` (or `stopped_at_cycle`) to the result on which the scheduler stopped the
+  trial. That key then reaches the trial's last result, Tune's own result files (so it
+  survives `--resume`), the MLflow run (a metric, and the `sparsesweep.stopped_at` tag), and
+  the results table (status STOPPED).
 
 How a stop is recognised: Tune sets `done` on the result on which a scheduler returns STOP,
 before callbacks see it; the natural end of a function trainable arrives as a separate
