@@ -5,6 +5,7 @@
 #   make ui [STORAGE=dir]        MLflow UI of a sweep storage dir (default sparsesweep-runs)
 #   make lint                    ruff check .
 #   make bench                   run every benchmarks/*.py
+#   make mutate                  mutation testing of trainables/ (mutmut; hours, not in CI)
 # Overridable: PYTHON (interpreter that creates the venv), VENV (its directory).
 
 PYTHON ?= python3
@@ -19,7 +20,7 @@ STAMP := $(VENV)/.installed
 BENCHMARKS := $(sort $(wildcard benchmarks/*.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test sweep ui lint bench
+.PHONY: help venv test sweep ui lint bench mutate
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -50,3 +51,10 @@ lint: venv
 bench: venv
 	@if [ -z "$(BENCHMARKS)" ]; then echo "no benchmarks/*.py to run"; else \
 	  set -e; for f in $(BENCHMARKS); do echo "== $$f"; $(VENV_PY) "$$f"; done; fi
+
+# Each surviving mutant is a formula whose test cannot see it break: `mutmut results`, then
+# `mutmut show NAME`. Settings (what to mutate, which tests) in pyproject.toml [tool.mutmut].
+mutate: venv
+	$(VENV_PY) -m pip install -q 'mutmut>=3.3'
+	$(VENV)/bin/mutmut run
+	$(VENV)/bin/mutmut results

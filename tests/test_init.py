@@ -7,10 +7,7 @@ import math
 import pytest
 import torch
 
-from trainables.config import SCORE_INITS, WEIGHT_INITS
 from trainables.sparse.init import (
-    SCORE_INIT,
-    WEIGHT_INIT,
     fan_in,
     init_scores,
     init_weight,
@@ -19,11 +16,6 @@ from trainables.sparse.init import (
 
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def test_registries_match_config() -> None:
-    assert set(WEIGHT_INIT) == set(WEIGHT_INITS)
-    assert set(SCORE_INIT) == set(SCORE_INITS)
 
 
 def test_fan_in() -> None:

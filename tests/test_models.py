@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from trainables.config import MODELS, ExperimentConfig
-from trainables.models import MODEL_BUILDERS, build_model
+from trainables.models import build_model
 from trainables.models.layers import DENSE, LayerFactory
 
 
@@ -36,10 +36,6 @@ def _cfg(model: str, dataset: str = "digits", **kw) -> ExperimentConfig:
 
 def _layers(model: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, kind)]
-
-
-def test_registry_covers_config_models() -> None:
-    assert set(MODEL_BUILDERS) == set(MODELS)
 
 
 @pytest.mark.parametrize(("model", "dataset", "shape"), [

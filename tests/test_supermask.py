@@ -41,6 +41,19 @@ def test_topk_mask_keeps_exact_count(n: int, k: float) -> None:
         assert int(topk_mask(s, keep).sum()) == keep
 
 
+@pytest.mark.parametrize("n", [2, 7, 135, 1001])
+def test_keep_all_but_one_drops_exactly_the_smallest(n: int) -> None:
+    """keep = n - 1: the "smallest" branch with a single entry to drop."""
+    scores = torch.randn(n, generator=torch.Generator().manual_seed(n)) + 0.01
+    smallest = int(scores.abs().argmin())
+    scores[smallest] = -1e-6  # by |score|, whatever its sign
+    mask = topk_mask(scores, n - 1)
+    assert int(mask.sum()) == n - 1 and not bool(mask[smallest])
+    k = round(1.5 / n, 7)  # k n = 1.5 (to 7 decimals): n - floor(k n) = n - 1
+    layer = SupermaskLinear(n, 1, prune_rate=k)
+    assert int(layer.current_mask().sum()) == n - 1
+
+
 def test_ties_at_threshold_add_no_extras() -> None:
     # |s| = 3, 2, 2, 2, 2, 1: keeping 3 must take the 3 and exactly two of the four 2s;
     # a ">= kth value" test would keep 5.
@@ -205,11 +218,17 @@ def test_mask_cached_under_inference_mode_works_for_training() -> None:
     assert layer.scores.grad is not None
 
 
-def test_deepcopy_and_dtype_move_recompute() -> None:
+def test_deepcopy_and_dtype_move_recompute(count_selections: list[int]) -> None:
     layer = SupermaskLinear(6, 4)
     m = layer.current_mask()
     clone = copy.deepcopy(layer)
     assert clone._cached_bool is None
     assert torch.equal(clone.current_mask(), m)
-    layer.double()
+    assert count_selections[0] == 2  # the clone selected its own
+    layer.double()  # new storage and dtype, same Parameter, no version bump
     assert layer.masked_weight().dtype == torch.float64
+    assert count_selections[0] == 3, "a dtype move must recompute the mask"
+    assert layer._cached_float.dtype == torch.float64  # not a float32 mask promoted on the fly
+    layer.scores.data = layer.scores.data.clone()  # same dtype and version, new data pointer
+    layer.current_mask()
+    assert count_selections[0] == 4, "new score storage must recompute the mask"

@@ -4,13 +4,25 @@ One trial = one ExperimentConfig. With one worker the engine runs in the trial's
 process (no Ray Train start-up cost, ~25 s per trial on 2 cores). With N workers the trial
 builds a `TorchTrainer` (DDP: gloo on CPU, NCCL on GPU), as Ray 2.60 wants it: the trial
 function calls `.fit()` and `TuneReportCallback` forwards rank 0's reports to Tune.
+
+Faults handled here, because only the trial process sees them:
+- a restored trial resumes from its newest intact checkpoint: a corrupt or truncated one
+  (checksum manifest) is skipped, and the trial's log says so
+  (`trainables.checkpoint_io.usable_checkpoint`); its latest reports are sent again first;
+- a loss that becomes NaN/inf ends the trial normally with `diverged=1` in its last report
+  (no test metric: Optuna records the trial as pruned, not as a number);
+- an allocation failure (CPU or CUDA) and a full or unwritable storage fail the trial with a
+  one-line reason that says what to change; the other trials go on.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +30,26 @@ from typing import Any
 import ray
 import ray.train
 import ray.tune
+import torch
 
+from trainables.checkpoint_io import usable_checkpoint
 from trainables.config import ExperimentConfig, resolve_tune_config
 from trainables.loop import DistContext, run_experiment
+
+# Leading keys of every report: Tune's live table shows the first four metrics it sees, so a
+# diverged trial is visible there (diverged = 1) next to its loss and accuracy.
+TABLE_KEYS = ("train_loss", "test_acc", "test_loss")
+DIVERGED_KEY = "diverged"
+# errno values that mean "the storage cannot take more": the sweep can resume once it can.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+class TrialOutOfMemory(MemoryError):
+    """An allocation failed in this trial (CPU or CUDA); the message says what to lower."""
+
+
+class StorageFull(OSError):
+    """The trial could not write its checkpoint (disk full, quota, read-only, permissions)."""
 
 
 def _quiet_ray_loggers() -> None:
@@ -40,14 +69,87 @@ class Runtime:
     ddp_storage: str = ""  # storage for the inner Ray Train runs (N workers only)
 
 
+def for_tune(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The report as Tune gets it: the live table's columns first, `diverged` always present."""
+    out = {k: metrics[k] for k in TABLE_KEYS if k in metrics}
+    out[DIVERGED_KEY] = float(metrics.get(DIVERGED_KEY, 0.0))
+    out.update((k, v) for k, v in metrics.items() if k not in out)
+    return out
+
+
 def _tune_reporter(metrics: dict[str, float], ckpt_dir: Path | None) -> None:
-    ckpt = ray.tune.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
-    ray.tune.report(metrics, checkpoint=ckpt)
+    with _storage_errors():
+        ckpt = ray.tune.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
+        ray.tune.report(for_tune(metrics), checkpoint=ckpt)
 
 
 def _train_reporter(metrics: dict[str, float], ckpt_dir: Path | None) -> None:
-    ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
-    ray.train.report(metrics, checkpoint=ckpt)
+    with _storage_errors():
+        ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
+        ray.train.report(for_tune(metrics), checkpoint=ckpt)
+
+
+def _oserror_in(exc: BaseException) -> OSError | None:
+    """The first OSError in an exception's cause/context chain (pyarrow wraps them)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
+
+
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """A report whose checkpoint cannot be written fails the trial with one clear line."""
+    try:
+        yield
+    except Exception as e:
+        os_error = _oserror_in(e)
+        if os_error is None:
+            raise
+        where = os_error.filename or "the sweep's storage"
+        raise StorageFull(os_error.errno, f"cannot write the checkpoint to {where}: "
+                          f"{os_error.strerror}; free space (or fix permissions), then resume "
+                          f"the sweep with --resume") from e
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: torch's OutOfMemoryError (CUDA), CPU allocator or MemoryError."""
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+@contextmanager
+def _out_of_memory_hint(cfg: ExperimentConfig) -> Iterator[None]:
+    """Re-raise an allocation failure as TrialOutOfMemory, naming the knobs that size memory."""
+    try:
+        yield
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrialOutOfMemory(
+            f"out of memory in trial {cfg.hash()} ({type(e).__name__}: {first}); lower "
+            f"data.batch_size (now {cfg.data.batch_size}) or the model size (model.name="
+            f"{cfg.model.name}, model.width={cfg.model.width:g}), or give each worker more memory "
+            f"(--gpus-per-worker / a larger GPU)") from e
+
+
+def _resume(cfg: ExperimentConfig, checkpoint_dir: str, **kw: Any) -> None:
+    """Resume from the trial's newest intact checkpoint (Tune's latest, unless it is damaged,
+    deleted or older than one on disk), first sending again the latest reports it holds.
+
+    Why replay: a report can be lost on its way to the driver's records (a killed driver, a
+    full disk under the MLflow spool, a DDP worker group that fails while Train forwards its
+    reports to Tune). The tracker keeps the first value of a step, so repeats cost nothing.
+    """
+    chosen = usable_checkpoint(Path(checkpoint_dir),
+                               warn=lambda line: print(line, file=sys.stderr, flush=True))
+    run_experiment(cfg, resume_from=chosen, report_restored=True, **kw)
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
@@ -58,11 +160,12 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     ctx = DistContext(rank=ctx_ray.get_world_rank(), world_size=ctx_ray.get_world_size(),
                       local_rank=ctx_ray.get_local_rank())
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        run_experiment(cfg, reporter=_train_reporter, ctx=ctx)
-        return
-    with checkpoint.as_directory() as d:
-        run_experiment(cfg, reporter=_train_reporter, ctx=ctx, resume_from=Path(d))
+    with _out_of_memory_hint(cfg):
+        if checkpoint is None:
+            run_experiment(cfg, reporter=_train_reporter, ctx=ctx)
+            return
+        with checkpoint.as_directory() as d:
+            _resume(cfg, d, reporter=_train_reporter, ctx=ctx)
 
 
 def trial(config: dict[str, Any], *, variants: Mapping[str, Mapping[str, Any]] | None = None,
@@ -73,11 +176,12 @@ def trial(config: dict[str, Any], *, variants: Mapping[str, Mapping[str, Any]] |
     cfg = resolve_tune_config(config, variants or {})
     if runtime.workers <= 1:
         checkpoint = ray.tune.get_checkpoint()
-        if checkpoint is None:
-            run_experiment(cfg, reporter=_tune_reporter)
-            return
-        with checkpoint.as_directory() as d:
-            run_experiment(cfg, reporter=_tune_reporter, resume_from=Path(d))
+        with _out_of_memory_hint(cfg):
+            if checkpoint is None:
+                run_experiment(cfg, reporter=_tune_reporter)
+                return
+            with checkpoint.as_directory() as d:
+                _resume(cfg, d, reporter=_tune_reporter)
         return
     _fit_ddp(cfg, runtime)
 

@@ -1,0 +1,459 @@
+"""The MLflow writes of a sweep as plain operations, and the writer that applies them.
+
+Why operations: the driver never calls MLflow for a trial directly. A Tune event (a result,
+a finished or failed trial) becomes a small JSON-able dict, which goes through the durable
+spool (`orchestrator.spool`) and is then applied here. The same operations are rebuilt from
+Tune's own files by `python -m orchestrator.sweep --resume NAME --sync-mlflow`
+(`orchestrator.sync`). So a live sweep, a sweep whose server was down for hours, and a late
+sync all go through one code path.
+
+Every operation is idempotent: a metric step already in the run is not logged again (the
+first value is kept), params already logged are skipped, tags and statuses are overwritten
+with the same value, an upload replaces the same artifact path. That is what makes a replay
+after a crash (applied, offset not yet saved) harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY as TRAIN_CHECKPOINT_KEY
+
+logger = logging.getLogger(__name__)
+
+Op = dict[str, Any]
+
+PARENT_TAG = "mlflow.parentRunId"
+KIND_TAG = "sparsesweep.kind"
+TRIAL_ID_TAG = "sparsesweep.trial_id"
+TRIAL_NAME_TAG = "sparsesweep.trial_name"
+TRIAL_PATH_TAG = "sparsesweep.trial_path"
+SWEEP_NAME_TAG = "sparsesweep.sweep_name"
+NUM_FAILURES_TAG = "sparsesweep.num_failures"
+#: How the trial ended: finished, diverged, error or killed (searchable in the MLflow UI).
+STATUS_TAG = "sparsesweep.status"
+#: One line: the exception that ended an errored trial (type and message).
+ERROR_TAG = "sparsesweep.error"
+DIVERGED_AT_TAG = "sparsesweep.diverged_at"
+
+#: The report key a diverged trial sets to 1 (trainables.loop); shown as a tag, not a metric.
+DIVERGED_KEY = "diverged"
+
+#: (file or directory in the last checkpoint, artifact path, required). A directory is
+#: uploaded with its tree: ``artifacts/masks/cycle_01.parquet`` -> ``masks/cycle_01.parquet``.
+#: Dense training has no mask, and single-cycle methods may write no cycle files.
+DEFAULT_ARTIFACT_FILES: tuple[tuple[str, str, bool], ...] = (
+    ("config.json", "", True),
+    ("masks.parquet", "masks", False),
+    ("artifacts", "", False),
+)
+
+#: Metrics whose name starts with this are logged at step = the reported ``cycle``.
+CYCLE_PREFIX = "cycle_"
+
+#: Keys Tune adds to every result; they are bookkeeping, not metrics of the method.
+BOOKKEEPING_KEYS: frozenset[str] = frozenset(
+    {
+        "time_this_iter_s",
+        "time_total_s",
+        "timestamp",
+        "training_iteration",
+        "done",
+        "pid",
+        "iterations_since_restore",
+        "time_since_restore",
+        "node_ip",
+        "hostname",
+        "date",
+        "trial_id",
+        "experiment_tag",
+        "checkpoint_dir_name",
+        "should_checkpoint",
+        TRAIN_CHECKPOINT_KEY,
+        DIVERGED_KEY,
+        "replayed",  # a report sent again after a restore (trainables.loop.REPLAYED_KEY)
+    }
+)
+
+# MLflow limits (mlflow.utils.validation): per log_batch and per value.
+MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAM_VALUE_LEN = 6000
+MAX_TAG_VALUE_LEN = 5000  # (recovery.error_summary cuts there too)
+MAX_KEY_LEN = 250
+_VALID_KEY = re.compile(r"^[/\w.\- :]*$")
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+# MLflow error codes that no retry can fix: the entry is skipped (with a warning).
+PERMANENT_ERRORS = frozenset(
+    {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_STATE"}
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _flatten(prefix: str, value: Any, sep: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _flatten(f"{prefix}{sep}{k}" if prefix else str(k), v, sep)
+    else:
+        yield prefix, value
+
+
+def _valid_key(key: str) -> bool:
+    return bool(key) and len(key) <= MAX_KEY_LEN and bool(_VALID_KEY.match(key))
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def to_params(params: Mapping[str, Any]) -> list[Param]:
+    """Flat dotted keys -> MLflow params, with MLflow's limits enforced here (warned, not raised)."""
+    out: list[Param] = []
+    for key, value in _flatten("", params, "."):
+        if not _valid_key(key):
+            logger.warning(
+                "MLflow param key %r is invalid or longer than %d; skipped", key, MAX_KEY_LEN
+            )
+            continue
+        text = value if isinstance(value, str) else str(value)
+        if len(text) > MAX_PARAM_VALUE_LEN:
+            logger.warning(
+                "MLflow param %r has %d characters; truncated to %d",
+                key,
+                len(text),
+                MAX_PARAM_VALUE_LEN,
+            )
+            text = text[:MAX_PARAM_VALUE_LEN]
+        out.append(Param(key, text))
+    return out
+
+
+def log_params(
+    client: MlflowClient,
+    run_id: str,
+    params: Iterable[Param],
+    existing: Mapping[str, str] | None = None,
+) -> None:
+    """Log params in batches of <=100, skipping ones already logged (MLflow forbids changing them)."""
+    existing = existing or {}
+    todo: list[Param] = []
+    for p in params:
+        if p.key in existing:
+            if existing[p.key] != p.value:
+                logger.warning(
+                    "run %s already has param %s=%r; keeping it (new value %r not logged)",
+                    run_id,
+                    p.key,
+                    existing[p.key],
+                    p.value,
+                )
+            continue
+        todo.append(p)
+    for batch in chunks(todo, MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=list(batch), synchronous=True)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+def extract_metrics(result: Mapping[str, Any]) -> tuple[dict[str, float], int]:
+    """Numeric metrics a trainable reported, and their step.
+
+    Drops Tune's bookkeeping keys, ``config*``, bools, non-numbers and non-finite values;
+    nested dicts are flattened with ``/`` (Tune's own convention). The step is the
+    reported ``epoch`` when there is one (so curves line up with the paper's x axis even
+    after a resume), else Tune's ``training_iteration``. See `metric_steps` for the
+    per-cycle metrics, which use another step.
+    """
+    metrics: dict[str, float] = {}
+    for top, value in result.items():
+        if top in BOOKKEEPING_KEYS or top.startswith("config"):
+            continue
+        for key, leaf in _flatten(top, value, "/"):
+            if not _is_finite_number(leaf):
+                continue
+            if not _valid_key(key):
+                logger.warning("metric name %r is not valid for MLflow; skipped", key)
+                continue
+            metrics[key] = float(leaf)
+    epoch = result.get("epoch")
+    step_src = epoch if _is_finite_number(epoch) else result.get("training_iteration", 0)
+    step = int(step_src) if _is_finite_number(step_src) else 0
+    return metrics, step
+
+
+def metric_steps(result: Mapping[str, Any]) -> list[tuple[str, float, int]]:
+    """(key, value, step) of every metric to log: ``cycle_*`` at step = cycle, the rest at
+    step = epoch. MLflow charts then show both views: per epoch, and per cycle."""
+    metrics, step = extract_metrics(result)
+    cycle = result.get("cycle")
+    cycle_step = int(cycle) if _is_finite_number(cycle) else step
+    return [(k, v, cycle_step if k.startswith(CYCLE_PREFIX) else step) for k, v in metrics.items()]
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for a failure no retry can fix (MLflow refused the request); False for outages."""
+    if isinstance(exc, MlflowException):
+        return exc.error_code in PERMANENT_ERRORS
+    return isinstance(exc, (ValueError, TypeError, KeyError))
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@dataclass
+class TrialRecord:
+    """What the writer needs to know about a trial, from a live Tune Trial or Tune's files."""
+
+    trial_id: str
+    name: str
+    params: list[tuple[str, str]]
+    path: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def start_op(rec: TrialRecord) -> Op:
+    """Find or create the trial's child run (params, tags) and mark it RUNNING."""
+    return {"op": "start", "trial": rec.trial_id, "name": rec.name, "params": rec.params,
+            "tags": ({TRIAL_PATH_TAG: rec.path} if rec.path else {}) | rec.tags}
+
+
+def result_ops(rec: TrialRecord, result: Mapping[str, Any]) -> list[Op]:
+    """The metrics of one report (each at its step); a diverged report also tags the run."""
+    ops: list[Op] = []
+    entries = metric_steps(result)
+    if entries:
+        ops.append({"op": "metrics", "trial": rec.trial_id, "name": rec.name, "ts": now_ms(),
+                    "metrics": [[k, v, s] for k, v, s in entries]})
+    if result.get(DIVERGED_KEY):
+        where = f"epoch {result.get('epoch')}, step {result.get('step')}"
+        ops.append(tags_op(rec, {STATUS_TAG: "diverged", DIVERGED_AT_TAG: where}))
+    return ops
+
+
+def tags_op(rec: TrialRecord, tags: Mapping[str, Any]) -> Op:
+    return {"op": "tags", "trial": rec.trial_id, "name": rec.name,
+            "tags": {str(k): str(v)[:MAX_TAG_VALUE_LEN] for k, v in tags.items()}}
+
+
+def artifacts_op(rec: TrialRecord, files: Sequence[tuple[str, str]]) -> Op:
+    """Upload files or directories (already kept by the spool) under their artifact paths."""
+    return {"op": "artifacts", "trial": rec.trial_id, "name": rec.name,
+            "files": [[str(p), a] for p, a in files]}
+
+
+def error_op(rec: TrialRecord, text: str, num_failures: int) -> Op:
+    return {"op": "error", "trial": rec.trial_id, "name": rec.name, "text": text,
+            "num_failures": int(num_failures)}
+
+
+def end_op(rec: TrialRecord, status: str) -> Op:
+    if status not in TERMINAL:
+        raise ValueError(f"status must be one of {TERMINAL}, got {status!r}")
+    return {"op": "end", "trial": rec.trial_id, "name": rec.name, "status": status}
+
+
+def parent_artifact_op(path: str, artifact_path: str = "") -> Op:
+    return {"op": "parent_artifact", "path": str(path), "artifact_path": artifact_path}
+
+
+def parent_end_op(status: str) -> Op:
+    if status not in TERMINAL:
+        raise ValueError(f"status must be one of {TERMINAL}, got {status!r}")
+    return {"op": "parent_end", "status": status}
+
+
+def checkpoint_files(ckpt_dir: Path, artifact_files: Sequence[tuple[str, str, bool]],
+                     trial: str) -> list[tuple[Path, str]]:
+    """(source, artifact path) of the listed files present in a checkpoint directory."""
+    out: list[tuple[Path, str]] = []
+    for filename, artifact_path, required in artifact_files:
+        src = Path(ckpt_dir) / filename
+        if src.exists():
+            out.append((src, artifact_path))
+        elif required:
+            logger.warning("trial %s: %s not in its last checkpoint %s; not logged", trial,
+                           filename, ckpt_dir)
+    return out
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+class MlflowWriter:
+    """Applies operations to one sweep's runs in MLflow; idempotent, so replays are safe.
+
+    Child runs are found by tags (parent run id + Tune trial id) before one is created, so
+    a restored driver (empty cache) re-attaches to the runs it made. On attaching, it reads
+    the last step of each metric the run holds: a step at or below it is never logged again.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_id = str(experiment_id)
+        self.parent_run_id = parent_run_id
+        self._client: MlflowClient | None = None
+        self._runs: dict[str, str] = {}  # trial_id -> run_id
+        self._ended: set[str] = set()  # trial ids whose run this writer terminated
+        # trial_id -> metric key -> last step in the run: a trial restored from a checkpoint
+        # older than its last report re-runs epochs whose metrics are already logged.
+        self._last_step: dict[str, dict[str, int]] = {}
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    # ------------------------------------------------------------------ child runs
+
+    def find_child_run(self, trial_id: str) -> str | None:
+        """Run id of this sweep's child run for ``trial_id`` in the store, if any."""
+        if "'" in trial_id:
+            raise ValueError(f"unexpected quote in trial id {trial_id!r}")
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' "
+                f"and tags.`{TRIAL_ID_TAG}` = '{trial_id}'"
+            ),
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=10,
+            order_by=["attributes.start_time ASC"],
+        )
+        if not runs:
+            return None
+        if len(runs) > 1:
+            logger.warning(
+                "%d MLflow runs for trial %s under parent %s; using the oldest %s",
+                len(runs),
+                trial_id,
+                self.parent_run_id,
+                runs[0].info.run_id,
+            )
+        return runs[0].info.run_id
+
+    def find_or_create_child_run(
+        self,
+        trial_id: str,
+        trial_name: str,
+        params: Iterable[Param] = (),
+        extra_tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Child run for a trial, looked up in the store first so ``--resume`` reuses it."""
+        run_id = self.find_child_run(trial_id)
+        if run_id is not None:
+            run = self.client.get_run(run_id)
+            log_params(self.client, run_id, params, existing=run.data.params)
+            if run.info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        tags = {
+            PARENT_TAG: self.parent_run_id,
+            KIND_TAG: "trial",
+            TRIAL_ID_TAG: trial_id,
+            TRIAL_NAME_TAG: trial_name,
+            **dict(extra_tags or {}),
+        }
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=trial_name)
+        log_params(self.client, run.info.run_id, params)
+        return run.info.run_id
+
+    def run_for(self, trial_id: str, name: str, params: Iterable[Param] = (),
+                tags: Mapping[str, str] | None = None) -> str:
+        """The child run of a trial (cached), created or re-attached when first needed."""
+        run_id = self._runs.get(trial_id)
+        if run_id is None:
+            run_id = self.find_or_create_child_run(trial_id, name, params, tags)
+            self._runs[trial_id] = run_id
+            self._last_step[trial_id] = self.logged_steps(run_id)
+        return run_id
+
+    def logged_steps(self, run_id: str) -> dict[str, int]:
+        """Last step of each metric already in the run (empty for a new run)."""
+        run = self.client.get_run(run_id)
+        return {
+            key: max(m.step for m in self.client.get_metric_history(run_id, key))
+            for key in run.data.metrics
+        }
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, op: Op) -> None:
+        """Perform one operation (see the module doc); raises on MLflow errors."""
+        kind = op["op"]
+        if kind == "parent_artifact":
+            self._upload(self.parent_run_id, [(op["path"], op["artifact_path"])])
+            return
+        if kind == "parent_end":
+            self.client.set_terminated(self.parent_run_id, status=op["status"])
+            return
+        trial = op["trial"]
+        if kind == "start":
+            params = [Param(k, v) for k, v in op["params"]]
+            known = trial in self._runs
+            run_id = self.run_for(trial, op["name"], params, op.get("tags"))
+            if known:
+                log_params(self.client, run_id, params, self.client.get_run(run_id).data.params)
+                if trial in self._ended:  # a trial retried or resumed after it ended
+                    self.client.update_run(run_id, status="RUNNING")
+            self._ended.discard(trial)
+            return
+        run_id = self.run_for(trial, op["name"])
+        if kind == "metrics":
+            last = self._last_step.setdefault(trial, {})
+            items = [Metric(k, float(v), int(op["ts"]), int(s)) for k, v, s in op["metrics"]
+                     if int(s) > last.get(k, -1)]
+            for batch in chunks(items, MAX_METRICS_PER_BATCH):
+                self.client.log_batch(run_id, metrics=list(batch), synchronous=True)
+            for m in items:
+                last[m.key] = m.step
+        elif kind == "tags":
+            items = [RunTag(k, v) for k, v in op["tags"].items()]
+            for batch in chunks(items, MAX_PARAMS_PER_BATCH):
+                self.client.log_batch(run_id, tags=list(batch), synchronous=True)
+        elif kind == "artifacts":
+            self._upload(run_id, op["files"])
+        elif kind == "error":
+            self.client.set_tag(run_id, NUM_FAILURES_TAG, str(op["num_failures"]))
+            if op.get("text"):
+                self.client.log_text(run_id, op["text"], "error.txt")
+        elif kind == "end":
+            self.client.set_terminated(run_id, status=op["status"])
+            self._ended.add(trial)
+        else:
+            raise ValueError(f"unknown MLflow spool operation {kind!r}")
+
+    def _upload(self, run_id: str, files: Iterable[Sequence[str]]) -> None:
+        for path, artifact_path in files:
+            src = Path(path)
+            if src.is_dir():
+                self.client.log_artifacts(run_id, str(src), artifact_path or None)
+            elif src.is_file():
+                self.client.log_artifact(run_id, str(src), artifact_path or None)
+            else:
+                logger.warning("MLflow upload to run %s: %s no longer exists; skipped", run_id, src)

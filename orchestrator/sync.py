@@ -1,0 +1,183 @@
+"""`--sync-mlflow`: bring a sweep's MLflow runs up to date from its spool and Tune's own files.
+
+Why: when the tracking server is down at the end of a sweep (or the driver died), MLflow
+misses some writes, but nothing is lost: the spool holds what the driver could not send, and
+Tune's storage holds every trial's reports (`result.json`), config, checkpoints and errors.
+`python -m orchestrator.sweep --storage DIR --resume NAME --sync-mlflow` first replays the
+spool in order, then walks the trials Tune recorded and applies the same operations a live
+sweep would (`orchestrator.mlflow_ops`). Every operation is idempotent, so syncing twice, or
+a sweep that lost nothing, changes nothing. No Ray is started and no pickle is read: only
+Tune's JSON files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+
+from orchestrator.mlflow_ops import (
+    DEFAULT_ARTIFACT_FILES,
+    DIVERGED_KEY,
+    ERROR_TAG,
+    STATUS_TAG,
+    TRAIN_CHECKPOINT_KEY,
+    MlflowWriter,
+    Op,
+    TrialRecord,
+    artifacts_op,
+    checkpoint_files,
+    end_op,
+    error_op,
+    result_ops,
+    start_op,
+    tags_op,
+    to_params,
+)
+from orchestrator.recovery import error_summary
+from orchestrator.spool import http_health
+from trainables.config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Files of the sweep directory that the parent run holds (results tables and figures).
+PARENT_FILES = ("results.csv", "results.png", "cycles.csv", "cycles_summary.csv", "cycles.png")
+
+
+@dataclass
+class TuneTrial:
+    """One trial as Tune's experiment state (JSON part) records it."""
+
+    trial_id: str
+    name: str
+    status: str  # PENDING / RUNNING / PAUSED / TERMINATED / ERROR
+    config: dict[str, Any]
+    path: Path
+    last_result: dict[str, Any]
+    num_failures: int
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """Every report of the trial, in order (a resumed trial's re-run epochs included)."""
+        path = self.path / "result.json"
+        if not path.is_file():
+            return
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        logger.warning("%s: unreadable line skipped", path)
+
+    def diverged(self) -> bool:
+        return any(r.get(DIVERGED_KEY) for r in self.results())
+
+    def checkpoint_dir(self) -> Path | None:
+        """The trial's latest checkpoint: the last result's, the newest on disk, or DDP's."""
+        name = self.last_result.get("checkpoint_dir_name")
+        if name and (self.path / name).is_dir():
+            return self.path / name
+        train = self.last_result.get(TRAIN_CHECKPOINT_KEY)
+        if train and Path(train).is_dir():
+            return Path(train)
+        found = sorted(p for p in self.path.glob("checkpoint_*") if p.is_dir())
+        return found[-1] if found else None
+
+
+def read_trials(sweep_dir: Path) -> list[TuneTrial]:
+    """The trials of Tune's newest experiment state in `sweep_dir` (JSON only, no unpickling)."""
+    states = sorted(sweep_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return []
+    data = json.loads(states[-1].read_text())
+    trials = []
+    for trial_json, meta_json in data.get("trial_data", []):
+        t = json.loads(trial_json)
+        meta = json.loads(meta_json) if isinstance(meta_json, str) else dict(meta_json)
+        name = t.get("custom_trial_name") or f"{t.get('trainable_name', 'trial')}_{t['trial_id']}"
+        trials.append(TuneTrial(trial_id=t["trial_id"], name=name, status=t.get("status", ""),
+                                config=dict(t.get("config") or {}),
+                                path=sweep_dir / t.get("relative_logdir", ""),
+                                last_result=dict(meta.get("last_result") or {}),
+                                num_failures=int(meta.get("num_failures") or 0)))
+    return trials
+
+
+def trial_ops(trial: TuneTrial, params: dict[str, Any], run_artifacts: set[str]) -> list[Op]:
+    """The operations a live sweep would have sent for `trial`, rebuilt from Tune's files."""
+    rec = TrialRecord(trial.trial_id, trial.name,
+                      [(p.key, p.value) for p in to_params(params)], str(trial.path))
+    ops: list[Op] = [start_op(rec)]
+    diverged = False
+    for result in trial.results():
+        diverged = diverged or bool(result.get(DIVERGED_KEY))
+        ops += result_ops(rec, result)
+    ckpt = trial.checkpoint_dir()
+    if ckpt is not None and "config.json" not in run_artifacts:
+        files = checkpoint_files(ckpt, DEFAULT_ARTIFACT_FILES, trial.name)
+        if files:
+            ops.append(artifacts_op(rec, [(str(p), a) for p, a in files]))
+    if trial.status == "ERROR":
+        error_file = trial.path / "error.txt"
+        text = error_file.read_text(errors="replace") if error_file.is_file() else ""
+        if "error.txt" not in run_artifacts:
+            ops.append(error_op(rec, text, trial.num_failures))
+        ops += [tags_op(rec, {STATUS_TAG: "error", ERROR_TAG: error_summary(text)}),
+                end_op(rec, "FAILED")]
+    elif trial.status == "TERMINATED":
+        if not diverged:
+            ops.append(tags_op(rec, {STATUS_TAG: "finished"}))
+        ops.append(end_op(rec, "FAILED" if diverged else "FINISHED"))
+    else:
+        ops += [tags_op(rec, {STATUS_TAG: "killed"}), end_op(rec, "KILLED")]
+    return ops
+
+
+def sync_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None, sweep_dir: Path,
+                spool_dir: Path, resolve_params: Callable[[dict], dict[str, Any]]) -> int:
+    """Replay the spool, then reconcile every trial; print what was done; return an exit code."""
+    from orchestrator.tracking import open_outbox
+
+    if not http_health(tracking_uri):
+        raise ConfigError(f"--sync-mlflow: no MLflow server answers at {tracking_uri}; start it "
+                          f"and run this again (nothing was changed)")
+    if parent_run_id is None:
+        raise ConfigError(f"--sync-mlflow: sweep {sweep_dir.name} never created its MLflow run")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ConfigError(f"--sync-mlflow: MLflow at {tracking_uri} has no experiment {experiment!r}")
+    box = open_outbox(tracking_uri, exp.experiment_id, parent_run_id, spool_dir)
+    spooled = box.spool.pending_count()
+    if not box.drain_until(10.0):
+        print(f"error: --sync-mlflow: MLflow stopped answering; {box.spool.pending_count()} "
+              f"entr(ies) still wait in {box.spool.path}", flush=True)
+        return 1
+    writer: MlflowWriter = box.writer
+    trials = read_trials(sweep_dir)
+    for trial in trials:
+        run_id = writer.find_child_run(trial.trial_id)
+        present = {a.path for a in client.list_artifacts(run_id)} if run_id else set()
+        for op in trial_ops(trial, resolve_params(trial.config), present):
+            writer.apply(op)
+    parent = client.get_run(parent_run_id)
+    present = {a.path for a in client.list_artifacts(parent_run_id)}
+    uploaded = [name for name in PARENT_FILES
+                if (sweep_dir / name).is_file() and name not in present]
+    for name in uploaded:
+        client.log_artifact(parent_run_id, str(sweep_dir / name))
+    if parent.info.status == "RUNNING":
+        statuses = {t.status for t in trials}
+        final = ("KILLED" if statuses - {"TERMINATED", "ERROR"} else
+                 "FAILED" if "ERROR" in statuses else "FINISHED")
+        client.set_terminated(parent_run_id, status=final)
+    print(f"MLflow synced: {spooled} spooled entr(ies) replayed, {len(trials)} trial(s) checked "
+          f"against Tune's results, {len(uploaded)} sweep file(s) uploaded "
+          f"(experiment {experiment!r}, run {parent_run_id})")
+    return 0
