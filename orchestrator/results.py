@@ -13,6 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from orchestrator.nodes import NODE_KEY
+from orchestrator.recovery import error_summary
+from orchestrator.schedulers import describe_stops, stopped_at
 from search_spaces import Plan
 
 # Shown when some trial reported them (dense training has no dying ratio).
@@ -28,7 +31,8 @@ def swept_keys(plan: Plan) -> list[str]:
 
 
 def results_table(results: Any, plan: Plan, metric: str, mode: str) -> Any:
-    """One row per trial: swept keys, last metrics, status (OK / INCOMPLETE / ERROR)."""
+    """One row per trial: swept keys, last metrics, status (OK / STOPPED / INCOMPLETE / ERROR);
+    `stopped_at` (epoch or cycle) for trials ASHA stopped, `node` when several nodes ran trials."""
     import pandas as pd
 
     swept = swept_keys(plan)
@@ -40,14 +44,68 @@ def results_table(results: Any, plan: Plan, metric: str, mode: str) -> Any:
         row.update({k: config.get(k) for k in swept})
         row.update({m: metrics.get(m) for m in SHOWN_METRICS})
         done = metrics.get("epoch") == plan.resolve(config).total_epochs if config else False
-        row["status"] = "ERROR" if r.error else ("OK" if done else "INCOMPLETE")
+        stop = stopped_at(metrics)
+        row["status"] = "ERROR" if r.error else ("OK" if done else ("STOPPED" if stop else "INCOMPLETE"))
+        if not r.error and metrics.get("diverged"):  # loss NaN/inf: the trial stopped at once
+            row["status"] = "DIVERGED"
+        row["error"] = error_summary(r.error) if r.error else None  # e.g. out of memory, and why
+        row["stopped_at"] = f"{stop[0]} {stop[1]}" if stop else None
+        row["node"] = str(metrics.get(NODE_KEY) or "")[:8] or None
         rows.append(row)
     df = pd.DataFrame(rows)
-    empty = [m for m in SHOWN_METRICS if m in df and df[m].isna().all()]
+    empty = [m for m in (*SHOWN_METRICS, "stopped_at", "error") if m in df and df[m].isna().all()]
+    if "node" in df and df["node"].nunique() < 2:
+        empty.append("node")
     df = df.drop(columns=empty)
+    if "stopped_at" in df:
+        df["stopped_at"] = df["stopped_at"].fillna("")
     if metric in df and len(df):
         df = df.sort_values(metric, ascending=(mode == "min"), na_position="last")
     return df
+
+
+def trial_frame(df: Any, results: Any, plan: Plan) -> Any:
+    """The full trial table: status, node, every resolved config key and every final metric.
+
+    One row per trial, for analysis (pandas/pyarrow read it back with its types), where the
+    printed table shows only what varies."""
+    import pandas as pd
+
+    status = dict(zip(df["trial"], df["status"], strict=True)) if "trial" in df else {}
+    rows = []
+    for r in results:
+        metrics = dict(r.metrics or {})
+        trial = metrics.get("trial_id", "")
+        row: dict[str, Any] = {"trial": trial, "status": status.get(trial)}
+        stop = stopped_at(metrics)
+        row["stopped_at"] = f"{stop[0]} {stop[1]}" if stop else None
+        row[NODE_KEY] = metrics.get(NODE_KEY)
+        row["error"] = None if r.error is None else str(r.error).splitlines()[0][:500]
+        if r.config:
+            if "variant" in r.config:
+                row["variant"] = r.config["variant"]
+            row.update(plan.resolve(r.config).to_flat())
+        row.update({k: v for k, v in metrics.items()
+                    if k not in row and k != "config" and (v is None or isinstance(v, (bool, int, float, str)))})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_parquet(frame: Any, path: Path) -> Path:
+    """Parquet with a type per column: tuples become lists; a column mixing types (a swept key
+    that is a number in one trial and a string in another) is written as strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = frame.copy()
+    for col in frame.columns:
+        frame[col] = frame[col].map(lambda v: list(v) if isinstance(v, tuple) else v)
+        try:
+            pa.array(frame[col], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            frame[col] = frame[col].map(lambda v: None if v is None else str(v))
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    return path
 
 
 def group_keys(plan: Plan) -> list[str]:
@@ -77,7 +135,8 @@ def cycle_table(results: Any, plan: Plan) -> Any:
         history = getattr(r, "metrics_dataframe", None)
         if r.error is not None or history is None or "cycle_test_acc" not in history:
             continue
-        ends = history[history["cycle_test_acc"].notna()]
+        # a report replayed after a restore repeats its cycle's end: keep the first
+        ends = history[history["cycle_test_acc"].notna()].drop_duplicates("cycle", keep="first")
         if ends.empty or not plan.resolve(r.config).method.cycle_count() > 1:
             continue
         frame = pd.DataFrame({"trial": (r.metrics or {}).get("trial_id", ""), "cycle": ends["cycle"].astype(int)})
@@ -215,6 +274,9 @@ def show_results(df: Any, results: Any, plan: Plan, metric: str, mode: str,
                            "display.float_format", "{:.4f}".format):
         print("\nResults (sorted by " + metric + "):")
         print(df.to_string(index=False))
+        stops = describe_stops([stopped_at(r.metrics or {}) for r in results], len(df))
+        if stops:
+            print(stops)
         seeds = seed_summary(df, plan)
         if seeds is not None:
             print(f"\nMean ± std over {len(plan.grid['run.seed'])} seeds (as the paper's tables report):")
@@ -234,6 +296,7 @@ def show_results(df: Any, results: Any, plan: Plan, metric: str, mode: str,
         return written
     df.to_csv(out_dir / "results.csv", index=False)
     written.append(out_dir / "results.csv")
+    written.append(write_parquet(trial_frame(df, results, plan), out_dir / "results.parquet"))
     fig = save_figure(df, plan, metric, out_dir / "results.png")
     if fig is not None:
         written.append(fig)

@@ -14,11 +14,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from search_spaces import DEFAULT_SPACE, REGISTRY, Plan, get_space, make_plan
 from trainables.config import ConfigError, describe_keys
-from trainables.data import check_available
+
+if TYPE_CHECKING:  # search_spaces imports Optuna: not needed by --help
+    from search_spaces import Plan
 
 STATE_FILE = "sparsesweep.json"
 METRICS = ("test_acc", "test_loss", "train_acc", "train_loss", "dying_ratio", "k_minus_dying")
@@ -28,7 +29,7 @@ METRICS = ("test_acc", "test_loss", "train_acc", "train_loss", "dying_ratio", "k
 class Settings:
     """What defines a sweep beyond its space; saved beside it so `--resume` needs nothing else."""
 
-    space: str = DEFAULT_SPACE
+    space: str = ""
     search: str = "grid"
     sets: dict[str, str] = field(default_factory=dict)
     grids: dict[str, list[str]] = field(default_factory=dict)
@@ -37,7 +38,7 @@ class Settings:
     max_failures: int = 0
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0
-    gpus_per_worker: float | None = None
+    gpus_per_worker: float | str | None = None  # a share, "auto" (orchestrator.packing) or None
     metric: str | None = None
     mode: str | None = None
     optuna_seed: int = 0
@@ -46,16 +47,32 @@ class Settings:
     tracking_uri: str = ""
     experiment: str = ""
     parent_run_id: str | None = None
+    scheduler: str = "fifo"  # or "asha" (orchestrator.schedulers)
+    grace_period: int | None = None
+    reduction_factor: float | None = None
+    sampler: str = "tpe"  # orchestrator.study.SAMPLERS
+    optuna_storage: str = ""  # RDB URL of the Optuna study ("": SQLite in the sweep's directory)
+    reuse_actors: bool = True  # no flag: benchmarks/orchestration_overhead.py compares both
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors (a flag without its value, an unknown flag) as one line, exit 2,
+    like every other bad input, instead of the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = ("; a value starting with '-' is written --set=KEY=VALUE"
+                if "expected one argument" in message else "")
+        self.exit(2, f"error: {message}{hint} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m orchestrator.sweep",
         description="Run a named search space of sparse-training experiments as Ray Tune trials, "
                     "tracked in MLflow.")
     p.add_argument("--list-spaces", action="store_true", help="list the named search spaces and exit")
     p.add_argument("--list-keys", action="store_true", help="list every config key with its default and exit")
-    p.add_argument("--space", default=DEFAULT_SPACE, help=f"named search space (default {DEFAULT_SPACE})")
+    p.add_argument("--space", default=None, help="named search space (default ep_quick; see --list-spaces)")
     p.add_argument("--search", default="grid", help="grid (the paper's ablation) or optuna")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every trial (pins a grid axis); repeatable")
@@ -68,11 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retries of a failed trial from its last checkpoint (e.g. preempted nodes; default 0)")
     p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers per trial (default 1: no DDP)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)")
-    p.add_argument("--gpus-per-worker", type=float, default=None,
-                   help="GPUs per worker (default: 1 when the Ray cluster has GPUs, else 0)")
+    p.add_argument("--gpus-per-worker", default=None, metavar="N|auto",
+                   help="GPUs per worker: a share such as 0.25, or auto (a share per trial from its "
+                        "model's size: 2-8 small trials per GPU); default 1 when the Ray cluster has "
+                        "GPUs, else 0")
     p.add_argument("--metric", default=None, help=f"metric to rank trials by, one of {', '.join(METRICS)}")
     p.add_argument("--mode", default=None, help="max or min (default: the space's)")
     p.add_argument("--optuna-seed", type=int, default=0, help="seed of the Optuna sampler")
+    p.add_argument("--sampler", default=None, help="Optuna sampler: tpe (default), gp, random or cmaes")
+    p.add_argument("--optuna-storage", default="", metavar="URL",
+                   help="RDB of the Optuna study, e.g. postgresql://HOST/DB (default: SQLite in the "
+                        "sweep's directory; --resume continues the same study)")
+    p.add_argument("--scheduler", default="fifo",
+                   help="fifo (every trial runs to the end) or asha (early stopping; in cycles for "
+                        "iterative methods)")
+    p.add_argument("--grace-period", default=None, metavar="N",
+                   help="ASHA: epochs (cycles) every trial trains before it can be stopped (default 1)")
+    p.add_argument("--reduction-factor", default=None, metavar="R",
+                   help="ASHA: keep the top 1/R of the trials at each rung (default 4)")
     p.add_argument("--name", default="", help="sweep name (default SPACE-SEARCH-TIMESTAMP)")
     p.add_argument("--storage", default="sparsesweep-runs",
                    help="directory (or s3://... URI) for Tune results and checkpoints (default ./sparsesweep-runs)")
@@ -84,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all cores)")
     p.add_argument("--dry-run", action="store_true", help="print the trials and exit without starting Ray")
+    p.add_argument("--sync-mlflow", action="store_true",
+                   help="with --resume NAME: replay what MLflow missed (server down) from the sweep's "
+                        "spool and Tune's results, then exit; starts no trial")
     return p
 
 
@@ -128,6 +161,21 @@ def _check_tracking_uri(uri: str) -> None:
                           f"http(s)://HOST:PORT, postgresql://, mysql:// (MLflow 3 has no ./mlruns file store)")
     if uri.startswith("sqlite:///"):
         _check_writable(Path(uri.removeprefix("sqlite:///")).parent, "--tracking-uri")
+    _refuse_password(uri, "--tracking-uri", "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                                            "(or the database's own password file)")
+
+
+def _refuse_password(uri: str, flag: str, instead: str) -> None:
+    """A password in a URI would be saved in sparsesweep.json and printed: take it from the env."""
+    from urllib.parse import urlparse
+
+    try:
+        secret = urlparse(uri).password
+    except ValueError:
+        secret = None
+    if secret:
+        raise ConfigError(f"{flag}: the URI holds a password, which would be written to the sweep's "
+                          f"files and logs; remove it and set {instead}")
 
 
 def _check_writable(path: Path, flag: str) -> None:
@@ -164,18 +212,23 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ConfigError(f"--max-failures: {args.max_failures} must be >= 0")
     if args.workers_per_trial < 1:
         raise ConfigError(f"--workers-per-trial: {args.workers_per_trial} must be >= 1")
-    if args.workers_per_trial > 1 and args.gpus_per_worker is not None and 0 < args.gpus_per_worker < 1:
-        raise ConfigError(f"--gpus-per-worker: {args.gpus_per_worker:g} is a GPU share; DDP workers "
+    from orchestrator.resources import parse_gpus
+
+    gpus = parse_gpus(args.gpus_per_worker)
+    if args.workers_per_trial > 1 and isinstance(gpus, float) and 0 < gpus < 1:
+        raise ConfigError(f"--gpus-per-worker: {gpus:g} is a GPU share; DDP workers "
                           f"(--workers-per-trial > 1) need whole GPUs (NCCL ranks cannot share one)")
     if args.cpus_per_worker <= 0:
         raise ConfigError(f"--cpus-per-worker: {args.cpus_per_worker} must be > 0")
-    if args.gpus_per_worker is not None and args.gpus_per_worker < 0:
-        raise ConfigError(f"--gpus-per-worker: {args.gpus_per_worker} must be >= 0")
+    scheduler, grace, reduction = _scheduler_args(args)
+    sampler, optuna_storage = _study_args(args)
     if args.metric is not None and args.metric not in METRICS:
         raise ConfigError(f"--metric: {args.metric!r} is not one of {', '.join(METRICS)}")
     if args.mode is not None and args.mode not in ("max", "min"):
         raise ConfigError(f"--mode: {args.mode!r} is not one of max, min")
-    space = get_space(args.space)
+    from search_spaces import DEFAULT_SPACE, get_space
+
+    space = get_space(args.space or DEFAULT_SPACE)
     name = args.name or f"{space.name}-{args.search}-{time.strftime('%Y%m%d-%H%M%S')}"
     if "/" in name or name.startswith("."):
         raise ConfigError(f"--name: {name!r} must be a plain name (no '/', not starting with '.')")
@@ -190,10 +243,44 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     grids=_parse_grids(args.grids), num_samples=args.num_samples,
                     max_concurrent=args.max_concurrent, max_failures=args.max_failures,
                     workers_per_trial=args.workers_per_trial,
-                    cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+                    cpus_per_worker=args.cpus_per_worker, gpus_per_worker=gpus,
                     metric=args.metric, mode=args.mode, optuna_seed=args.optuna_seed, name=name,
                     storage=storage, tracking_uri=tracking,
-                    experiment=args.experiment or f"sparsesweep-{space.name}")
+                    experiment=args.experiment or f"sparsesweep-{space.name}",
+                    scheduler=scheduler, grace_period=grace, reduction_factor=reduction,
+                    sampler=sampler, optuna_storage=optuna_storage)
+
+
+def _scheduler_args(args: argparse.Namespace) -> tuple[str, int | None, float | None]:
+    """--scheduler, --grace-period, --reduction-factor, typed (checked against the plan later)."""
+    from orchestrator.schedulers import SCHEDULERS
+
+    if args.scheduler not in SCHEDULERS:
+        raise ConfigError(f"--scheduler: {args.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+    grace = reduction = None
+    if args.grace_period is not None:
+        try:
+            grace = int(args.grace_period)
+        except ValueError:
+            raise ConfigError(f"--grace-period: {args.grace_period!r} is not a whole number of "
+                              f"epochs (cycles) >= 1") from None
+    if args.reduction_factor is not None:
+        try:
+            reduction = float(args.reduction_factor)
+        except ValueError:
+            raise ConfigError(f"--reduction-factor: {args.reduction_factor!r} is not a number > 1") from None
+    return args.scheduler, grace, reduction
+
+
+def _study_args(args: argparse.Namespace) -> tuple[str, str]:
+    """--sampler and --optuna-storage: Optuna's, so only with --search optuna."""
+    from orchestrator.study import check_sampler, check_storage_url
+
+    for flag, value in (("--sampler", args.sampler), ("--optuna-storage", args.optuna_storage)):
+        if value and args.search != "optuna":
+            raise ConfigError(f"{flag}: applies to --search optuna only")
+    sampler = check_sampler(args.sampler) if args.sampler is not None else "tpe"
+    return sampler, check_storage_url(args.optuna_storage) if args.optuna_storage else ""
 
 
 def _default_tracking(storage: str) -> str:
@@ -205,7 +292,8 @@ def _default_tracking(storage: str) -> str:
 
 
 # Flags that may accompany --resume; every other flag defines the sweep and is saved with it.
-RESUME_FLAGS = ("storage", "resume", "address", "num_cpus", "dry_run", "list_spaces", "list_keys")
+RESUME_FLAGS = ("storage", "resume", "address", "num_cpus", "dry_run", "list_spaces", "list_keys",
+                "sync_mlflow")
 
 
 def _resume_settings(args: argparse.Namespace, storage: str) -> Settings:
@@ -233,7 +321,11 @@ def _resume_settings(args: argparse.Namespace, storage: str) -> Settings:
     return settings
 
 
-def build_plan(settings: Settings) -> Plan:
+def build_plan(settings: Settings, missing_data: list[str] | None = None) -> Plan:
+    """The validated plan. Missing data raises, or with `missing_data` (a dry run) is noted there."""
+    from search_spaces import get_space, make_plan
+    from trainables.data import check_available
+
     space = get_space(settings.space)
     num = settings.num_samples if settings.num_samples is not None else (10 if settings.search == "optuna" else 1)
     plan = make_plan(space, search=settings.search, sets=settings.sets, grid_overrides=settings.grids,
@@ -244,7 +336,16 @@ def build_plan(settings: Settings) -> Plan:
             raise ConfigError(f"data.batch_size: {cfg.data.batch_size} is not divisible by "
                               f"--workers-per-trial {settings.workers_per_trial}")
     for data_cfg in {c.data for c in configs}:
-        check_available(data_cfg)
+        try:
+            check_available(data_cfg)
+        except ConfigError as e:
+            if missing_data is None:
+                raise
+            if str(e) not in missing_data:
+                missing_data.append(str(e))
+    from orchestrator.schedulers import check_asha_args
+
+    check_asha_args(plan, settings.scheduler, settings.grace_period, settings.reduction_factor)
     checked: set[tuple] = set()
     for cfg in configs:  # a weights file of another architecture fails here, not in a trial
         path = getattr(cfg.method, "pretrained_path", "")
@@ -259,6 +360,8 @@ def build_plan(settings: Settings) -> Plan:
 # ----- output ------------------------------------------------------------------------------
 
 def print_spaces() -> None:
+    from search_spaces import REGISTRY
+
     rows = [(s.name, s.grid_size(), "yes" if s.optuna else "no", s.description) for s in REGISTRY.values()]
     width = max(len(r[0]) for r in rows)
     print(f"{'space':<{width}}  grid  optuna  description")
@@ -273,19 +376,36 @@ def print_keys() -> None:
 
 def describe_plan(plan: Plan) -> str:
     lines = [f"space {plan.space.name} ({plan.space.paper or plan.space.description}), search {plan.search}"]
-    lines.append("base: " + " ".join(f"{k}={v}" for k, v in plan.base.items()))
+    swept = [*plan.grid, *plan.optuna_space]  # a swept key's base value is only its default
+    lines.append("base: " + " ".join(f"{k}={v}" for k, v in plan.base.items() if k not in swept))
     if plan.search == "grid":
         points = plan.points()
         lines.append(f"{len(points)} trials:")
         for i, point in enumerate(points):
             cfg = plan.resolve(point)
-            varying = {k: v for k, v in point.items() if k not in plan.base}
+            varying = {k: point[k] for k in [*plan.grid, *(["variant"] if plan.variants else [])]}
             lines.append(f"  [{i:3d}] {cfg.hash()}  " + " ".join(f"{k}={v}" for k, v in varying.items()))
     else:
         lines.append(f"{plan.num_samples} Optuna trials over:")
         for key, dist in plan.optuna_space.items():
             lines.append(f"  {key}: {dist}")
     return "\n".join(lines)
+
+
+def describe_cost(plan: Plan, settings: Settings) -> str:
+    """GPU-hours (and CPU core-hours) of the plan, unpacked and packed (orchestrator.packing)."""
+    from orchestrator.packing import describe_estimate, estimate
+
+    if plan.search == "grid":
+        configs = plan.trial_configs()
+        note = ""
+    else:
+        configs = [plan.resolve(plan.base)] * plan.num_samples
+        note = "Optuna trials costed at the space's base config"
+    if settings.scheduler == "asha":
+        note = "; ".join(filter(None, [note, "before ASHA's early stops"]))
+    return describe_estimate(estimate(configs, settings.workers_per_trial),
+                             workers=settings.workers_per_trial, packing=note)
 
 
 # ----- running ------------------------------------------------------------------------------
@@ -297,16 +417,39 @@ def _write_state(sweep_dir: Path, settings: Settings) -> None:
     os.replace(tmp, sweep_dir / STATE_FILE)
 
 
-def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, address: str | None) -> int:
+def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, address: str | None,
+        trial_fn: Any = None) -> int:
+    """Run or resume the sweep; `trial_fn` replaces the trainable (benchmarks of the machinery)."""
     # Tune warns about experiment snapshots forced by CheckpointConfig(num_to_keep); they are
     # cheap here and the warning repeats every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A diverged trial's last report has no test metric on purpose (Optuna records it as
+    # pruned); Tune would otherwise refuse any report without the sweep's metric.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     import ray
     from ray import tune
 
-    from orchestrator.resources import check_address, check_resources, trial_resources
+    from orchestrator.security import stop_credential_copies
+
+    stop_credential_copies()  # Ray would log the driver's cloud keys in every trial's env
+
+    from orchestrator.nodes import with_node_id
+    from orchestrator.recovery import count_status, failed_for_storage, spool_dir_for
+    from orchestrator.resources import (
+        check_address,
+        check_auth,
+        check_resources,
+        connect,
+        trial_resources,
+        worker_gpus,
+    )
     from orchestrator.results import results_table, show_results
-    from orchestrator.tracking import MLflowTrialCallback, SweepTracker, tracking_ui_command
+    from orchestrator.tracking import (
+        MLflowTrialCallback,
+        SweepTracker,
+        spool_hint,
+        tracking_ui_command,
+    )
     from trainables.tune import Runtime, trial
 
     space = plan.space
@@ -315,18 +458,24 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     tune_root = _tune_root(settings.storage)
     sweep_path = f"{tune_root}/{settings.name}"
     check_tracking_server(settings.tracking_uri)
+    if resume and not _is_uri(settings.storage):  # Tune's state cut short, checkpoints it lost
+        from orchestrator.tune_state import prepare_restore
+
+        for note in prepare_restore(Path(sweep_path)):
+            print(f"note: {note}", file=sys.stderr)
 
     check_address(address)
+    check_auth(address)
 
-    ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
-             log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    connect(address, num_cpus)
     try:
         gpus = check_resources(settings, plan, ray.cluster_resources(), remote=address is not None)
     except ConfigError:
         ray.shutdown()
         raise
 
-    tracker = SweepTracker(settings.tracking_uri, settings.experiment, Path(settings.storage))
+    spool_dir = spool_dir_for(settings.storage, settings.name)  # MLflow writes wait here in an outage
+    tracker = SweepTracker(settings.tracking_uri, settings.experiment, Path(settings.storage), spool_dir)
     parent = tracker.start(settings.name, params={"space": space.name, "search": plan.search,
                                                   **{f"set.{k}": v for k, v in settings.sets.items()},
                                                   "grid_trials": len(plan.points()) if plan.search == "grid" else 0,
@@ -337,11 +486,11 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     if not _is_uri(settings.storage):
         _write_state(Path(sweep_path), settings)
 
-    runtime = Runtime(workers=settings.workers_per_trial, use_gpu=gpus > 0,
-                      cpus_per_worker=settings.cpus_per_worker, gpus_per_worker=gpus,
+    runtime = Runtime(workers=settings.workers_per_trial, use_gpu=worker_gpus(gpus) > 0,
+                      cpus_per_worker=settings.cpus_per_worker, gpus_per_worker=worker_gpus(gpus),
                       ddp_storage=f"{sweep_path}/ddp")
-    trainable = tune.with_resources(tune.with_parameters(trial, variants=plan.variants, runtime=runtime),
-                                    trial_resources(settings, gpus))
+    fn = tune.with_parameters(trial_fn or trial, variants=plan.variants, runtime=runtime)
+    trainable = tune.with_resources(with_node_id(fn), trial_resources(settings, gpus, plan))
     status = "FAILED"
     try:
         if resume:  # Tune restores its RunConfig, our (picklable) MLflow callback included
@@ -350,11 +499,14 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
         else:
             callback = MLflowTrialCallback(
                 settings.tracking_uri, tracker.experiment_id, parent,
-                resolve_params=lambda c: plan.resolve(c).to_flat())
+                resolve_params=lambda c: plan.resolve(c).to_flat(), spool_dir=spool_dir)
+            tune_config, marker = _tune_config(plan, settings, metric, mode, sweep_path)
             tuner = tune.Tuner(trainable, param_space=_param_space(plan),
-                               tune_config=_tune_config(plan, settings, metric, mode),
+                               tune_config=tune_config,
                                run_config=tune.RunConfig(
-                                   name=settings.name, storage_path=tune_root, callbacks=[callback],
+                                   name=settings.name, storage_path=tune_root,
+                                   # the marker edits results first
+                                   callbacks=[*marker, callback, *_state_backup(settings, sweep_path)],
                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                    failure_config=tune.FailureConfig(max_failures=settings.max_failures)))
         results = tuner.fit()  # returns early, state saved, when interrupted (Ctrl-C)
@@ -365,8 +517,16 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
         out_dir = None if _is_uri(settings.storage) else Path(sweep_path)
         for path in show_results(df, results, plan, metric, mode, out_dir):
             tracker.log_artifact(path, "")
-        print(f"\nMLflow: {tracking_ui_command(settings.tracking_uri)}")
+        print(f"\nMLflow: {runnable(tracking_ui_command(settings.tracking_uri))}")
         print(f"Tune results and checkpoints: {sweep_path}")
+        if diverged := count_status(df, "DIVERGED"):
+            print(f"{diverged} trial(s) diverged (loss NaN/inf): stopped at once, status DIVERGED; "
+                  f"the others ran on", file=sys.stderr)
+        if full := failed_for_storage(results):
+            print(f"\nerror: {len(full)} trial(s) stopped because the storage is full or not "
+                  f"writable ({full[0]}); free space, then resume with:\n  python -m orchestrator.sweep "
+                  f"--storage {settings.storage} --resume {settings.name}", file=sys.stderr)
+            return 75
         if incomplete:
             print(f"\n{incomplete} trial(s) did not finish; continue the sweep with:\n  python -m "
                   f"orchestrator.sweep --storage {settings.storage} --resume {settings.name}", file=sys.stderr)
@@ -374,7 +534,18 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
         return 0 if errors == 0 else 1
     finally:
         tracker.finish(status)
+        if hint := spool_hint(tracker.outbox, settings.storage, settings.name):
+            print(f"\n{hint}", file=sys.stderr)
         ray.shutdown()
+
+
+def _state_backup(settings: Settings, sweep_path: str) -> list[Any]:
+    """A copy of Tune's last readable state for --resume (orchestrator.tune_state); local storage."""
+    if _is_uri(settings.storage):
+        return []
+    from orchestrator.tune_state import TuneStateBackup
+
+    return [TuneStateBackup(sweep_path)]
 
 
 def _param_space(plan: Plan) -> dict[str, Any]:
@@ -388,18 +559,64 @@ def _param_space(plan: Plan) -> dict[str, Any]:
     return space
 
 
-def _tune_config(plan: Plan, settings: Settings, metric: str, mode: str) -> Any:
+def _tune_config(plan: Plan, settings: Settings, metric: str, mode: str,
+                 sweep_path: str) -> tuple[Any, list[Any]]:
+    """TuneConfig (searcher, scheduler) and the callbacks the scheduler needs before MLflow's."""
     from ray import tune
 
     search_alg = None
     if plan.search == "optuna":
-        import optuna
-        from ray.tune.search.optuna import OptunaSearch
+        from orchestrator.study import default_storage_url, make_searcher
 
-        search_alg = OptunaSearch(space=dict(plan.optuna_space), metric=metric, mode=mode,
-                                  sampler=optuna.samplers.TPESampler(seed=settings.optuna_seed))
-    return tune.TuneConfig(metric=metric, mode=mode, search_alg=search_alg, num_samples=plan.num_samples,
-                          max_concurrent_trials=settings.max_concurrent)
+        url = settings.optuna_storage or ("" if _is_uri(sweep_path) else default_storage_url(Path(sweep_path)))
+        if not url:
+            print("note: the Optuna study is kept in memory (--storage is a URI); give "
+                  "--optuna-storage to keep it in a database", file=sys.stderr)
+        search_alg = make_searcher(plan, sampler=settings.sampler, seed=settings.optuna_seed,
+                                   storage_url=url, study_name=settings.name, metric=metric, mode=mode)
+        from orchestrator.searchers import allow_missing_metric
+
+        search_alg = allow_missing_metric(search_alg)  # a diverged trial ends with no score: pruned
+    scheduler, marker = None, []
+    if settings.scheduler == "asha":
+        from orchestrator.asha import build_scheduler
+
+        scheduler, stop_marker = build_scheduler(plan, grace_period=settings.grace_period,
+                                                 reduction_factor=settings.reduction_factor)
+        marker = [stop_marker]
+    # reuse_actors: a trial's process (torch, data code already imported) runs the next trial of
+    # the same resource shape; benchmarks/orchestration_overhead.py measures the difference.
+    return tune.TuneConfig(metric=metric, mode=mode, search_alg=search_alg, scheduler=scheduler,
+                           num_samples=plan.num_samples, max_concurrent_trials=settings.max_concurrent,
+                           reuse_actors=settings.reuse_actors), marker
+
+
+def runnable(command: str) -> str:
+    """A printed `mlflow ...` command that works as it is: `mlflow` may exist only in the venv
+    that runs this sweep (`make sweep` does not activate it)."""
+    import shutil
+
+    exe = Path(sys.executable).parent / "mlflow"
+    if command.startswith("mlflow ") and exe.is_file() and shutil.which("mlflow") != str(exe):
+        return f"{exe}{command[len('mlflow'):]}"
+    return command
+
+
+def _sync(args: argparse.Namespace, settings: Settings, plan: Plan) -> int:
+    """--sync-mlflow: replay what MLflow missed (orchestrator.sync); nothing else runs."""
+    from orchestrator.recovery import spool_dir_for
+    from orchestrator.sync import sync_mlflow
+
+    try:
+        if args.resume is None:
+            raise ConfigError("--sync-mlflow: name the sweep to sync with --resume NAME")
+        sweep_dir = Path(_tune_root(settings.storage)) / settings.name
+        return sync_mlflow(settings.tracking_uri, settings.experiment, settings.parent_run_id,
+                           sweep_dir, spool_dir_for(settings.storage, settings.name),
+                           lambda c: plan.resolve(c).to_flat())
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -410,22 +627,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_keys:
         print_keys()
         return 0
+    missing: list[str] = []
     try:
         settings = settings_from_args(args)
-        plan = build_plan(settings)
+        plan = build_plan(settings, missing if args.dry_run else None)
         if args.num_cpus is not None and args.num_cpus < 1:
             raise ConfigError(f"--num-cpus: {args.num_cpus} must be >= 1")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.sync_mlflow:
+        return _sync(args, settings, plan)
     if args.dry_run:
         print(describe_plan(plan))
+        print(describe_cost(plan, settings))
+        for line in missing:  # a dry run plans without the data; the sweep itself stops here
+            print(f"note: {line.removeprefix('data.data_dir: ')} (needed to run the sweep, not for --dry-run)")
         return 0
     try:
         return run(settings, plan, resume=args.resume is not None, num_cpus=args.num_cpus, address=args.address)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a full or unwritable storage: one line, and the sweep resumes later
+        from orchestrator.recovery import storage_failure_message
+
+        if (message := storage_failure_message(e, settings.storage, settings.name)) is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: try again once there is space
 
 
 if __name__ == "__main__":

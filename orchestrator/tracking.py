@@ -19,12 +19,15 @@ Costs: each call blocks the Tune event loop for one round trip to the store (upl
 masks at trial end takes as long as the copy). Metrics go out once per reported result in
 one ``log_batch``, so this stays small next to an epoch of training.
 
-Failure policy: a logging failure for one trial (a transient server error, an unreadable
-checkpoint) must not kill a sweep of thousands of GPU hours, whose results Tune also keeps
-in its own storage. So callbacks catch the exception, log it loudly with the traceback
-(``logging`` WARNING), count it, and report the count at ERROR level at the end of the
-experiment. Pass ``strict=True`` (tests do) to re-raise instead, which makes
-``Tuner.fit()`` fail.
+Failure policy: a logging failure (a server restarting, a network cut, a locked database)
+must neither kill nor stall a sweep of thousands of GPU hours, and must lose nothing. So
+every write is an operation (`orchestrator.mlflow_ops`) appended first to a durable spool
+in the sweep's directory (`orchestrator.spool`), then applied. While MLflow does not answer,
+operations wait there (training goes on; the driver only probes the server's /health now
+and then) and are replayed in order, without duplicates, when it answers again, or later by
+``python -m orchestrator.sweep --storage DIR --resume NAME --sync-mlflow``. An operation MLflow
+refuses for good (a bad value) is skipped with a warning. Pass ``strict=True`` (tests do)
+to re-raise any failure instead, which makes ``Tuner.fit()`` fail.
 
 Note on ``Tuner.restore``: Tune pickles ``RunConfig`` (callbacks included) into
 ``tuner.pkl`` and restores that copy, so the callback must be picklable (the MLflow client
@@ -35,21 +38,55 @@ was created with.
 from __future__ import annotations
 
 import logging
-import math
-import numbers
-import re
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.entities import RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from ray.train import Checkpoint
 from ray.tune import Callback
-from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY as TRAIN_CHECKPOINT_KEY
+
+from orchestrator.mlflow_ops import (
+    BOOKKEEPING_KEYS,
+    DEFAULT_ARTIFACT_FILES,
+    DIVERGED_KEY,
+    ERROR_TAG,
+    KIND_TAG,
+    MAX_PARAMS_PER_BATCH,
+    NUM_FAILURES_TAG,
+    PARENT_TAG,
+    STATUS_TAG,
+    SWEEP_NAME_TAG,
+    TERMINAL,
+    TRAIN_CHECKPOINT_KEY,
+    TRIAL_ID_TAG,
+    TRIAL_NAME_TAG,
+    TRIAL_PATH_TAG,
+    MlflowWriter,
+    TrialRecord,
+    artifacts_op,
+    checkpoint_files,
+    chunks,
+    end_op,
+    error_op,
+    extract_metrics,
+    is_permanent,
+    log_params,
+    metric_steps,
+    parent_artifact_op,
+    parent_end_op,
+    result_ops,
+    start_op,
+    tags_op,
+    to_params,
+)
+from orchestrator.recovery import error_summary
+from orchestrator.schedulers import STOPPED_TAG, stop_tag
+from orchestrator.spool import Outbox, Spool, http_health
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -59,9 +96,11 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BOOKKEEPING_KEYS",
     "DEFAULT_ARTIFACT_FILES",
+    "ERROR_TAG",
     "KIND_TAG",
     "MLflowTrialCallback",
     "PARENT_TAG",
+    "STATUS_TAG",
     "SweepTracker",
     "TRIAL_ID_TAG",
     "TRIAL_NAME_TAG",
@@ -71,59 +110,15 @@ __all__ = [
     "extract_metrics",
     "iter_child_runs",
     "metric_steps",
+    "open_outbox",
     "tracking_ui_command",
 ]
 
-PARENT_TAG = "mlflow.parentRunId"
-KIND_TAG = "sparsesweep.kind"
-TRIAL_ID_TAG = "sparsesweep.trial_id"
-TRIAL_NAME_TAG = "sparsesweep.trial_name"
-TRIAL_PATH_TAG = "sparsesweep.trial_path"
-SWEEP_NAME_TAG = "sparsesweep.sweep_name"
-NUM_FAILURES_TAG = "sparsesweep.num_failures"
-
-#: (file or directory in the last checkpoint, artifact path, required). A directory is
-#: uploaded with its tree: ``artifacts/masks/cycle_01.parquet`` -> ``masks/cycle_01.parquet``.
-#: Dense training has no mask, and single-cycle methods may write no cycle files.
-DEFAULT_ARTIFACT_FILES: tuple[tuple[str, str, bool], ...] = (
-    ("config.json", "", True),
-    ("masks.parquet", "masks", False),
-    ("artifacts", "", False),
-)
-
-#: Metrics whose name starts with this are logged at step = the reported ``cycle``.
-CYCLE_PREFIX = "cycle_"
-
-#: Keys Tune adds to every result; they are bookkeeping, not metrics of the method.
-BOOKKEEPING_KEYS: frozenset[str] = frozenset(
-    {
-        "time_this_iter_s",
-        "time_total_s",
-        "timestamp",
-        "training_iteration",
-        "done",
-        "pid",
-        "iterations_since_restore",
-        "time_since_restore",
-        "node_ip",
-        "hostname",
-        "date",
-        "trial_id",
-        "experiment_tag",
-        "checkpoint_dir_name",
-        "should_checkpoint",
-        TRAIN_CHECKPOINT_KEY,
-    }
-)
-
-# MLflow limits (mlflow.utils.validation): per log_batch and per value.
-MAX_PARAMS_PER_BATCH = 100
-MAX_METRICS_PER_BATCH = 1000
-MAX_PARAM_VALUE_LEN = 6000
-MAX_KEY_LEN = 250
-_VALID_KEY = re.compile(r"^[/\w.\- :]*$")
 _REMOTE_SCHEMES = frozenset({"http", "https", "databricks"})
-_TERMINAL = ("FINISHED", "FAILED", "KILLED")
+# How long the end of a sweep keeps retrying MLflow before leaving the rest to --sync-mlflow.
+FINAL_DRAIN_S = float(os.environ.get("SPARSESWEEP_MLFLOW_FINAL_WAIT_S", "20"))
+# Longest wait between two attempts while MLflow does not answer (each is one /health probe).
+MAX_BACKOFF_S = float(os.environ.get("SPARSESWEEP_MLFLOW_MAX_BACKOFF_S", "60"))
 
 
 # --------------------------------------------------------------------------- URIs
@@ -157,118 +152,54 @@ def tracking_ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
-# --------------------------------------------------------------------------- helpers
+def fail_fast_http() -> None:
+    """MLflow's client retries a dead server for minutes per call, blocking Tune's event loop;
+    the spool retries instead, so calls fail fast (a user's own settings win)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+class MlflowOutbox(Outbox):
+    """The outbox of one sweep's MLflow writes, with the writer that applies them."""
+
+    def __init__(self, spool: Spool, writer: MlflowWriter, *, strict: bool = False) -> None:
+        super().__init__(spool, writer.apply, probe=lambda: http_health(writer.tracking_uri),
+                         permanent=is_permanent, strict=strict,
+                         first_backoff_s=min(2.0, MAX_BACKOFF_S), max_backoff_s=MAX_BACKOFF_S)
+        self.writer = writer
 
 
-def _flatten(prefix: str, value: Any, sep: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            yield from _flatten(f"{prefix}{sep}{k}" if prefix else str(k), v, sep)
-    else:
-        yield prefix, value
+# One outbox per (spool, parent run) in this process: the parent tracker and the Tune
+# callback share it, so their writes keep one order.
+_OUTBOXES: dict[tuple[int, str], MlflowOutbox] = {}
 
 
-def _valid_key(key: str) -> bool:
-    return bool(key) and len(key) <= MAX_KEY_LEN and bool(_VALID_KEY.match(key))
+def open_outbox(tracking_uri: str, experiment_id: str, parent_run_id: str,
+                spool_dir: str | Path | None, *, strict: bool = False) -> MlflowOutbox:
+    """The outbox that applies this sweep's MLflow operations, spooled in `spool_dir`."""
+    fail_fast_http()
+    spool = Spool.open(None if spool_dir is None else Path(spool_dir))
+    key = (id(spool), parent_run_id)
+    box = _OUTBOXES.get(key)
+    if box is None:
+        box = MlflowOutbox(spool, MlflowWriter(tracking_uri, experiment_id, parent_run_id),
+                           strict=strict)
+        if spool_dir is not None:
+            _OUTBOXES[key] = box
+    box.strict = box.strict or strict
+    return box
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _to_params(params: Mapping[str, Any]) -> list[Param]:
-    """Flat dotted keys -> MLflow params, with MLflow's limits enforced here (warned, not raised)."""
-    out: list[Param] = []
-    for key, value in _flatten("", params, "."):
-        if not _valid_key(key):
-            logger.warning(
-                "MLflow param key %r is invalid or longer than %d; skipped", key, MAX_KEY_LEN
-            )
-            continue
-        text = value if isinstance(value, str) else str(value)
-        if len(text) > MAX_PARAM_VALUE_LEN:
-            logger.warning(
-                "MLflow param %r has %d characters; truncated to %d",
-                key,
-                len(text),
-                MAX_PARAM_VALUE_LEN,
-            )
-            text = text[:MAX_PARAM_VALUE_LEN]
-        out.append(Param(key, text))
-    return out
-
-
-def _log_params(
-    client: MlflowClient,
-    run_id: str,
-    params: Mapping[str, Any],
-    existing: Mapping[str, str] | None = None,
-) -> None:
-    """Log params in batches of <=100, skipping ones already logged (MLflow forbids changing them)."""
-    existing = existing or {}
-    todo: list[Param] = []
-    for p in _to_params(params):
-        if p.key in existing:
-            if existing[p.key] != p.value:
-                logger.warning(
-                    "run %s already has param %s=%r; keeping it (new value %r not logged)",
-                    run_id,
-                    p.key,
-                    existing[p.key],
-                    p.value,
-                )
-            continue
-        todo.append(p)
-    for batch in _chunks(todo, MAX_PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=list(batch), synchronous=True)
-
-
-def _is_finite_number(value: Any) -> bool:
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-def extract_metrics(result: Mapping[str, Any]) -> tuple[dict[str, float], int]:
-    """Numeric metrics a trainable reported, and their step.
-
-    Drops Tune's bookkeeping keys, ``config*``, bools, non-numbers and non-finite values;
-    nested dicts are flattened with ``/`` (Tune's own convention). The step is the
-    reported ``epoch`` when there is one (so curves line up with the paper's x axis even
-    after a resume), else Tune's ``training_iteration``. See `metric_steps` for the
-    per-cycle metrics, which use another step.
-    """
-    metrics: dict[str, float] = {}
-    for top, value in result.items():
-        if top in BOOKKEEPING_KEYS or top.startswith("config"):
-            continue
-        for key, leaf in _flatten(top, value, "/"):
-            if not _is_finite_number(leaf):
-                continue
-            if not _valid_key(key):
-                logger.warning("metric name %r is not valid for MLflow; skipped", key)
-                continue
-            metrics[key] = float(leaf)
-    epoch = result.get("epoch")
-    step_src = epoch if _is_finite_number(epoch) else result.get("training_iteration", 0)
-    step = int(step_src) if _is_finite_number(step_src) else 0
-    return metrics, step
-
-
-def metric_steps(result: Mapping[str, Any]) -> list[tuple[str, float, int]]:
-    """(key, value, step) of every metric to log: ``cycle_*`` at step = cycle, the rest at
-    step = epoch. MLflow charts then show both views: per epoch, and per cycle."""
-    metrics, step = extract_metrics(result)
-    cycle = result.get("cycle")
-    cycle_step = int(cycle) if _is_finite_number(cycle) else step
-    return [(k, v, cycle_step if k.startswith(CYCLE_PREFIX) else step) for k, v in metrics.items()]
+def spool_hint(box: Outbox | None, storage: str, name: str) -> str | None:
+    """What to tell the user when operations are still waiting, or None."""
+    if box is None or not (left := box.spool.pending_count()):
+        return None
+    unsaved = box.spool.unsaved_count()
+    where = (f"{left - unsaved} wait in {box.spool.path}" if not unsaved else
+             f"{unsaved} could not even be spooled (full disk?) and are rebuilt from Tune's results")
+    return (f"MLflow did not take {left} logging entr(ies): {where}. The results are complete in "
+            f"Tune's storage. When MLflow (and the disk) are back, replay them with:\n"
+            f"  python -m orchestrator.sweep --storage {storage} --resume {name} --sync-mlflow")
 
 
 # --------------------------------------------------------------------------- parent run
@@ -280,12 +211,17 @@ class SweepTracker:
     Uses ``MlflowClient`` with explicit run ids, never MLflow's global active run, so it
     can live next to other MLflow users in the same process (e.g. notebooks). An existing
     experiment is reused as is, artifact location included (MLflow fixes it at creation).
+    Creating the parent needs MLflow to answer; what follows (figures, the final status) goes
+    through the sweep's spool when `spool_dir` is given, so an outage at the end loses nothing.
     """
 
-    def __init__(self, tracking_uri: str, experiment_name: str, storage_dir: Path) -> None:
+    def __init__(self, tracking_uri: str, experiment_name: str, storage_dir: Path,
+                 spool_dir: Path | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.storage_dir = Path(storage_dir).expanduser().resolve()
+        self.spool_dir = spool_dir
+        fail_fast_http()
         if _scheme(tracking_uri) == "sqlite":
             # SQLite creates the file but not its directory.
             db_path = Path(urlparse(tracking_uri).path)
@@ -300,6 +236,13 @@ class SweepTracker:
         if self._run_id is None:
             raise RuntimeError("SweepTracker.start() has not been called")
         return self._run_id
+
+    @property
+    def outbox(self) -> MlflowOutbox | None:
+        """The sweep's outbox (None without a spool directory: direct calls)."""
+        if self.spool_dir is None:
+            return None
+        return open_outbox(self.tracking_uri, self.experiment_id, self.run_id, self.spool_dir)
 
     def _get_or_create_experiment(self) -> str:
         exp = self.client.get_experiment_by_name(self.experiment_name)
@@ -341,29 +284,40 @@ class SweepTracker:
                 )
             if run.data.tags.get(KIND_TAG) != "sweep":
                 raise ValueError(f"run {resume_run_id} is not a sparsesweep sweep run")
-            self.client.update_run(resume_run_id, status="RUNNING")
-            _log_params(self.client, resume_run_id, params, existing=run.data.params)
-            self._set_tags(resume_run_id, all_tags)
             self._run_id = resume_run_id
+            if self.outbox is not None:
+                self.outbox.drain(force=True)  # what an earlier run of this sweep left behind
+            self.client.update_run(resume_run_id, status="RUNNING")
+            log_params(self.client, resume_run_id, to_params(params), existing=run.data.params)
+            self._set_tags(resume_run_id, all_tags)
             return resume_run_id
         run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=sweep_name)
         self._run_id = run.info.run_id
-        _log_params(self.client, self._run_id, params)
+        log_params(self.client, self._run_id, to_params(params))
         return self._run_id
 
     def _set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         items = [RunTag(k, v) for k, v in tags.items()]
-        for batch in _chunks(items, MAX_PARAMS_PER_BATCH):
+        for batch in chunks(items, MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, tags=list(batch), synchronous=True)
 
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the parent run terminated (FINISHED, FAILED or KILLED)."""
-        if status not in _TERMINAL:
-            raise ValueError(f"status must be one of {_TERMINAL}, got {status!r}")
+        if status not in TERMINAL:
+            raise ValueError(f"status must be one of {TERMINAL}, got {status!r}")
+        if (box := self.outbox) is not None:
+            box.submit(parent_end_op(status))
+            if box.spool.pending_count():  # one wait per sweep end: none if already waited out
+                box.drain_until(0 if box.down else FINAL_DRAIN_S)
+            return
         self.client.set_terminated(self.run_id, status=status)
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         """Attach a file (sweep spec, report, figure) to the parent run."""
+        if (box := self.outbox) is not None:
+            (kept, apath), = box.spool.keep_files([(Path(local_path), artifact_path or "")])
+            box.submit(parent_artifact_op(kept, apath))
+            return
         self.client.log_artifact(self.run_id, str(local_path), artifact_path or None)
 
 
@@ -371,7 +325,11 @@ class SweepTracker:
 
 
 class MLflowTrialCallback(Callback):
-    """Tune callback (runs in the driver) that mirrors each trial into a child MLflow run."""
+    """Tune callback (runs in the driver) that mirrors each trial into a child MLflow run.
+
+    Each hook turns the event into operations (`orchestrator.mlflow_ops`) and hands them to
+    the sweep's outbox: spooled durably in `spool_dir` (memory only when None), then applied.
+    """
 
     def __init__(
         self,
@@ -382,6 +340,7 @@ class MLflowTrialCallback(Callback):
         artifact_files: Sequence[tuple[str, str, bool]] = DEFAULT_ARTIFACT_FILES,
         *,
         strict: bool = False,
+        spool_dir: str | Path | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = str(experiment_id)
@@ -389,58 +348,45 @@ class MLflowTrialCallback(Callback):
         self.resolve_params = resolve_params
         self.artifact_files = tuple((str(f), str(p), bool(r)) for f, p, r in artifact_files)
         self.strict = strict
+        self.spool_dir = None if spool_dir is None else str(spool_dir)
         self.failures = 0
-        self._client: MlflowClient | None = None
-        self._runs: dict[str, str] = {}  # trial_id -> run_id
-        self._open: set[str] = set()  # trial ids whose run we set RUNNING
-        # trial_id -> metric key -> last step logged: a trial restored from a checkpoint older
-        # than its last report re-runs epochs whose metrics are already in its run.
-        self._last_step: dict[str, dict[str, int]] = {}
+        self._box: MlflowOutbox | None = None
+        self._known: set[str] = set()  # trial ids whose start was submitted
+        self._open: set[str] = set()  # trial ids whose run is RUNNING
+        self._diverged: set[str] = set()
 
-    # Tune pickles RunConfig (tuner.pkl); a live client/cache must not travel with it.
+    # Tune pickles RunConfig (tuner.pkl); a live client/outbox must not travel with it.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_client"] = None
-        state["_runs"] = {}
-        state["_open"] = set()
-        state["_last_step"] = {}
-        state["failures"] = 0
+        state.update(_box=None, _known=set(), _open=set(), _diverged=set(), failures=0)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("spool_dir", None)  # callbacks pickled before the spool existed
+        state.setdefault("_diverged", set())
+        state.setdefault("_known", set())
+        self.__dict__.update(state)
+
+    @property
+    def outbox(self) -> MlflowOutbox:
+        if self._box is None:
+            self._box = open_outbox(self.tracking_uri, self.experiment_id, self.parent_run_id,
+                                    self.spool_dir, strict=self.strict)
+        return self._box
+
+    @property
+    def writer(self) -> MlflowWriter:
+        return self.outbox.writer
 
     @property
     def client(self) -> MlflowClient:
-        """Lazily created so the callback stays picklable."""
-        if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
-        return self._client
+        return self.writer.client
 
     # ------------------------------------------------------------------ find-or-create
 
     def find_child_run(self, trial_id: str) -> str | None:
         """Run id of this sweep's child run for ``trial_id`` in the store, if any."""
-        if "'" in trial_id:
-            raise ValueError(f"unexpected quote in trial id {trial_id!r}")
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=(
-                f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' "
-                f"and tags.`{TRIAL_ID_TAG}` = '{trial_id}'"
-            ),
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=10,
-            order_by=["attributes.start_time ASC"],
-        )
-        if not runs:
-            return None
-        if len(runs) > 1:
-            logger.warning(
-                "%d MLflow runs for trial %s under parent %s; using the oldest %s",
-                len(runs),
-                trial_id,
-                self.parent_run_id,
-                runs[0].info.run_id,
-            )
-        return runs[0].info.run_id
+        return self.writer.find_child_run(trial_id)
 
     def find_or_create_child_run(
         self,
@@ -449,65 +395,36 @@ class MLflowTrialCallback(Callback):
         config: dict,
         extra_tags: Mapping[str, str] | None = None,
     ) -> str:
-        """Child run for a trial, looked up in the store first so ``--resume`` reuses it.
+        """Child run for a trial, looked up in the store first so ``--resume`` reuses it."""
+        return self.writer.find_or_create_child_run(
+            trial_id, trial_name, to_params(self.resolve_params(config)), extra_tags)
 
-        Always queries the store (no in-memory shortcut): a restored driver starts with an
-        empty cache. Safe without a lock because only the driver writes.
-        """
-        params = self.resolve_params(config)
-        run_id = self.find_child_run(trial_id)
-        if run_id is not None:
-            run = self.client.get_run(run_id)
-            _log_params(self.client, run_id, params, existing=run.data.params)
-            if run.info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        tags = {
-            PARENT_TAG: self.parent_run_id,
-            KIND_TAG: "trial",
-            TRIAL_ID_TAG: trial_id,
-            TRIAL_NAME_TAG: trial_name,
-            **dict(extra_tags or {}),
-        }
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=trial_name)
-        _log_params(self.client, run.info.run_id, params)
-        return run.info.run_id
+    # ------------------------------------------------------------------ ops
 
-    def _run_for(self, trial: Trial) -> str:
-        run_id = self._runs.get(trial.trial_id)
-        if run_id is None:
-            extra = {TRIAL_PATH_TAG: str(trial.path)} if trial.path else None
-            run_id = self.find_or_create_child_run(
-                trial.trial_id, str(trial), dict(trial.config), extra_tags=extra
-            )
-            self._runs[trial.trial_id] = run_id
-            self._last_step[trial.trial_id] = self._logged_steps(run_id)
-        self._open.add(trial.trial_id)
-        return run_id
+    def _record(self, trial: Trial) -> TrialRecord:
+        return TrialRecord(trial.trial_id, str(trial), [])
 
-    def _logged_steps(self, run_id: str) -> dict[str, int]:
-        """Last step of each metric already in the run (empty for a new run)."""
-        run = self.client.get_run(run_id)
-        return {
-            key: max(m.step for m in self.client.get_metric_history(run_id, key))
-            for key in run.data.metrics
-        }
-
-    def _guard(self, what: str, trial: Trial | None, fn: Callable[[], None]) -> None:
-        """Run one logging action; on failure warn loudly (or raise when strict)."""
+    def _submit(self, what: str, trial: Trial | None, make: Callable[[], list[dict]]) -> None:
+        """Build this event's operations and hand them to the outbox; never raise unless strict."""
         try:
-            fn()
+            for op in make():
+                self.outbox.submit(op)
         except Exception:
             if self.strict:
                 raise
             self.failures += 1
-            logger.warning(
-                "MLflow logging failed (%s) for trial %s; the sweep continues, Tune's own "
-                "results stay in its storage",
-                what,
-                trial,
-                exc_info=True,
-            )
+            logger.warning("MLflow logging failed (%s) for trial %s; the sweep continues, "
+                           "Tune's own results stay in its storage", what, trial, exc_info=True)
+
+    def _start_ops(self, trial: Trial) -> list[dict]:
+        params = [(p.key, p.value) for p in to_params(self.resolve_params(dict(trial.config)))]
+        rec = TrialRecord(trial.trial_id, str(trial), params, str(trial.path or ""))
+        self._known.add(trial.trial_id)
+        self._open.add(trial.trial_id)
+        return [start_op(rec)]
+
+    def _ensure_started(self, trial: Trial) -> list[dict]:
+        return [] if trial.trial_id in self._open else self._start_ops(trial)
 
     # ------------------------------------------------------------------ Tune hooks
 
@@ -515,7 +432,7 @@ class MLflowTrialCallback(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         """Open (find or create) the child run when Tune starts the trial."""
-        self._guard("start", trial, lambda: self._start(trial))
+        self._submit("start", trial, lambda: self._start_ops(trial))
 
     def on_trial_restore(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -525,14 +442,7 @@ class MLflowTrialCallback(Callback):
         Ray 2.60's controller never calls this hook (a restored trial goes through
         ``on_trial_start``); kept so another Tune version that does is covered too.
         """
-        self._guard("restore", trial, lambda: self._start(trial))
-
-    def _start(self, trial: Trial) -> None:
-        run_id = self._runs.get(trial.trial_id)
-        if run_id is not None and trial.trial_id not in self._open:
-            # Known run that was terminated (e.g. a recovered trial): re-open it.
-            self.client.update_run(run_id, status="RUNNING")
-        self._run_for(trial)
+        self._submit("restore", trial, lambda: self._start_ops(trial))
 
     def on_trial_result(
         self,
@@ -542,39 +452,24 @@ class MLflowTrialCallback(Callback):
         result: dict,
         **info: Any,
     ) -> None:
-        """Log the trial's numeric metrics at step = epoch (or training_iteration)."""
-        self._guard("result", trial, lambda: self._log_result(trial, result))
+        """Log the trial's metrics at step = epoch (``cycle_*`` at step = cycle).
 
-    def _log_result(self, trial: Trial, result: Mapping[str, Any]) -> None:
-        """Log each metric at its step, once: a step already logged is not logged again.
-
-        A trial restored from a checkpoint re-runs the epochs after it; those already in
-        the run (reported before an interrupt) keep their first value, so every step holds
-        one value (on CPU the re-run is bit-identical anyway).
+        A step already logged (an epoch re-run after a restore) keeps its first value. A
+        diverged report tags the run ``sparsesweep.status=diverged``.
         """
-        entries = metric_steps(result)
-        if not entries:
-            return
-        run_id = self._run_for(trial)
-        last = self._last_step.setdefault(trial.trial_id, {})
-        ts = _now_ms()
-        items = [Metric(k, v, ts, step) for k, v, step in entries if step > last.get(k, -1)]
-        for batch in _chunks(items, MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=list(batch), synchronous=True)
-        for m in items:
-            last[m.key] = m.step
+        if result.get(DIVERGED_KEY):
+            self._diverged.add(trial.trial_id)
+        self._submit("result", trial,
+                     lambda: [*self._ensure_started(trial), *result_ops(self._record(trial), result)])
 
     def on_trial_recover(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         """A failed trial will be retried: keep the run RUNNING, record the failure count."""
-        self._guard(
-            "recover",
-            trial,
-            lambda: self.client.set_tag(
-                self._run_for(trial), NUM_FAILURES_TAG, str(trial.num_failures)
-            ),
-        )
+        self._submit("recover", trial, lambda: [
+            *self._ensure_started(trial),
+            tags_op(self._record(trial), {NUM_FAILURES_TAG: trial.num_failures,
+                                          ERROR_TAG: error_summary(trial.get_error())})])
 
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -583,26 +478,58 @@ class MLflowTrialCallback(Callback):
 
         Tune also calls this for trials stopped early (schedulers, stop criteria) and for
         PENDING trials dropped at the end; one that never started or reported gets no run.
+        A diverged trial's run ends FAILED with ``sparsesweep.status=diverged``.
         """
-        if trial.trial_id not in self._runs and not trial.has_reported_at_least_once:
+        if trial.trial_id not in self._known and not trial.has_reported_at_least_once:
             return
-        self._guard("artifacts", trial, lambda: self._log_checkpoint_files(trial))
-        self._guard("complete", trial, lambda: self._terminate(trial, "FINISHED"))
+        diverged = trial.trial_id in self._diverged or bool((trial.last_result or {}).get(DIVERGED_KEY))
+
+        def ops() -> list[dict]:
+            rec = self._record(trial)
+            out = [*self._ensure_started(trial), *self._checkpoint_ops(trial)]
+            if not diverged:  # a trial ASHA stopped is not a failure: FINISHED, status "stopped"
+                stop = stop_tag(trial.last_result or {})
+                out.append(tags_op(rec, {STATUS_TAG: "stopped", STOPPED_TAG: stop} if stop
+                                   else {STATUS_TAG: "finished"}))
+            out.append(end_op(rec, "FAILED" if diverged else "FINISHED"))
+            self._open.discard(trial.trial_id)
+            return out
+
+        self._submit("complete", trial, ops)
 
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         """Attach Tune's error file and what the last checkpoint holds; mark the run FAILED."""
-        self._guard("error file", trial, lambda: self._log_error(trial))
-        if trial.checkpoint is not None:
-            self._guard("artifacts", trial, lambda: self._log_checkpoint_files(trial))
-        self._guard("error", trial, lambda: self._terminate(trial, "FAILED"))
+
+        def ops() -> list[dict]:
+            rec = self._record(trial)
+            text = _error_text(trial)
+            out = [*self._ensure_started(trial), error_op(rec, text, trial.num_failures),
+                   tags_op(rec, {STATUS_TAG: "error", ERROR_TAG: error_summary(text)})]
+            if trial.checkpoint is not None:
+                out += self._checkpoint_ops(trial)
+            out.append(end_op(rec, "FAILED"))
+            self._open.discard(trial.trial_id)
+            return out
+
+        self._submit("error", trial, ops)
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        """Between events, retry a waiting spool when its backoff has passed (cheap otherwise)."""
+        box = self._box
+        if box is not None and box.down:
+            self._submit("retry", None, lambda: [] if box.drain() else [])  # no new operation
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Close runs of trials that never finished (time budget, stop) and report failures."""
         for trial in trials:
             if trial.trial_id in self._open:
-                self._guard("end", trial, lambda t=trial: self._terminate(t, "KILLED"))
+                self._submit("end", trial, lambda t=trial: [
+                    tags_op(self._record(t), {STATUS_TAG: "killed"}), end_op(self._record(t), "KILLED")])
+                self._open.discard(trial.trial_id)
+        if self._box is not None and self._box.spool.pending_count():
+            self._box.drain_until(FINAL_DRAIN_S)
         if self.failures:
             logger.error(
                 "%d MLflow logging call(s) failed during this sweep; see the warnings above. "
@@ -612,14 +539,9 @@ class MLflowTrialCallback(Callback):
 
     # ------------------------------------------------------------------ internals
 
-    def _terminate(self, trial: Trial, status: str) -> None:
-        run_id = self._run_for(trial)
-        self.client.set_terminated(run_id, status=status)
-        self._open.discard(trial.trial_id)
-
-    def _log_checkpoint_files(self, trial: Trial) -> None:
+    def _checkpoint_ops(self, trial: Trial) -> list[dict]:
         if not self.artifact_files:
-            return
+            return []
         checkpoint = trial.checkpoint
         # A DDP trial's checkpoints belong to its inner Ray Train run; TuneReportCallback
         # forwards only their path, under this key, in the metrics.
@@ -628,33 +550,19 @@ class MLflowTrialCallback(Callback):
             checkpoint = Checkpoint(path=train_path)
         if checkpoint is None:
             logger.warning("trial %s finished without a checkpoint; no artifacts logged", trial)
-            return
-        run_id = self._run_for(trial)
+            return []
         with checkpoint.as_directory() as ckpt_dir:
-            for filename, artifact_path, required in self.artifact_files:
-                src = Path(ckpt_dir) / filename
-                if src.is_dir():
-                    self.client.log_artifacts(run_id, str(src), artifact_path or None)
-                elif src.is_file():
-                    self.client.log_artifact(run_id, str(src), artifact_path or None)
-                elif required:
-                    logger.warning(
-                        "trial %s: %s not in its last checkpoint %s; not logged",
-                        trial,
-                        filename,
-                        checkpoint.path,
-                    )
+            files = checkpoint_files(Path(ckpt_dir), self.artifact_files, str(trial))
+            kept = self.outbox.spool.keep_files(files)  # before a remote copy's temp dir goes
+        return [artifacts_op(self._record(trial), kept)] if kept else []
 
-    def _log_error(self, trial: Trial) -> None:
-        run_id = self._run_for(trial)
-        self.client.set_tag(run_id, NUM_FAILURES_TAG, str(trial.num_failures))
-        error_file = trial.error_file
-        if error_file and Path(error_file).is_file():
-            self.client.log_artifact(run_id, error_file)
-            return
-        text = trial.get_error()
-        if text:
-            self.client.log_text(run_id, str(text), "error.txt")
+
+def _error_text(trial: Trial) -> str:
+    error_file = trial.error_file
+    if error_file and Path(error_file).is_file():
+        return Path(error_file).read_text(errors="replace")
+    error = trial.get_error()
+    return str(error) if error else ""
 
 
 def iter_child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> Iterable[Any]:

@@ -164,7 +164,7 @@ def test_head_starts_ray_and_mlflow_server(prepared):
     mlflow = [c for c in cmds if "mlflow server" in c]
     assert len(mlflow) == 1, "the head must start exactly one `mlflow server`"
     c = mlflow[0]
-    for flag in ("--host 0.0.0.0", "--port 5000", "--allowed-hosts", "--backend-store-uri"):
+    for flag in ("--host 127.0.0.1", "--port 5000", "--allowed-hosts", "--backend-store-uri"):
         assert flag in c, f"mlflow server command lacks {flag}"
     assert "sqlite:///" in c and "nohup" in c
     workers = prepared["worker_start_ray_commands"]

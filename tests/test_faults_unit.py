@@ -29,7 +29,7 @@ from trainables.checkpoint_io import (
     usable_checkpoint,
     verify_checkpoint,
 )
-from trainables.config import ExperimentConfig
+from trainables.config import ConfigError, ExperimentConfig
 from trainables.loop import REPLAYED_KEY, run_experiment
 
 TINY = {"data.dataset": "digits", "model.name": "mlp", "model.mlp_hidden": "32", "schedule.epochs": 4,
@@ -329,3 +329,40 @@ def test_storage_failure_message_and_probe(tmp_path: Path) -> None:
                    f"resume with: python -m orchestrator.sweep --storage {tmp_path} --resume s1")
     assert storage_failure_message(ValueError("a bug"), str(tmp_path), "s1") is None  # writable
     assert probe_storage(str(tmp_path)) is None and not list(tmp_path.glob(".sparsesweep-probe-*"))
+
+
+# ----- Tune's own state ------------------------------------------------------------------------
+
+def _tune_state(sweep: Path, checkpoint: str = "checkpoint_000004") -> Path:
+    """The JSON layout of Tune 2.60's experiment state, one trial (pickles as opaque bytes)."""
+    trial_dir = sweep / "trial_ab_00000_0"
+    (trial_dir / "checkpoint_000005").mkdir(parents=True)
+    trial = json.dumps({"trial_id": "ab_00000", "status": "RUNNING", "relative_logdir": trial_dir.name})
+    meta = json.dumps({"last_result": {"epoch": 5, "checkpoint_dir_name": checkpoint}})
+    state = sweep / "experiment_state-2026-01-01_00-00-00.json"
+    state.write_text(json.dumps({"trial_data": [[trial, meta]], "runner_data": {}}))
+    (sweep / "tuner.pkl").write_bytes(b"\x80\x05opaque")
+    return state
+
+
+def test_resume_repairs_tunes_state_from_its_backup_and_lost_checkpoints(tmp_path: Path) -> None:
+    from orchestrator.tune_state import BACKUP_DIR, backup_state, prepare_restore, state_problem
+
+    state = _tune_state(tmp_path)
+    assert state_problem(tmp_path) is None and backup_state(tmp_path)
+    good = state.read_text()
+    state.write_text(good[: len(good) // 2])  # a full disk cut Tune's rewrite short
+    assert "is unreadable" in state_problem(tmp_path)
+    assert not backup_state(tmp_path)  # an unreadable state never replaces the backup
+    notes = prepare_restore(tmp_path)
+    assert state.read_text() == good and (tmp_path / (state.name + ".corrupt")).exists()
+    assert "restored Tune's last readable state" in notes[0]
+    # the checkpoint Tune recorded was deleted: an empty stand-in, which the trial skips
+    placeholder = tmp_path / "trial_ab_00000_0" / "checkpoint_000004"
+    assert placeholder.is_dir() and not any(placeholder.iterdir())
+    assert "checkpoint_000004 was deleted" in notes[1]
+    assert prepare_restore(tmp_path) == []  # nothing left to repair
+    shutil.rmtree(tmp_path / BACKUP_DIR)
+    state.write_text("{")
+    with pytest.raises(ConfigError, match="no readable copy is kept"):
+        prepare_restore(tmp_path)

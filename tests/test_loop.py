@@ -78,7 +78,8 @@ def test_reports_every_epoch_with_metrics_and_files(tmp_path: Path) -> None:
     assert all(0.0 <= r["dying_ratio"] <= 0.5 for r in reports)
     assert all(r["k_minus_dying"] == pytest.approx(0.5 - r["dying_ratio"]) for r in reports)
     last = ckpts[-1]
-    assert {p.name for p in last.iterdir()} == {"state.pt", "config.json", "masks.parquet", "artifacts", "manifest.json"}
+    assert {p.name for p in last.iterdir()} == {"state.pt", "config.json", "masks.parquet", "artifacts",
+                                                "manifest.json", "reports.json"}
     # the one cycle's end: its mask (the final one), score ranks and visit counts
     assert sorted(p.relative_to(last / "artifacts").as_posix() for p in (last / "artifacts").rglob("*.parquet")) \
         == ["masks/cycle_01.parquet", "ranks/cycle_01.parquet", "visits/cycle_01.parquet"]

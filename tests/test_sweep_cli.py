@@ -47,7 +47,7 @@ def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
     (["--set", "method.prune_rate=1"], "method.prune_rate: 1.0 must be < 1 (allowed range [0, 1))"),
     (["--set", "model.name=vgg99"], "model.name: 'vgg99' is not one of"),
     (["--set", "optim.name=adagrad"], "optim.name: 'adagrad' is not one of sgd, adam, lars"),
-    (["--set", "data.dataset=imagenet"], "data.dataset: 'imagenet' is not one of"),
+    (["--set", "data.dataset=imagenet21k"], "data.dataset: 'imagenet21k' is not one of"),
     (["--set", "noequals"], "--set 'noequals': expected KEY=VALUE"),
     (["--space", "ep_nope"], "--space: 'ep_nope' is not one of ep_quick"),
     (["--search", "bayes"], "--search: 'bayes' is not one of grid, optuna"),

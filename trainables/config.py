@@ -42,6 +42,9 @@ class DatasetSpec:
     channels: int
     image_size: int
     train_size: int
+    tabular: bool = False  # rows of features, stored as (N, features, 1, 1): MLPs only
+    streamed: bool = False  # an ImageFolder tree read from disk per batch (trainables.folder_data)
+
 
 
 # Static facts, so that validation can run before any data is touched.
@@ -52,11 +55,59 @@ DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(10, 3, 32, 50000),
     "cifar100": DatasetSpec(100, 3, 32, 50000),
     "svhn": DatasetSpec(10, 3, 32, 73257),
+    # OpenML 44129 (fantastic-weights-dst.txt Table 4): 940,160 rows of 24 features, binary
+    # target, split 70/15/15; train_size is the 70% of the full file (a smaller file works).
+    "higgs": DatasetSpec(2, 24, 1, 658112, tabular=True),
+    # ImageFolder trees, streamed (too large for memory); image_size is the training crop.
+    "imagenet": DatasetSpec(1000, 3, 224, 1281167, streamed=True),
+    "tiny_imagenet": DatasetSpec(200, 3, 64, 100000, streamed=True),
 }
+# Models that take a tabular dataset's features (a flat input).
+TABULAR_MODELS: tuple[str, ...] = ("mlp", "mlp_small", "mlp_large")
 
-MODELS: tuple[str, ...] = ("mlp", "conv2", "conv4", "conv6", "conv8", "resnet18")
+MODELS: tuple[str, ...] = (
+    "mlp", "conv2", "conv4", "conv6", "conv8", "resnet18",
+    # CIFAR ResNets (16/32/64 channels), the strong-lottery CIFAR models, the DST paper's zoo
+    "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+    "resnext29_32x4d", "convmixer_256_8",
+    "mlp_small", "mlp_large", "cnn_small", "lenet5_caffe", "vgg16_bn",
+    # torchvision's definitions, built through the layer factory
+    "resnet50", "resnet101", "wide_resnet50_2", "efficientnet_b0",
+)
 # Number of 2x2 max-pools in each Conv-n network (one per pair of convs).
 CONV_POOLS: dict[str, int] = {"conv2": 1, "conv4": 2, "conv6": 3, "conv8": 4}
+# torchvision's architectures as torchvision defines them: a 3-channel stem, no width knob.
+TORCHVISION_MODELS: tuple[str, ...] = ("resnet50", "resnet101", "wide_resnet50_2", "efficientnet_b0")
+# Smallest image side each zoo model takes, so validation can refuse it before anything is
+# built (trainables.models imports this module, not the other way round). Pools that would
+# reach 0px: lenet5_caffe 16, cnn_small 18, vgg16_bn 16 (4 max-pools); the rest stop at 1x1
+# in the last stage: /32 for torchvision's ImageNet models, /4 for the 3-stage CIFAR nets,
+# the patch size (2) for ConvMixer. MLPs take any size.
+MODEL_MIN_SIDE: dict[str, int] = {
+    **{f"resnet{d}": 4 for d in (20, 32, 44, 56, 110)},
+    "resnext29_32x4d": 4, "convmixer_256_8": 2, "mlp_small": 1, "mlp_large": 1,
+    "cnn_small": 18, "lenet5_caffe": 16, "vgg16_bn": 16,
+    **{name: 32 for name in TORCHVISION_MODELS},
+}
+
+
+def _model_input_error(model: str, width: float, dataset: str, side: int) -> str | None:
+    """One line saying why `model` cannot take `dataset`'s images at `side` px, or None."""
+    spec = DATASETS[dataset]
+    need = MODEL_MIN_SIDE.get(model, 1)
+    if side < need:
+        return (f"model.name: {model} needs images of at least {need}px, but {dataset} gives "
+                f"{side}px (set data.resize={max(need, 32)})")
+    if model in TORCHVISION_MODELS and spec.channels != 3:
+        rgb = ", ".join(name for name, d in DATASETS.items() if d.channels == 3)
+        return (f"model.name: {model} is torchvision's and takes 3-channel images, but {dataset} "
+                f"has {spec.channels}; use a 3-channel dataset ({rgb})")
+    if model in TORCHVISION_MODELS and width != 1:
+        return (f"model.width: {model} is torchvision's fixed architecture and takes only width 1, "
+                f"got {width:g} (wide_resnet50_2 is the wide ResNet-50)")
+    return None
+
+
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "lars")
 SCHEDULES: tuple[str, ...] = ("cosine", "step", "constant")
 WEIGHT_INITS: tuple[str, ...] = (
@@ -100,7 +151,16 @@ class ScheduleConfig:
     epochs: int = param(100, "training epochs (per cycle for iterative methods)", ge=1)
     warmup_epochs: int = param(0, "linear warm-up epochs from 0 to the peak LR", ge=0)
     milestones: tuple[int, ...] = param((), "epochs at which the step schedule multiplies the LR by gamma")
+    milestone_fractions: tuple[float, ...] = param(
+        (), "fractions of schedule.epochs at which the step schedule multiplies the LR by gamma "
+            "(e.g. 0.5,0.75; instead of milestones, so the schedule follows a changed epoch count)")
     gamma: float = param(0.1, "step schedule factor", gt=0, le=1)
+
+    def milestone_steps(self, steps_per_epoch: int) -> tuple[int, ...]:
+        """Optimizer steps at which the step schedule multiplies the LR by gamma."""
+        if self.milestone_fractions:
+            return tuple(round(f * self.epochs * steps_per_epoch) for f in self.milestone_fractions)
+        return tuple(m * steps_per_epoch for m in self.milestones)
 
 
 @dataclass(frozen=True)
@@ -114,6 +174,9 @@ class MethodConfig:
         """Cycles of `schedule.epochs` epochs each (iterative methods override)."""
         return 1
 
+    def validate(self, exp: ExperimentConfig) -> None:
+        """Cross-field rules of this method (single-field ranges are checked generically)."""
+
 
 @dataclass(frozen=True)
 class DenseConfig(MethodConfig):
@@ -122,19 +185,191 @@ class DenseConfig(MethodConfig):
 
 
 @dataclass(frozen=True)
-class EdgePopupConfig(MethodConfig):
-    """Edge-popup (Ramanujan et al. 2020) as described in soft-iep.txt §2-3."""
+class CyclesConfig(MethodConfig):
+    """Cycles of iterative pruning: k_i = 1 - (1 - m)(1 - p)^(i-1) (soft-iep.txt §4.1)."""
+
+    cycles: int = param(8, "M: number of cycles, each of schedule.epochs epochs", ge=1, le=1000)
+    shrinkage: float | None = param(
+        None, "p: fraction of the remaining edges pruned per cycle, k_i = 1-(1-p)^i (default 0.2; "
+              "leave unset when target_remaining is given)", gt=0, lt=1)
+    target_remaining: float | None = param(
+        None, "remaining ratio to reach at the last cycle; sets p (e.g. 0.3 in 3 cycles, as on ImageNet)",
+        gt=0, lt=1)
+    first_prune_rate: float | None = param(None, "m: prune rate of cycle 1 (default: p)", ge=0, lt=1)
+
+    def cycle_count(self) -> int:
+        return self.cycles
+
+    def effective_shrinkage(self) -> float:
+        """p as given, derived from target_remaining, or 0.2."""
+        from trainables.sparse.schedules import shrinkage_for_target
+
+        if self.target_remaining is not None:
+            return shrinkage_for_target(self.target_remaining, self.cycles, self.first_prune_rate)
+        return 0.2 if self.shrinkage is None else self.shrinkage
+
+    def cycle_prune_rates(self) -> tuple[float, ...]:
+        """k_1 .. k_M."""
+        from trainables.sparse.schedules import iterative_prune_rates
+
+        return iterative_prune_rates(self.effective_shrinkage(), self.cycles, self.first_prune_rate)
+
+    def validate(self, exp: ExperimentConfig) -> None:
+        if self.shrinkage is not None and self.target_remaining is not None:
+            raise ConfigError("method.shrinkage, method.target_remaining: set one of them, not both "
+                              f"(got {self.shrinkage} and {self.target_remaining})")
+        try:
+            self.cycle_prune_rates()
+        except ValueError as e:
+            raise ConfigError(f"method.target_remaining: {e}") from None
+
+
+SUPERMASK_WEIGHT_INITS: tuple[str, ...] = (*WEIGHT_INITS, "pretrained")
+
+
+@dataclass(frozen=True)
+class SupermaskConfig(MethodConfig):
+    """What the strong-lottery methods share: frozen weights θ0, scores, coats, exploration tracking."""
 
     masked: ClassVar[bool] = True
+    weight_init: str = param("signed_constant", "frozen weight initialisation (pretrained: from method.pretrained_path)",
+                             choices=SUPERMASK_WEIGHT_INITS)
+    score_init: str = param("kaiming_uniform", "score initialisation", choices=SCORE_INITS)
+    pretrained_path: str = param("", "weights file for weight_init=pretrained: a state dict (.pt/.pth, read "
+                                     "weights-only) or .safetensors, with the model's layer names")
+    coats: int = param(1, "N: multicoated supermask, W = θ0 ⊙ Σ_j m_kj with k_j spanned linearly from k to 1 "
+                          "(soft-iep-appendix C.2.2; 1 = plain)", ge=1, le=16)
+    track_visits: bool = param(True, "count per edge the steps it is selected (visit counts, appendix C.3.3)")
+    rank_sample: int = param(200, "edges sampled for the score-rank trajectories (Fig. 5b; 0: off)", ge=0)
+
+    def validate(self, exp: ExperimentConfig) -> None:
+        if self.weight_init == "pretrained" and not self.pretrained_path:
+            raise ConfigError("method.pretrained_path: weight_init=pretrained needs a weights file "
+                              "(a state dict .pt/.pth or .safetensors)")
+        if self.pretrained_path and self.weight_init != "pretrained":
+            raise ConfigError(f"method.pretrained_path: only read with method.weight_init=pretrained "
+                              f"(got weight_init={self.weight_init})")
+
+
+@dataclass(frozen=True)
+class EdgePopupConfig(SupermaskConfig):
+    """Edge-popup (Ramanujan et al. 2020) as described in soft-iep.txt §2-3."""
+
     name: str = param("edge_popup", "method")
     prune_rate: float = param(0.5, "k: fraction of each layer's weights PRUNED (density = 1 - k)", ge=0, lt=1)
-    weight_init: str = param("signed_constant", "frozen weight initialisation", choices=WEIGHT_INITS)
-    score_init: str = param("kaiming_uniform", "score initialisation", choices=SCORE_INITS)
+    progressive_stages: int = param(
+        1, "raise the prune rate in this many equal stages of training up to prune_rate "
+           "(EP with a progressive prune rate, appendix C.1 Table 5; 1: plain EP)", ge=1, le=1000)
+    progressive_schedule: str = param("exp", "remaining ratio across the stages: exp (geometric) or lin (linear)",
+                                      choices=("exp", "lin"))
+
+
+@dataclass(frozen=True)
+class IterativeEdgePopupConfig(SupermaskConfig, CyclesConfig):
+    """Iterative edge-popup, hard and soft (soft-iep.txt §4, Table 3, Algorithm 1).
+
+    Table 3's rows: hard FT = pruning=hard, lr_reset=hold; hard SRw = hard + score_reset=rewind;
+    hard SRi = hard + score_reset=reinit; hard LR = hard (inherit, rewind); soft LR = the
+    default; soft LR + zero init = zero_init=true; soft SRw + zero init = score_reset=rewind,
+    zero_init=true. soft + score_reset=rewind is EP run afresh at each cycle's k_i.
+    """
+
+    name: str = param("iep", "method")
+    pruning: str = param("soft", "soft: every edge may be selected in every cycle; hard: edges outside the "
+                                 "previous cycle's mask are removed for good", choices=("soft", "hard"))
+    score_reset: str = param("inherit", "scores at a cycle start: inherit s*_(i-1), rewind to s_0 (SRw) or "
+                                        "reinit from the score init (SRi)", choices=("inherit", "rewind", "reinit"))
+    lr_reset: str = param("rewind", "LR at a cycle start: rewind (schedule restarts, optimizer state reset) or "
+                                    "hold (the last LR is kept, fine-tuning FT)", choices=("rewind", "hold"))
+    zero_init: bool = param(False, "zero the scores of edges the previous cycle did not select (s <- m* ⊙ s)")
+
+    def validate(self, exp: ExperimentConfig) -> None:
+        SupermaskConfig.validate(self, exp)
+        CyclesConfig.validate(self, exp)
+
+
+@dataclass(frozen=True)
+class DenseLRRConfig(CyclesConfig):
+    """Dense lottery ticket with LR rewinding (Renda et al. 2020; soft-iep-appendix C.2.1).
+
+    Weights are trained; at each cycle boundary the smallest-magnitude weights are pruned to
+    k_i, the survivors keep their trained values, and the LR schedule restarts.
+    """
+
+    masked: ClassVar[bool] = True
+    name: str = param("dense_lrr", "method")
+    weight_init: str = param("kaiming_normal", "weight initialisation", choices=("kaiming_normal", "kaiming_uniform"))
+    scope: str = param("global", "magnitude ranking over all layers together (global) or per layer (layerwise)",
+                       choices=("global", "layerwise"))
+
+    def cycle_count(self) -> int:
+        return self.cycles + 1  # one dense cycle first, then one cycle per prune rate k_1..k_M
+
+    def cycle_prune_rates(self) -> tuple[float, ...]:
+        return (0.0, *CyclesConfig.cycle_prune_rates(self))
+
+
+DST_CRITERIA: tuple[str, ...] = ("magnitude", "set", "mest", "sensitivity", "rsensitivity", "snip", "random")
+
+
+@dataclass(frozen=True)
+class DSTConfig(MethodConfig):
+    """Dynamic sparse training (fantastic-weights-dst.txt §3): a sparse net whose mask is pruned
+    and regrown every Δt steps. update_period=0 is static sparse training (same init, no
+    updates); density=1 trains every weight, exactly as method.name=dense does.
+    """
+
+    masked: ClassVar[bool] = True
+    name: str = param("dst", "method")
+    density: float = param(0.2, "D: fraction of all conv/linear weights KEPT active (sparsity = 1 - D)",
+                           gt=0, le=1)
+    distribution: str = param("erk", "per-layer densities: erk (kernel dims included; the same as er on "
+                                     "linear layers), er, or uniform", choices=("erk", "er", "uniform"))
+    dense_first: bool = param(False, "keep the first conv/linear layer dense (it counts toward D)")
+    dense_last: bool = param(False, "keep the last conv/linear layer dense (it counts toward D)")
+    weight_init: str = param("kaiming_normal", "weight initialisation before masking",
+                             choices=("kaiming_normal", "kaiming_uniform"))
+    criterion: str = param("magnitude", "prune criterion: magnitude |θ|, set (equal counts by sign), mest "
+                                        "|θ|+λ|∇|, sensitivity |∇|/|θ|, rsensitivity |θ|/|∇|, snip |θ∇|, random",
+                           choices=DST_CRITERIA)
+    growth: str = param("random", "growth: random (uniform over inactive weights) or gradient "
+                                  "(largest |∂L/∂(m⊙θ)|)", choices=("random", "gradient"))
+    update_period: int = param(800, "Δt: optimizer steps between topology updates (0: no updates, "
+                                     "static sparse training)", ge=0)
+    update_end: int = param(0, "T: no update at or after optimizer step T, the horizon of the cosine "
+                                "decay of ρ (0: the end of training)", ge=0)
+    prune_fraction: float = param(0.5, "ρ: fraction of each layer's ACTIVE weights pruned (and regrown) at "
+                                       "an update, before decay", gt=0, le=1)
+    prune_schedule: str = param("cosine", "decay of ρ_t: cosine ρ/2·(1+cos(πt/T)), linear (× linear_factor "
+                                          "every linear_every steps, appendix J) or constant",
+                                choices=("cosine", "linear", "constant"))
+    linear_factor: float = param(0.99, "factor of the linear ρ schedule", gt=0, le=1)
+    linear_every: int = param(600, "steps between two factors of the linear ρ schedule", ge=1)
+    scope: str = param("local", "prune and grow per layer (local) or over all layers together (global, "
+                                "appendix I)", choices=("local", "global"))
+    mest_lambda: float = param(1.0, "λ of the MEST criterion", ge=0)
+    update_batch_size: int = param(0, "0: criteria and growth use the step's batch gradient; N: a separate "
+                                      "batch of N examples drawn only for the update (appendix G)", ge=0)
+    skip_step_on_update: bool = param(False, "no optimizer step on an update step (as RigL)")
+    jaccard_every: int = param(0, "K: besides the first update, record every criterion's prune set every K "
+                                   "updates (appendix K; 0: the first update only)", ge=0)
+
+    def validate(self, exp: ExperimentConfig) -> None:
+        spec = DATASETS[exp.data.dataset]
+        if self.update_batch_size > spec.train_size:
+            raise ConfigError(f"method.update_batch_size: {self.update_batch_size} is larger than the "
+                              f"{spec.train_size} training examples of {exp.data.dataset}")
+        if self.update_end and self.update_period and self.update_end <= self.update_period:
+            raise ConfigError(f"method.update_end: {self.update_end} leaves no update before it with "
+                              f"method.update_period={self.update_period} (0 means the end of training)")
 
 
 METHODS: dict[str, type[MethodConfig]] = {
     "edge_popup": EdgePopupConfig,
     "dense": DenseConfig,
+    "iep": IterativeEdgePopupConfig,
+    "dense_lrr": DenseLRRConfig,
+    "dst": DSTConfig,
 }
 
 
@@ -148,6 +383,8 @@ class RunConfig:
     max_steps_per_epoch: int = param(0, "cap on optimizer steps per epoch (0: the whole epoch; for smoke tests)", ge=0)
     eval_every: int = param(1, "evaluate every N epochs (the last epoch is always evaluated)", ge=1)
     checkpoint_every: int = param(1, "checkpoint every N epochs (the last epoch is always saved)", ge=1)
+    masks_every: int = param(0, "also keep the mask every N epochs as masks/epoch_XXXX.parquet (0: cycle ends "
+                                "only); for overlap curves over training (soft-iep-appendix A.3, Fig. 8)", ge=0)
 
 
 @dataclass(frozen=True)
@@ -268,8 +505,18 @@ class ExperimentConfig:
         if self.data.batch_size > spec.train_size:
             raise ConfigError(f"data.batch_size: {self.data.batch_size} is larger than the "
                               f"{spec.train_size} training images of {self.data.dataset}")
-        if self.schedule.name == "step" and not self.schedule.milestones:
+        if self.schedule.name == "step" and not (self.schedule.milestones or self.schedule.milestone_fractions):
             raise ConfigError("schedule.milestones: the step schedule needs at least one milestone, e.g. 50,75")
+        if any(not 0 < f < 1 for f in self.schedule.milestone_fractions):
+            raise ConfigError(f"schedule.milestone_fractions: {list(self.schedule.milestone_fractions)} "
+                              f"must lie in (0, 1)")
+        if self.schedule.milestones and self.schedule.milestone_fractions:
+            raise ConfigError("schedule.milestone_fractions: set milestones or milestone_fractions, not both")
+        if spec.tabular and self.model.name not in TABULAR_MODELS:
+            raise ConfigError(f"model.name: {self.data.dataset} is tabular; use one of "
+                              f"{', '.join(TABULAR_MODELS)}, not {self.model.name}")
+        if spec.tabular and self.data.resize:
+            raise ConfigError(f"data.resize: {self.data.dataset} is tabular and cannot be resized (set 0)")
         if any(h < 1 for h in self.model.mlp_hidden):
             raise ConfigError(f"model.mlp_hidden: sizes must be >= 1, got {list(self.model.mlp_hidden)}")
         side = self.data.resize or spec.image_size
@@ -280,6 +527,10 @@ class ExperimentConfig:
                 f"{2**pools}px, but {self.data.dataset} gives {side}px (set data.resize, e.g. data.resize=32)")
         if self.model.name == "resnet18" and side < 8:
             raise ConfigError(f"model.name: resnet18 needs images of at least 8px, got {side}px (set data.resize=32)")
+        problem = _model_input_error(self.model.name, self.model.width, self.data.dataset, side)
+        if problem:
+            raise ConfigError(problem)
+        self.method.validate(self)
         if self.data.dataset != "digits" and not self.data.data_dir and not self.data.download:
             raise ConfigError(
                 f"data.data_dir: dataset {self.data.dataset} is read from a directory; set "

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from trainables.config import DATASETS, ConfigError, DataConfig
+from trainables.config import DATASETS, ConfigError, DataConfig, DatasetSpec
 
 DEFAULT_ROOT = "~/.cache/sparsesweep/data"  # only used when data.download=true and no data_dir
 
@@ -113,14 +113,28 @@ def expected_files(dataset: str, root: Path) -> list[list[Path]]:
         raw = root / cls.__name__ / "raw"
         names = [n.removesuffix(".gz") for n, _ in cls.resources]
         return [[raw / n, raw / f"{n}.gz"] for n in names]
+    if DATASETS[dataset].tabular:
+        return [[root / f"{dataset}{ext}" for ext in TABULAR_SUFFIXES]]
     return []  # digits ships with scikit-learn
 
 
 def check_available(cfg: DataConfig) -> None:
     """Fail before anything starts, with one line naming what is missing and how to fix it."""
-    if cfg.dataset == "digits" or cfg.download:
+    if DATASETS[cfg.dataset].streamed:  # ImageFolder trees (ImageNet): never downloaded
+        from trainables.folder_data import check_folder
+
+        check_folder(cfg)
+        return
+    if cfg.dataset == "digits" or (cfg.download and not DATASETS[cfg.dataset].tabular):
         return
     root = data_root(cfg)
+    if DATASETS[cfg.dataset].tabular:
+        files = expected_files(cfg.dataset, root)[0]
+        if not any(p.is_file() for p in files):
+            raise ConfigError(
+                f"data.data_dir: dataset {cfg.dataset} not found, missing {files[0]} (or {files[1].name}); "
+                f"point data.data_dir at the directory holding it (tabular data is never downloaded)")
+        return
     missing = [alts for alts in expected_files(cfg.dataset, root)
                if not any(p.is_file() for p in alts)]
     if not missing:
@@ -142,8 +156,13 @@ def load_data(cfg: DataConfig, *, progress: bool = True, verify: bool = True) ->
     """Read both splits into memory, resize once if asked, and compute train statistics.
 
     `verify=False` skips torchvision's md5 check of CIFAR/SVHN files (see module docstring);
-    use it only for hand-made files.
+    use it only for hand-made files. ImageFolder datasets (ImageNet) are not read into memory:
+    they come back as a `trainables.folder_data.FolderData`, which streams them.
     """
+    if DATASETS[cfg.dataset].streamed:
+        from trainables.folder_data import load_folder
+
+        return load_folder(cfg)  # type: ignore[return-value]  # the same batch API
     check_available(cfg)
     spec = DATASETS[cfg.dataset]
     steps = 3 + (cfg.resize > 0)
@@ -152,6 +171,9 @@ def load_data(cfg: DataConfig, *, progress: bool = True, verify: bool = True) ->
         bar.set_postfix_str("reading")
         if cfg.dataset == "digits":
             train_x, train_y, test_x, test_y = _read_digits()
+            bar.update(2)
+        elif spec.tabular:
+            train_x, train_y, test_x, test_y = _read_tabular(cfg.dataset, data_root(cfg), spec)
             bar.update(2)
         else:
             root = data_root(cfg)
@@ -193,6 +215,62 @@ def _read_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
         torch.arange(len(y)).numpy(), test_size=0.2, random_state=0, stratify=d.target)
     i_train, i_test = torch.from_numpy(i_train), torch.from_numpy(i_test)
     return x[i_train].contiguous(), y[i_train], x[i_test].contiguous(), y[i_test]
+
+
+# Tabular files, tried in this order: <data_dir>/<dataset>.parquet, then .csv.
+TABULAR_SUFFIXES: tuple[str, ...] = (".parquet", ".csv")
+# The label column (OpenML 44129 calls it "target"); every other column is a feature.
+LABEL_COLUMNS: tuple[str, ...] = ("target", "label", "class")
+
+
+def _read_tabular(dataset: str, root: Path, spec: DatasetSpec
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A Higgs-layout table (OpenML 44129): one label column, `spec.channels` numeric features.
+
+    Split 70/15/15 (train/validation/test, fantastic-weights-dst.txt Table 4), stratified,
+    with a fixed seed; the bundle keeps train and test (no engine split for validation, and
+    the training set keeps the paper's size, which Δt is measured against). Rows are stored
+    as float32 (N, features, 1, 1), so the per-channel statistics standardise each feature.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+    from sklearn.model_selection import train_test_split
+
+    path = next(p for p in (root / f"{dataset}{ext}" for ext in TABULAR_SUFFIXES) if p.is_file())
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            import pyarrow.csv as pcsv
+
+            table = pcsv.read_csv(path)
+    except Exception as e:  # pyarrow raises several types for a malformed file
+        raise ConfigError(f"data.data_dir: cannot read {path} ({str(e).splitlines()[0]})") from e
+    labels = [c for c in table.column_names if c.lower() in LABEL_COLUMNS]
+    if len(labels) != 1:
+        raise ConfigError(f"data.data_dir: {path} needs exactly one label column named one of "
+                          f"{', '.join(LABEL_COLUMNS)}, found columns {table.column_names[:8]}...")
+    features = [c for c in table.column_names if c != labels[0]]
+    if len(features) != spec.channels:
+        raise ConfigError(f"data.data_dir: {path} has {len(features)} feature columns, {dataset} has "
+                          f"{spec.channels} (the Higgs layout of OpenML 44129)")
+    try:
+        x = np.stack([pc.cast(table[c], "float32").to_numpy(zero_copy_only=False) for c in features], 1)
+        y = pc.cast(table[labels[0]], "int64").to_numpy(zero_copy_only=False)
+    except Exception as e:
+        raise ConfigError(f"data.data_dir: {path} holds non-numeric or missing values "
+                          f"({str(e).splitlines()[0]})") from e
+    if np.isnan(x).any():
+        raise ConfigError(f"data.data_dir: {path} has missing feature values")
+    idx = np.arange(len(y))
+    i_train, i_rest = train_test_split(idx, train_size=0.7, random_state=0, stratify=y)
+    _, i_test = train_test_split(i_rest, test_size=0.5, random_state=0, stratify=y[i_rest])
+    xt = torch.from_numpy(x).view(len(y), spec.channels, 1, 1)
+    yt = torch.from_numpy(np.array(y, dtype=np.int64))  # a writable copy
+    return (xt[i_train].contiguous(), yt[i_train].contiguous(),
+            xt[i_test].contiguous(), yt[i_test].contiguous())
 
 
 def _without_md5(cls: type) -> type:
@@ -358,7 +436,12 @@ def train_batches(bundle: DataBundle, *, batch_size: int, epoch: int, seed: int,
     `batch_size` is GLOBAL: each of the `world_size` ranks gets a contiguous slice of
     batch_size // world_size examples of the same global batch. Order and augmentation
     depend only on (seed, epoch), never on rank or world size. Incomplete batches are dropped.
+    A streamed dataset (`FolderData`) serves them from its DataLoader.
     """
+    if not isinstance(bundle, DataBundle):
+        yield from bundle.train_batches(batch_size=batch_size, epoch=epoch, seed=seed, rank=rank,
+                                        world_size=world_size, augment=augment, device=device)
+        return
     _check_shard(rank, world_size)
     if batch_size % world_size:
         raise ValueError(f"global batch_size {batch_size} is not divisible by world_size {world_size}")
@@ -384,6 +467,23 @@ def train_batches(bundle: DataBundle, *, batch_size: int, epoch: int, seed: int,
             flip_rows = flips[lo:lo + local].to(x.device).view(-1, 1, 1, 1)
             x = torch.where(flip_rows, x.flip(3), x)  # no boolean indexing: no host sync on GPU
         yield bundle.normalise(x), y
+
+
+def sample_batch(bundle: DataBundle, size: int, *, key: int, seed: int, rank: int = 0,
+                 world_size: int = 1, augment: bool, dataset: str | None = None,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's part of a GLOBAL batch of `size` examples drawn without replacement.
+
+    For a batch outside the epoch's order (e.g. the larger batch of a DST update, DST
+    appendix G). It is the first batch of the order and augmentation that `train_batches`
+    would draw for epoch -(key + 1): a stream of its own (training epochs are >= 0), a pure
+    function of (seed, key), sharded across ranks the same way.
+    """
+    if not isinstance(bundle, DataBundle):  # streamed: read in this process
+        return bundle.sample_batch(size, key=key, seed=seed, rank=rank, world_size=world_size,
+                                   augment=augment, device=device)
+    return next(train_batches(bundle, batch_size=size, epoch=-(key + 1), seed=seed, rank=rank,
+                              world_size=world_size, augment=augment, dataset=dataset, device=device))
 
 
 def _random_crop(x: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tensor:
@@ -414,6 +514,10 @@ def eval_batches(bundle: DataBundle, *, batch_size: int, rank: int = 0, world_si
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(bundle, DataBundle):
+        yield from bundle.eval_batches(batch_size=batch_size, rank=rank, world_size=world_size,
+                                       device=device)
+        return
     mine = eval_shard(bundle.n_test, rank, world_size)
     n_batches = math.ceil(math.ceil(bundle.n_test / world_size) / batch_size)
     for idx in torch.tensor_split(mine, n_batches) if n_batches else ():

@@ -12,8 +12,11 @@ run resumed from epoch e is bit-identical on CPU to one that never stopped.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import os
+import pickle
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,8 +29,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.checkpoint_io import CorruptCheckpoint, verify_checkpoint, write_manifest
 from trainables.config import ExperimentConfig
-from trainables.data import DataBundle, eval_batches, load_data, steps_per_epoch, train_batches
+from trainables.data import (
+    DataBundle,
+    eval_batches,
+    load_data,
+    sample_batch,
+    steps_per_epoch,
+    train_batches,
+)
 from trainables.methods import build_method
 from trainables.methods.base import Method, Position, StepContext
 from trainables.models import build_model
@@ -37,6 +48,11 @@ from trainables.sparse.mask_io import masks_to_bytes, table_to_bytes, write_mask
 Reporter = Callable[[dict[str, float], "Path | None"], None]
 
 STATE_FILE = "state.pt"
+REPORTS_FILE = "reports.json"  # every report so far (up to REPORT_HISTORY), for replays
+REPORT_HISTORY = 4096  # 40 cycles of 100 epochs; ~0.5 KB a report
+REPLAY_REPORTS = 16  # a restored run sends its latest reports again: more than the lag of a
+# one-worker trial's reports behind its driver (one: a Tune report waits for the driver)
+REPLAYED_KEY = "replayed"  # set on a report sent again after a restore (the tracker drops repeats)
 CONFIG_FILE = "config.json"
 MASKS_FILE = "masks.parquet"
 ARTIFACTS_DIR = "artifacts"  # per-cycle files: masks/cycle_01.parquet, ranks/..., uploaded as they are
@@ -159,7 +175,7 @@ def build_scheduler(cfg: ExperimentConfig, optimizer: torch.optim.Optimizer,
     """Per-step LambdaLR over one cycle of `schedule.epochs` epochs of `spe` steps."""
     s = cfg.schedule
     schedule = LRSchedule(total_steps=s.epochs * spe, warmup_steps=s.warmup_epochs * spe,
-                          schedule=s.name, milestone_steps=tuple(m * spe for m in s.milestones),
+                          schedule=s.name, milestone_steps=s.milestone_steps(spe),
                           gamma=s.gamma)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
@@ -207,7 +223,13 @@ def build_state(cfg: ExperimentConfig, device: torch.device, spe: int) -> TrainS
     return TrainState(model=model, method=method, optimizer=optimizer, scheduler=scheduler)
 
 
-def save_checkpoint(state: TrainState, cfg: ExperimentConfig, directory: Path) -> None:
+def save_checkpoint(state: TrainState, cfg: ExperimentConfig, directory: Path,
+                    reports: list[dict[str, float]] | None = None) -> None:
+    """Write the checkpoint files, then their checksum manifest (last: no manifest = incomplete).
+
+    `reports`: the reports so far, this epoch's last, kept (as JSON) so a restore can send
+    them again.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     torch.save({
         "model": state.model.state_dict(),
@@ -221,6 +243,9 @@ def save_checkpoint(state: TrainState, cfg: ExperimentConfig, directory: Path) -
         "config_hash": cfg.hash(),
     }, directory / STATE_FILE)
     (directory / CONFIG_FILE).write_text(cfg.to_json())
+    history = [{k: v if isinstance(v, int) else float(v) for k, v in r.items()}
+               for r in (reports or [])[-REPORT_HISTORY:]]
+    (directory / REPORTS_FILE).write_text(json.dumps(history))
     masks = state.method.masks(state.model)
     if masks:
         write_masks(directory / MASKS_FILE, masks)
@@ -228,13 +253,24 @@ def save_checkpoint(state: TrainState, cfg: ExperimentConfig, directory: Path) -
         target = directory / ARTIFACTS_DIR / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(blob)
+    write_manifest(directory, epoch=state.epoch, step=state.step)
 
 
 def load_checkpoint(state: TrainState, cfg: ExperimentConfig, directory: Path,
-                    device: torch.device) -> None:
-    """Restore `state` from a checkpoint; only tensors and plain containers are unpickled."""
+                    device: torch.device) -> list[dict[str, float]]:
+    """Restore `state` from a checkpoint; return the latest reports saved with it.
+
+    The manifest is verified first (`CorruptCheckpoint` if a file is cut short or altered),
+    and only tensors and plain containers are unpickled (`weights_only=True`): a checkpoint
+    from shared storage can never run code.
+    """
     directory = Path(directory)
-    blob = torch.load(directory / STATE_FILE, map_location=device, weights_only=True)
+    verify_checkpoint(directory)
+    try:
+        blob = torch.load(directory / STATE_FILE, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CorruptCheckpoint(f"checkpoint {directory}: {STATE_FILE} holds more than tensors and "
+                                f"plain containers; refused to unpickle it ({str(e).splitlines()[0]})") from None
     if blob["config_hash"] != cfg.hash():
         raise ValueError(f"checkpoint in {directory} belongs to config {blob['config_hash']}, "
                          f"not {cfg.hash()}")
@@ -248,11 +284,18 @@ def load_checkpoint(state: TrainState, cfg: ExperimentConfig, directory: Path,
     root = directory / ARTIFACTS_DIR
     state.artifacts = {p.relative_to(root).as_posix(): p.read_bytes()
                        for p in sorted(root.rglob("*")) if p.is_file()}
+    return read_reports(directory)
+
+
+def read_reports(directory: Path) -> list[dict[str, float]]:
+    """The reports a checkpoint keeps (oldest first); none for a checkpoint without them."""
+    path = Path(directory) / REPORTS_FILE
+    return list(json.loads(path.read_text())) if path.is_file() else []
 
 
 def epoch_steps(cfg: ExperimentConfig, data: DataBundle) -> int:
     """Optimizer steps per epoch (drop_last), capped by run.max_steps_per_epoch."""
-    spe = steps_per_epoch(len(data.train_y), cfg.data.batch_size)
+    spe = steps_per_epoch(data.n_train, cfg.data.batch_size)
     cap = cfg.run.max_steps_per_epoch
     return min(spe, cap) if cap else spe
 
@@ -295,9 +338,38 @@ def evaluate(model: nn.Module, data: DataBundle, cfg: ExperimentConfig, ctx: Dis
     return {"test_loss": loss / n, "test_acc": acc / n}
 
 
+class Diverged(ArithmeticError):
+    """The training loss became NaN or infinite: no later step can recover, so the run stops."""
+
+    def __init__(self, epoch: int, step: int, loss: float) -> None:
+        super().__init__(f"training loss is {loss} at epoch {epoch}, step {step}: the run diverged")
+        self.epoch, self.step, self.loss = epoch, step, loss
+
+
+# Steps between two divergence checks: every step on CPU (free); on CUDA each check is a host
+# sync, so it runs every few steps (a diverged run wastes at most that many steps).
+DIVERGENCE_CHECK_STEPS = {"cpu": 1, "cuda": 16}
+
+
+def check_finite(loss: torch.Tensor, state: TrainState, ctx: DistContext, device: torch.device) -> None:
+    """Raise `Diverged` on every rank when the loss of any rank is not finite.
+
+    All DDP ranks must stop at the same step (a rank that went on would wait forever in the
+    next all-reduce), so the flag is summed over ranks first.
+    """
+    every = DIVERGENCE_CHECK_STEPS.get(device.type, 1)
+    if (state.step + 1) % every:
+        return
+    bad = (~torch.isfinite(loss.detach())).to(torch.float64)
+    if ctx.world_size > 1:
+        dist.all_reduce(bad)
+    if bool(bad):
+        raise Diverged(epoch=state.epoch + 1, step=state.step + 1, loss=float(loss.detach()))
+
+
 def train_epoch(state: TrainState, data: DataBundle, cfg: ExperimentConfig, ctx: DistContext,
                 device: torch.device, model: nn.Module) -> dict[str, float]:
-    """One epoch; `model` may be the DDP wrapper of `state.model`."""
+    """One epoch; `model` may be the DDP wrapper of `state.model`. Raises `Diverged`."""
     model.train()
     module, method = state.model, state.method
     spe = epoch_steps(cfg, data)
@@ -308,17 +380,22 @@ def train_epoch(state: TrainState, data: DataBundle, cfg: ExperimentConfig, ctx:
     batches = train_batches(data, batch_size=cfg.data.batch_size, epoch=state.epoch, seed=data_seed,
                             rank=ctx.rank, world_size=ctx.world_size, augment=cfg.data.augment,
                             dataset=cfg.data.dataset, device=device)
+    _sample = functools.partial(sample_batch, data, seed=data_seed, rank=ctx.rank,
+                                world_size=ctx.world_size, augment=cfg.data.augment,
+                                dataset=cfg.data.dataset, device=device)
     for i, (x, y) in enumerate(batches):
         if i >= spe:
             break
         step_ctx = StepContext(step=state.step, epoch=state.epoch, cycle=state.cycle,
-                               steps_per_epoch=spe, optimizer=state.optimizer, x=x, y=y)
+                               steps_per_epoch=spe, optimizer=state.optimizer, x=x, y=y,
+                               sample_batch=functools.partial(_sample, key=state.step))
         method.before_step(module, step_ctx)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.amp):
             out = model(x)
             loss = F.cross_entropy(out.float(), y)
             extra = method.loss_term(module, step_ctx)
         total = loss if extra is None else loss + extra.float()
+        check_finite(total, state, ctx, device)
         state.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if not method.before_optimizer_step(module, step_ctx):
@@ -363,12 +440,22 @@ def end_cycle(state: TrainState, metrics: dict[str, float]) -> dict[str, float]:
 
 def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
                    resume_from: Path | None = None, ctx: DistContext | None = None,
-                   data: DataBundle | None = None, progress: bool = False) -> dict[str, float]:
+                   data: DataBundle | None = None, progress: bool = False,
+                   report_restored: bool = False) -> dict[str, float]:
     """Train `cfg` to the end, reporting after every epoch; returns the last metrics.
 
     Every epoch reports its metrics with `epoch` (global, over all cycles) and `cycle`; the
     last epoch of a cycle also reports the cycle's metrics (`cycle_*`) and is always
     evaluated and checkpointed.
+
+    A loss that becomes NaN or infinite ends the run at once: one last report holds
+    `diverged=1.0`, the epoch and step it happened at, and no test metric (a diverged run has
+    no score to rank), and no checkpoint.
+
+    Restores: a report can be lost between a trial and the driver that records it (a killed
+    driver, a DDP worker group that fails while its reports are forwarded). So a run restored
+    from its final checkpoint, or with `report_restored`, first sends again the latest
+    reports the checkpoint holds (marked `replayed`); whoever already has a step keeps it.
     """
     ctx = ctx or DistContext.from_torch()
     device = resolve_device(cfg.run.device, ctx)
@@ -381,8 +468,9 @@ def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
     spe = epoch_steps(cfg, data)
     state = build_state(cfg, device, spe)
     plan = state.method.cycle_plan()
+    history: list[dict[str, float]] = []
     if resume_from is not None:
-        load_checkpoint(state, cfg, Path(resume_from), device)
+        history = load_checkpoint(state, cfg, Path(resume_from), device)
     model: nn.Module = state.model
     if ctx.world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -390,13 +478,41 @@ def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
     state.method.on_train_start(state.model, Position(step=state.step, epoch=state.epoch,
                                                       cycle=state.cycle, steps_per_epoch=spe))
 
+    def send(metrics: dict[str, float], checkpoint_now: bool) -> None:
+        if reporter is None:
+            return
+        if checkpoint_now and ctx.is_main:
+            with tempfile.TemporaryDirectory(prefix="sparsesweep-ckpt-") as tmp:
+                save_checkpoint(state, cfg, Path(tmp), history)
+                reporter(metrics, Path(tmp))
+        else:
+            reporter(metrics, None)
+
+    def report(metrics: dict[str, float], checkpoint_now: bool) -> None:
+        history.append(metrics)
+        del history[:-REPORT_HISTORY]
+        send(metrics, checkpoint_now)
+
     metrics: dict[str, float] = {}
+    finished = state.epoch >= plan.total_epochs
+    if history and (report_restored or finished):
+        replay = [{**r, REPLAYED_KEY: 1.0} for r in history[-(REPLAY_REPORTS if report_restored else 1):]]
+        for i, old in enumerate(replay):  # the last one with a checkpoint if the run is over
+            send(old, finished and i == len(replay) - 1)
+        if finished:
+            return history[-1]
     while state.epoch < plan.total_epochs:
         cycle = plan.cycle_of(state.epoch)
         if cycle > state.cycle:
             start_cycle(state, cycle)
         t0 = time.perf_counter()
-        metrics = train_epoch(state, data, cfg, ctx, device, model)
+        try:
+            metrics = train_epoch(state, data, cfg, ctx, device, model)
+        except Diverged as e:
+            metrics = {"diverged": 1.0, "train_loss": e.loss, "epoch": e.epoch, "step": e.step,
+                       "cycle": state.cycle}
+            report(metrics, False)
+            return metrics
         elapsed = time.perf_counter() - t0
         cycle_done = plan.ends_cycle(state.epoch)
         sync_buffers(state.model, ctx)
@@ -407,13 +523,8 @@ def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
                        lr=state.optimizer.param_groups[0]["lr"])
         if cycle_done:
             metrics.update(end_cycle(state, metrics))
-        checkpoint_now = cycle_done or state.epoch % cfg.run.checkpoint_every == 0
-        if reporter is None:
-            continue
-        if checkpoint_now and ctx.is_main:
-            with tempfile.TemporaryDirectory(prefix="sparsesweep-ckpt-") as tmp:
-                save_checkpoint(state, cfg, Path(tmp))
-                reporter(metrics, Path(tmp))
-        else:
-            reporter(metrics, None)
+        every = cfg.run.masks_every
+        if every and state.epoch % every == 0 and (masks := state.method.masks(state.model)):
+            state.artifacts[f"masks/epoch_{state.epoch:04d}.parquet"] = masks_to_bytes(masks)
+        report(metrics, cycle_done or state.epoch % cfg.run.checkpoint_every == 0)
     return metrics

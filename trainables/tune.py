@@ -34,7 +34,7 @@ import torch
 
 from trainables.checkpoint_io import usable_checkpoint
 from trainables.config import ExperimentConfig, resolve_tune_config
-from trainables.loop import DistContext, run_experiment
+from trainables.loop import REPLAYED_KEY, DistContext, read_reports, run_experiment
 
 # Leading keys of every report: Tune's live table shows the first four metrics it sees, so a
 # diverged trial is visible there (diverged = 1) next to its loss and accuracy.
@@ -139,17 +139,35 @@ def _out_of_memory_hint(cfg: ExperimentConfig) -> Iterator[None]:
             f"(--gpus-per-worker / a larger GPU)") from e
 
 
-def _resume(cfg: ExperimentConfig, checkpoint_dir: str, **kw: Any) -> None:
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _resume(cfg: ExperimentConfig, checkpoint_dir: str, *, replay: bool, **kw: Any) -> None:
     """Resume from the trial's newest intact checkpoint (Tune's latest, unless it is damaged,
-    deleted or older than one on disk), first sending again the latest reports it holds.
+    deleted or older than one on disk); with `replay`, first send its latest reports again.
 
     Why replay: a report can be lost on its way to the driver's records (a killed driver, a
-    full disk under the MLflow spool, a DDP worker group that fails while Train forwards its
-    reports to Tune). The tracker keeps the first value of a step, so repeats cost nothing.
+    full disk under the MLflow spool). The tracker keeps the first value of a step, so
+    repeats cost nothing.
     """
-    chosen = usable_checkpoint(Path(checkpoint_dir),
-                               warn=lambda line: print(line, file=sys.stderr, flush=True))
-    run_experiment(cfg, resume_from=chosen, report_restored=True, **kw)
+    chosen = usable_checkpoint(Path(checkpoint_dir), warn=_warn)
+    run_experiment(cfg, resume_from=chosen, report_restored=replay, **kw)
+
+
+def _replay_ddp_reports(run_dir: Path) -> None:
+    """Send Tune every report the newest intact checkpoint of a DDP trial's Train run holds.
+
+    Ray Train forwards rank 0's reports to Tune on its own schedule, so when a worker dies
+    Tune can miss many of them (tens, with short epochs). The trial replays them here, straight
+    to Tune, before Train restarts its workers from that checkpoint.
+    """
+    if not run_dir.is_dir():  # a first start, or remote storage (Train's own restore only)
+        return
+    found = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
+    chosen = usable_checkpoint(found[-1], warn=_warn) if found else None
+    for old in read_reports(chosen) if chosen is not None else []:
+        ray.tune.report(for_tune({**old, REPLAYED_KEY: 1.0}))
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
@@ -165,7 +183,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
             run_experiment(cfg, reporter=_train_reporter, ctx=ctx)
             return
         with checkpoint.as_directory() as d:
-            _resume(cfg, d, reporter=_train_reporter, ctx=ctx)
+            _resume(cfg, d, replay=False, reporter=_train_reporter, ctx=ctx)  # the trial replayed
 
 
 def trial(config: dict[str, Any], *, variants: Mapping[str, Mapping[str, Any]] | None = None,
@@ -181,7 +199,7 @@ def trial(config: dict[str, Any], *, variants: Mapping[str, Mapping[str, Any]] |
                 run_experiment(cfg, reporter=_tune_reporter)
                 return
             with checkpoint.as_directory() as d:
-                _resume(cfg, d, reporter=_tune_reporter)
+                _resume(cfg, d, replay=True, reporter=_tune_reporter)
         return
     _fit_ddp(cfg, runtime)
 
@@ -192,6 +210,8 @@ def _fit_ddp(cfg: ExperimentConfig, runtime: Runtime) -> None:
 
     ctx = ray.tune.get_context()
     storage = runtime.ddp_storage or str(Path(tempfile.gettempdir()) / "sparsesweep-ddp")
+    if "://" not in storage:
+        _replay_ddp_reports(Path(storage) / ctx.get_trial_id())
     resources = {"CPU": runtime.cpus_per_worker}
     if runtime.use_gpu:
         resources["GPU"] = runtime.gpus_per_worker or 1.0

@@ -7,13 +7,20 @@ from collections.abc import Callable
 from trainables.config import METHODS, ExperimentConfig
 from trainables.methods.base import Method
 from trainables.methods.dense import Dense
+from trainables.methods.dense_lrr import DenseLRR
+from trainables.methods.dst import DST
 from trainables.methods.edge_popup import EdgePopup
+from trainables.methods.iterative_edge_popup import IterativeEdgePopup
 
-__all__ = ["METHOD_REGISTRY", "Dense", "EdgePopup", "Method", "build_method"]
+__all__ = ["DST", "METHOD_REGISTRY", "Dense", "DenseLRR", "EdgePopup", "IterativeEdgePopup", "Method",
+           "build_method"]
 
 METHOD_REGISTRY: dict[str, Callable[[ExperimentConfig], Method]] = {
     "edge_popup": EdgePopup,
     "dense": Dense,
+    "iep": IterativeEdgePopup,
+    "dense_lrr": DenseLRR,
+    "dst": DST,
 }
 assert METHOD_REGISTRY.keys() == METHODS.keys(), "every method config needs its Method, and back"
 

@@ -1,0 +1,152 @@
+"""Tune's saved state, kept resumable: a backup of its last readable copy, repairs before --resume.
+
+Why: two failures of Tune's own bookkeeping break `--resume`, both seen in this repo's tests.
+- Tune rewrites `experiment_state-*.json` in place. A full disk cuts it short, and
+  `Tuner.restore` then logs "Failed to restore the run state" and silently starts the
+  experiment over, with trials that have no config. So the driver keeps a copy of the last
+  readable state (`.sparsesweep-tune-state/`, replaced atomically: a failed copy leaves the
+  previous one), and `--resume` puts it back when the newest state does not parse.
+- Tune deletes old checkpoints (`num_to_keep`) and can die before it saves a state that says
+  so. It then refuses to restore a trial whose recorded checkpoint is gone ("does not exist on
+  storage anymore"). `--resume` puts an empty directory there. That directory has no manifest,
+  so the trial skips it and resumes from its newest intact checkpoint
+  (`trainables.checkpoint_io.usable_checkpoint`).
+
+Only Tune's JSON is parsed here; its pickles are copied as bytes, never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from trainables.config import ConfigError
+
+BACKUP_DIR = ".sparsesweep-tune-state"
+STATE_FILES = ("experiment_state-*.json", "basic-variant-state-*.json", "searcher-state-*.pkl",
+               "tuner.pkl")
+BACKUP_EVERY_S = float(os.environ.get("SPARSESWEEP_STATE_BACKUP_S", "10"))
+
+
+def newest_state(sweep_dir: Path) -> Path | None:
+    """The experiment state Tune restores from (the newest name: Tune's own rule)."""
+    found = sorted(Path(sweep_dir).glob("experiment_state-*.json"))
+    return found[-1] if found else None
+
+
+def state_problem(sweep_dir: Path) -> str | None:
+    """Why Tune's saved state cannot be restored as it is, or None."""
+    state = newest_state(sweep_dir)
+    if state is None:
+        return f"no Tune state (experiment_state-*.json) in {sweep_dir}"
+    try:
+        json.loads(state.read_text())
+    except (OSError, ValueError) as e:
+        return f"Tune's saved state {state.name} is unreadable ({type(e).__name__}: {e})"
+    tuner = Path(sweep_dir) / "tuner.pkl"
+    if not tuner.is_file() or tuner.stat().st_size == 0:
+        return f"Tune's {tuner.name} is missing or empty"
+    return None
+
+
+def backup_state(sweep_dir: Path) -> bool:
+    """Copy Tune's state files, if readable, into BACKUP_DIR (atomically); True when done."""
+    sweep_dir = Path(sweep_dir)
+    if state_problem(sweep_dir) is not None:
+        return False
+    tmp = sweep_dir / f"{BACKUP_DIR}.tmp-{os.getpid()}"
+    target = sweep_dir / BACKUP_DIR
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for pattern in STATE_FILES:
+            for src in sweep_dir.glob(pattern):
+                shutil.copy2(src, tmp / src.name)
+        old = sweep_dir / f"{BACKUP_DIR}.old-{os.getpid()}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+        return True
+    except OSError:  # a full disk: the previous backup stays as it was
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+
+
+def _trials(state: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    data = json.loads(state.read_text())
+    out = []
+    for trial_json, meta_json in data.get("trial_data", []):
+        meta = json.loads(meta_json) if isinstance(meta_json, str) else dict(meta_json)
+        out.append((json.loads(trial_json), meta))
+    return out
+
+
+def prepare_restore(sweep_dir: Path) -> list[str]:
+    """Make `sweep_dir` restorable by Tune; return notes on what was repaired.
+
+    Raises ConfigError (one line) when Tune's state is unreadable and no backup exists.
+    """
+    sweep_dir = Path(sweep_dir)
+    notes: list[str] = []
+    problem = state_problem(sweep_dir)
+    if problem is not None:
+        backup = sweep_dir / BACKUP_DIR
+        if state_problem(backup) is not None:
+            raise ConfigError(f"--resume: {problem}, and no readable copy is kept in {backup}; "
+                              f"the sweep cannot be resumed (start it again under another --name)")
+        broken = newest_state(sweep_dir)
+        if broken is not None:
+            os.replace(broken, broken.with_name(broken.name + ".corrupt"))
+        for src in backup.iterdir():
+            shutil.copy2(src, sweep_dir / src.name)
+        notes.append(f"{problem}: restored Tune's last readable state from {backup} "
+                     f"(the trials resume from their newest intact checkpoints)")
+    state = newest_state(sweep_dir)
+    assert state is not None
+    for trial, meta in _trials(state):
+        name = (meta.get("last_result") or {}).get("checkpoint_dir_name")
+        trial_dir = sweep_dir / trial.get("relative_logdir", "")
+        if name and trial_dir.is_dir() and not (trial_dir / name).exists():
+            (trial_dir / name).mkdir()
+            notes.append(f"trial {trial['trial_id']}: its checkpoint {name} was deleted after Tune's "
+                         f"last saved state; it resumes from its newest intact checkpoint")
+    return notes
+
+
+class TuneStateBackup(Callback):
+    """Driver-side: after Tune rewrites its state, keep a readable copy (at most every few s)."""
+
+    def __init__(self, sweep_dir: str) -> None:
+        self.sweep_dir = str(sweep_dir)
+        self._last = 0.0
+        self._seen: float | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks (tuner.pkl)
+        return {"sweep_dir": self.sweep_dir, "_last": 0.0, "_seen": None}
+
+    def _maybe_backup(self, force: bool = False) -> None:
+        state = newest_state(Path(self.sweep_dir))
+        if state is None:
+            return
+        try:
+            mtime = state.stat().st_mtime
+        except OSError:
+            return
+        now = time.monotonic()
+        if mtime != self._seen and (force or now - self._last >= BACKUP_EVERY_S):
+            if backup_state(Path(self.sweep_dir)):
+                self._seen = mtime
+            self._last = now
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._maybe_backup()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._maybe_backup(force=True)
