@@ -1,6 +1,7 @@
 # sparsesweep developer commands (GNU make >= 3.82).
 #   make venv                    create ./.venv and install the project + dev extras
 #   make test [PYTEST_ARGS=...]  run the test suite          e.g. PYTEST_ARGS="-k cluster -x"
+#                                (TEST_WORKERS=2 pytest-xdist processes, one test file each)
 #   make sweep ARGS="..."        python -m orchestrator.sweep ARGS
 #   make ui [STORAGE=dir]        MLflow UI of a sweep storage dir (default sparsesweep-runs)
 #   make lint                    ruff check .
@@ -11,6 +12,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PYTEST_ARGS ?=
+# Integration tests mostly wait (Ray start-up, subprocesses): two files at once fill 2 cores.
+TEST_WORKERS ?= 2
 ARGS ?=
 STORAGE ?= sparsesweep-runs
 
@@ -37,7 +40,7 @@ $(STAMP): pyproject.toml | $(VENV_PY)
 	@touch $@
 
 test: venv
-	$(VENV_PY) -m pytest -q $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 sweep: venv
 	$(VENV_PY) -m orchestrator.sweep $(ARGS)

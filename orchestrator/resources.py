@@ -132,12 +132,16 @@ def _stderr_to_devnull() -> Iterator[None]:
 
 
 def connect(address: str | None, num_cpus: int | None) -> None:
-    """ray.init; a token refused there too (a race with `check_auth`) is the same one line."""
+    """ray.init; a token refused there too (a race with `check_auth`) is the same one line.
+
+    No address: a new local Ray ("local"), never a cluster that `ray start` left running on
+    this machine (Ray's own default joins one silently); --address auto joins that one.
+    """
     import ray
     from ray.exceptions import AuthenticationError
 
     try:
-        ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+        ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
                  log_to_driver=True, configure_logging=True, logging_level="WARNING")
     except AuthenticationError:
         raise ConfigError("--address: " + TOKEN_HINT.format(address=address)) from None

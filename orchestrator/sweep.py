@@ -645,7 +645,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"note: {line.removeprefix('data.data_dir: ')} (needed to run the sweep, not for --dry-run)")
         return 0
     try:
-        return run(settings, plan, resume=args.resume is not None, num_cpus=args.num_cpus, address=args.address)
+        address = args.address or os.environ.get("RAY_ADDRESS") or None  # None: a Ray of our own
+        return run(settings, plan, resume=args.resume is not None, num_cpus=args.num_cpus, address=address)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

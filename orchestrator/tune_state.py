@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickletools
 import shutil
 import time
 from pathlib import Path
@@ -29,8 +30,8 @@ from ray.tune import Callback
 from trainables.config import ConfigError
 
 BACKUP_DIR = ".sparsesweep-tune-state"
-STATE_FILES = ("experiment_state-*.json", "basic-variant-state-*.json", "searcher-state-*.pkl",
-               "tuner.pkl")
+STATE_FILES = ("experiment_state-*.json", "basic-variant-state-*.json", "search_gen_state-*.json",
+               "searcher-state-*.pkl", "callback-states-*.pkl", "tuner.pkl")
 BACKUP_EVERY_S = float(os.environ.get("SPARSESWEEP_STATE_BACKUP_S", "10"))
 
 
@@ -40,18 +41,45 @@ def newest_state(sweep_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _pickle_problem(path: Path) -> str | None:
+    """Why a pickle is cut short or damaged, found by walking its opcodes (nothing is loaded)."""
+    try:
+        with open(path, "rb") as f:
+            for _ in pickletools.genops(f):
+                pass
+    except Exception as e:  # noqa: BLE001 - genops raises ValueError or others on bad bytes
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
 def state_problem(sweep_dir: Path) -> str | None:
-    """Why Tune's saved state cannot be restored as it is, or None."""
+    """Why Tune's saved state cannot be restored as it is, or None.
+
+    Tune writes the experiment state in place, and a storage sync copies the searcher's and
+    callbacks' states non-atomically: a full disk can cut any of them short. Restoring from a
+    cut file makes Tune start the experiment over, so each newest file Tune would read is
+    checked: the experiment state parsed as JSON, the rest (pickles, whatever their suffix)
+    walked opcode by opcode (never loaded).
+    """
+    sweep_dir = Path(sweep_dir)
     state = newest_state(sweep_dir)
     if state is None:
         return f"no Tune state (experiment_state-*.json) in {sweep_dir}"
-    try:
-        json.loads(state.read_text())
-    except (OSError, ValueError) as e:
-        return f"Tune's saved state {state.name} is unreadable ({type(e).__name__}: {e})"
-    tuner = Path(sweep_dir) / "tuner.pkl"
+    tuner = sweep_dir / "tuner.pkl"
     if not tuner.is_file() or tuner.stat().st_size == 0:
         return f"Tune's {tuner.name} is missing or empty"
+    for pattern in STATE_FILES:
+        found = sorted(sweep_dir.glob(pattern))
+        if not found:
+            continue
+        newest = found[-1]
+        if pattern.startswith("experiment_state"):  # JSON; the other .json files are pickles
+            try:
+                json.loads(newest.read_text())
+            except (OSError, ValueError) as e:
+                return f"Tune's saved state {newest.name} is unreadable ({type(e).__name__}: {e})"
+        elif (why := _pickle_problem(newest)) is not None:
+            return f"Tune's saved state {newest.name} is unreadable ({why})"
     return None
 
 
@@ -101,9 +129,9 @@ def prepare_restore(sweep_dir: Path) -> list[str]:
         if state_problem(backup) is not None:
             raise ConfigError(f"--resume: {problem}, and no readable copy is kept in {backup}; "
                               f"the sweep cannot be resumed (start it again under another --name)")
-        broken = newest_state(sweep_dir)
-        if broken is not None:
-            os.replace(broken, broken.with_name(broken.name + ".corrupt"))
+        for pattern in STATE_FILES:  # all of them: Tune reads the newest of each kind
+            for current in sweep_dir.glob(pattern):
+                os.replace(current, current.with_name(current.name + ".corrupt"))
         for src in backup.iterdir():
             shutil.copy2(src, sweep_dir / src.name)
         notes.append(f"{problem}: restored Tune's last readable state from {backup} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -341,7 +342,10 @@ def _tune_state(sweep: Path, checkpoint: str = "checkpoint_000004") -> Path:
     meta = json.dumps({"last_result": {"epoch": 5, "checkpoint_dir_name": checkpoint}})
     state = sweep / "experiment_state-2026-01-01_00-00-00.json"
     state.write_text(json.dumps({"trial_data": [[trial, meta]], "runner_data": {}}))
-    (sweep / "tuner.pkl").write_bytes(b"\x80\x05opaque")
+    (sweep / "tuner.pkl").write_bytes(pickle.dumps({"opaque": b"x" * 64}))
+    (sweep / "callback-states-2026-01-01_00-00-00.pkl").write_bytes(pickle.dumps([{"a": 1}] * 8))
+    # Tune's searcher state is a (cloud)pickle named .json
+    (sweep / "basic-variant-state-2026-01-01_00-00-00.json").write_bytes(pickle.dumps({"n": 1}))
     return state
 
 
@@ -362,6 +366,14 @@ def test_resume_repairs_tunes_state_from_its_backup_and_lost_checkpoints(tmp_pat
     assert placeholder.is_dir() and not any(placeholder.iterdir())
     assert "checkpoint_000004 was deleted" in notes[1]
     assert prepare_restore(tmp_path) == []  # nothing left to repair
+
+    # a storage sync cut a pickle Tune restores from: found without loading it, and replaced
+    callbacks = tmp_path / "callback-states-2026-01-01_00-00-00.pkl"
+    whole = callbacks.read_bytes()
+    callbacks.write_bytes(whole[:-5])
+    assert "callback-states-2026-01-01_00-00-00.pkl is unreadable" in state_problem(tmp_path)
+    prepare_restore(tmp_path)
+    assert callbacks.read_bytes() == whole and state_problem(tmp_path) is None
     shutil.rmtree(tmp_path / BACKUP_DIR)
     state.write_text("{")
     with pytest.raises(ConfigError, match="no readable copy is kept"):
