@@ -16,6 +16,7 @@ import io
 from pathlib import Path
 
 import pytest
+from engine_tools import assert_refused
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -64,13 +65,7 @@ DST = ["--space", "dense_quick", "--set", "method.name=dst"]  # a space whose ax
 ])
 def test_bad_input_exits_2_with_one_line_and_starts_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
-    storage = tmp_path / "runs"
-    assert main([*argv, "--storage", str(storage)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert message in err
-    assert "s3cret" not in err  # a refused password is not echoed either
-    assert not storage.exists() or not any(storage.rglob("*")), "bad input must not write anything"
+    assert_refused(main, argv, message, tmp_path / "runs", capsys)
 
 
 # ----- property: no input makes a traceback -------------------------------------------------

@@ -3,13 +3,13 @@ with zero momentum, gradient growth on ∂L/∂(m⊙θ), appendix-G batches, bas
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
+from engine_tools import run_collecting
 from torch import nn
 
 from trainables.config import ConfigError, ExperimentConfig
@@ -249,18 +249,7 @@ def test_same_seed_same_init_for_every_criterion_and_static() -> None:
 
 
 def _run(cfg: ExperimentConfig, tmp: Path, resume: Path | None = None) -> tuple[list[dict], list[Path]]:
-    reports: list[dict] = []
-    ckpts: list[Path] = []
-
-    def reporter(metrics: dict, ckpt_dir: Path | None) -> None:
-        reports.append(dict(metrics))
-        if ckpt_dir is not None:
-            dest = tmp / f"ckpt{metrics['epoch']}"
-            shutil.copytree(ckpt_dir, dest)
-            ckpts.append(dest)
-
-    run_experiment(cfg, reporter=reporter, resume_from=resume)
-    return reports, ckpts
+    return run_collecting(cfg, tmp, resume_from=resume)
 
 
 @pytest.mark.parametrize("growth", ["random", "gradient"])

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from engine_tools import run_collecting
 from mlflow import MlflowClient
 
 from conftest import fresh_store
@@ -37,21 +38,7 @@ TINY = {"data.dataset": "digits", "model.name": "mlp", "model.mlp_hidden": "32",
         "data.batch_size": 64, "run.max_steps_per_epoch": 3, "method.prune_rate": 0.5, "optim.lr": 0.2}
 
 
-def _run(cfg: ExperimentConfig, tmp: Path, **kw: Any) -> tuple[list[dict], list[Path]]:
-    """Reports of a run, and a copy of each checkpoint laid out as Tune does (checkpoint_00000N)."""
-    reports: list[dict] = []
-    ckpts: list[Path] = []
-
-    def reporter(metrics: dict, ckpt_dir: Path | None) -> None:
-        reports.append(dict(metrics))
-        if ckpt_dir is not None:
-            dest = tmp / f"checkpoint_{len(ckpts):06d}"
-            shutil.copytree(ckpt_dir, dest)
-            ckpts.append(dest)
-
-    tmp.mkdir(parents=True, exist_ok=True)
-    run_experiment(cfg, reporter=reporter, **kw)
-    return reports, ckpts
+_run = run_collecting
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_tools import run_collecting
 
 from trainables.config import ExperimentConfig
 from trainables.loop import lr_factor, run_experiment
@@ -33,20 +34,7 @@ def test_step_schedule_by_hand() -> None:
 
 
 def _run(cfg: ExperimentConfig, tmp: Path, resume: Path | None = None) -> tuple[list[dict], list[Path]]:
-    reports: list[dict] = []
-    ckpts: list[Path] = []
-
-    def reporter(metrics: dict, ckpt_dir: Path | None) -> None:
-        reports.append(dict(metrics))
-        if ckpt_dir is not None:
-            dest = tmp / f"ckpt{metrics['epoch']}"
-            import shutil
-
-            shutil.copytree(ckpt_dir, dest)
-            ckpts.append(dest)
-
-    run_experiment(cfg, reporter=reporter, resume_from=resume)
-    return reports, ckpts
+    return run_collecting(cfg, tmp, resume_from=resume)
 
 
 def _scores(ckpt: Path) -> dict[str, torch.Tensor]:

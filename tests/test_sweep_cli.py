@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from engine_tools import assert_refused
 
 from orchestrator.sweep import main
 
@@ -88,12 +89,7 @@ def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
 ])
 def test_bad_input_exits_2_with_one_line_and_starts_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
-    storage = tmp_path / "runs"
-    assert main([*argv, "--storage", str(storage)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert message in err
-    assert not storage.exists() or not any(storage.rglob("*")), "bad input must not write anything"
+    assert_refused(main, argv, message, tmp_path / "runs", capsys)
 
 
 def test_resume_refuses_flags_that_define_the_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,44 @@
+"""Helpers shared by test modules that drive the engine (`trainables.loop`) directly, and by
+the table-driven bad-input tests of the CLI."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainables.config import ExperimentConfig
+from trainables.loop import run_experiment
+
+
+def run_collecting(cfg: ExperimentConfig, tmp: Path, **kw: Any) -> tuple[list[dict], list[Path]]:
+    """Reports of a run, and a copy of each checkpoint laid out as Tune does (checkpoint_00000N).
+
+    `kw` goes to run_experiment (resume_from=..., report_restored=...)."""
+    reports: list[dict] = []
+    ckpts: list[Path] = []
+
+    def reporter(metrics: dict, ckpt_dir: Path | None) -> None:
+        reports.append(dict(metrics))
+        if ckpt_dir is not None:
+            dest = tmp / f"checkpoint_{len(ckpts):06d}"
+            shutil.copytree(ckpt_dir, dest)
+            ckpts.append(dest)
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    run_experiment(cfg, reporter=reporter, **kw)
+    return reports, ckpts
+
+
+def assert_refused(main: Callable[[list[str]], int], argv: list[str], message: str, storage: Path,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad input: exit 2, one line naming `message`, no password echoed, nothing written."""
+    assert main([*argv, "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert "s3cret" not in err  # a refused password is not echoed either
+    assert not storage.exists() or not any(storage.rglob("*")), "bad input must not write anything"
