@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.driver_memory [--sizes 100,1000]
 
-Each size runs in a fresh process: the whole CLI path (`orchestrator.sweep.run`: local Ray,
+Each size runs in a fresh process: the whole CLI path (`orchestrator.driver.run`: local Ray,
 Tune, the MLflow SQLite callback writing a child run per trial, the results tables and
 Parquet) over a grid of N seeds, with a trainable that reports one epoch and returns. The
 driver's peak RSS (ru_maxrss) must not grow with N: the driver keeps no per-trial state
@@ -31,7 +31,8 @@ def instant(config: dict[str, Any], **_: Any) -> None:
 
 
 def child(trials: int, cores: int) -> None:
-    from orchestrator.sweep import build_parser, build_plan, run, settings_from_args
+    from orchestrator.driver import run
+    from orchestrator.sweep import build_parser, build_plan, settings_from_args
 
     with tempfile.TemporaryDirectory(prefix="driver-mem-") as tmp:
         args = build_parser().parse_args([

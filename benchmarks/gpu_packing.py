@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.gpu_packing [--model resnet20] [--trials 16] [--epochs 3]
 
 Needs a CUDA GPU (says so and exits otherwise). Both runs go through the real CLI path
-(`orchestrator.sweep.run`: local Ray with the machine's GPUs, Tune, MLflow SQLite) on the same
+(`orchestrator.driver.run`: local Ray with the machine's GPUs, Tune, MLflow SQLite) on the same
 grid: `--trials` seeds of one model on digits resized to 32 px (bundled, no download), batch
 128. Unpacked, one trial holds the GPU at a time; packed, the model's auto share lets
 1/share trials run at once (Ray's fractional GPUs). Reported side by side: wall time,
@@ -22,8 +22,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from orchestrator.driver import run
 from orchestrator.packing import gpu_share
-from orchestrator.sweep import build_parser, build_plan, run, settings_from_args
+from orchestrator.sweep import build_parser, build_plan, settings_from_args
 
 
 def sweep(model: str, trials: int, epochs: int, gpus: str, concurrent: int, cpus: float,

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.orchestration_overhead [--trials 16] [--epochs 2]
 
 Each trial is the real trainable (Conv-4 edge-popup on digits, a few steps per epoch) run by
-the real CLI path (`orchestrator.sweep.run`: local Ray, Tune, the MLflow SQLite callback,
+the real CLI path (`orchestrator.driver.run`: local Ray, Tune, the MLflow SQLite callback,
 the results tables). A trial's own time is Tune's `time_total_s` (from the trainable's start
 to its last report: data, model, training, evaluation, checkpoints). Reported:
 - wall / sum of the trials' own time (the issue's measure), and wall / ideal, where ideal =
@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.sweep import build_parser, build_plan, run, settings_from_args
+from orchestrator.driver import run
+from orchestrator.sweep import build_parser, build_plan, settings_from_args
 
 
 def one_sweep(trials: int, epochs: int, steps: int, reuse: bool, cores: int) -> dict[str, float]:

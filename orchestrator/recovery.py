@@ -1,4 +1,4 @@
-"""What the sweep driver says and keeps when something fails: the pieces `sweep.run` calls.
+"""What the sweep driver says and keeps when something fails: the pieces `driver.run` calls.
 
 Why a module: `sweep.py` builds and runs the Tuner; deciding where the MLflow spool lives,
 how a full disk is reported, what to replay and how to count diverged trials is recovery

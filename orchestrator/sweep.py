@@ -1,4 +1,4 @@
-"""`python -m orchestrator.sweep`: parse, validate, build the Tuner, run or resume, show results.
+"""`python -m orchestrator.sweep`: parse, validate, plan; `orchestrator.driver` runs the sweep.
 
 Everything a user can get wrong is checked before Ray starts or an MLflow run is created:
 a bad key, value, space, path or resource request ends with one line on stderr and exit 2.
@@ -12,9 +12,9 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from trainables.config import ConfigError, describe_keys
 
@@ -408,189 +408,6 @@ def describe_cost(plan: Plan, settings: Settings) -> str:
                              workers=settings.workers_per_trial, packing=note)
 
 
-# ----- running ------------------------------------------------------------------------------
-
-def _write_state(sweep_dir: Path, settings: Settings) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    tmp = sweep_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(asdict(settings), indent=2))
-    os.replace(tmp, sweep_dir / STATE_FILE)
-
-
-def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, address: str | None,
-        trial_fn: Any = None) -> int:
-    """Run or resume the sweep; `trial_fn` replaces the trainable (benchmarks of the machinery)."""
-    # Tune warns about experiment snapshots forced by CheckpointConfig(num_to_keep); they are
-    # cheap here and the warning repeats every few seconds.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # A diverged trial's last report has no test metric on purpose (Optuna records it as
-    # pruned); Tune would otherwise refuse any report without the sweep's metric.
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    import ray
-    from ray import tune
-
-    from orchestrator.security import stop_credential_copies
-
-    stop_credential_copies()  # Ray would log the driver's cloud keys in every trial's env
-
-    from orchestrator.nodes import with_node_id
-    from orchestrator.recovery import count_status, failed_for_storage, spool_dir_for
-    from orchestrator.resources import (
-        check_address,
-        check_auth,
-        check_resources,
-        connect,
-        trial_resources,
-        worker_gpus,
-    )
-    from orchestrator.results import results_table, show_results
-    from orchestrator.tracking import (
-        MLflowTrialCallback,
-        SweepTracker,
-        spool_hint,
-        tracking_ui_command,
-    )
-    from trainables.tune import Runtime, trial
-
-    space = plan.space
-    metric = settings.metric or space.metric
-    mode = settings.mode or space.mode
-    tune_root = _tune_root(settings.storage)
-    sweep_path = f"{tune_root}/{settings.name}"
-    check_tracking_server(settings.tracking_uri)
-    if resume and not _is_uri(settings.storage):  # Tune's state cut short, checkpoints it lost
-        from orchestrator.tune_state import prepare_restore
-
-        for note in prepare_restore(Path(sweep_path)):
-            print(f"note: {note}", file=sys.stderr)
-
-    check_address(address)
-    check_auth(address)
-
-    connect(address, num_cpus)
-    try:
-        gpus = check_resources(settings, plan, ray.cluster_resources(), remote=address is not None)
-    except ConfigError:
-        ray.shutdown()
-        raise
-
-    spool_dir = spool_dir_for(settings.storage, settings.name)  # MLflow writes wait here in an outage
-    tracker = SweepTracker(settings.tracking_uri, settings.experiment, Path(settings.storage), spool_dir)
-    parent = tracker.start(settings.name, params={"space": space.name, "search": plan.search,
-                                                  **{f"set.{k}": v for k, v in settings.sets.items()},
-                                                  "grid_trials": len(plan.points()) if plan.search == "grid" else 0,
-                                                  "num_samples": plan.num_samples,
-                                                  "workers_per_trial": settings.workers_per_trial},
-                           tags={"sparsesweep.space": space.name}, resume_run_id=settings.parent_run_id)
-    settings.parent_run_id = parent
-    if not _is_uri(settings.storage):
-        _write_state(Path(sweep_path), settings)
-
-    runtime = Runtime(workers=settings.workers_per_trial, use_gpu=worker_gpus(gpus) > 0,
-                      cpus_per_worker=settings.cpus_per_worker, gpus_per_worker=worker_gpus(gpus),
-                      ddp_storage=f"{sweep_path}/ddp")
-    fn = tune.with_parameters(trial_fn or trial, variants=plan.variants, runtime=runtime)
-    trainable = tune.with_resources(with_node_id(fn), trial_resources(settings, gpus, plan))
-    status = "FAILED"
-    try:
-        if resume:  # Tune restores its RunConfig, our (picklable) MLflow callback included
-            tuner = tune.Tuner.restore(sweep_path, trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True)
-        else:
-            callback = MLflowTrialCallback(
-                settings.tracking_uri, tracker.experiment_id, parent,
-                resolve_params=lambda c: plan.resolve(c).to_flat(), spool_dir=spool_dir)
-            tune_config, marker = _tune_config(plan, settings, metric, mode, sweep_path)
-            tuner = tune.Tuner(trainable, param_space=_param_space(plan),
-                               tune_config=tune_config,
-                               run_config=tune.RunConfig(
-                                   name=settings.name, storage_path=tune_root,
-                                   # the marker edits results first
-                                   callbacks=[*marker, callback, *_state_backup(settings, sweep_path)],
-                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                   failure_config=tune.FailureConfig(max_failures=settings.max_failures)))
-        results = tuner.fit()  # returns early, state saved, when interrupted (Ctrl-C)
-        df = results_table(results, plan, metric, mode)
-        errors = int((df["status"] == "ERROR").sum()) if len(df) else 0
-        incomplete = int((df["status"] == "INCOMPLETE").sum()) if len(df) else 0
-        status = "KILLED" if incomplete else ("FINISHED" if errors == 0 else "FAILED")
-        out_dir = None if _is_uri(settings.storage) else Path(sweep_path)
-        for path in show_results(df, results, plan, metric, mode, out_dir):
-            tracker.log_artifact(path, "")
-        print(f"\nMLflow: {runnable(tracking_ui_command(settings.tracking_uri))}")
-        print(f"Tune results and checkpoints: {sweep_path}")
-        if diverged := count_status(df, "DIVERGED"):
-            print(f"{diverged} trial(s) diverged (loss NaN/inf): stopped at once, status DIVERGED; "
-                  f"the others ran on", file=sys.stderr)
-        if full := failed_for_storage(results):
-            print(f"\nerror: {len(full)} trial(s) stopped because the storage is full or not "
-                  f"writable ({full[0]}); free space, then resume with:\n  python -m orchestrator.sweep "
-                  f"--storage {settings.storage} --resume {settings.name}", file=sys.stderr)
-            return 75
-        if incomplete:
-            print(f"\n{incomplete} trial(s) did not finish; continue the sweep with:\n  python -m "
-                  f"orchestrator.sweep --storage {settings.storage} --resume {settings.name}", file=sys.stderr)
-            return 130
-        return 0 if errors == 0 else 1
-    finally:
-        tracker.finish(status)
-        if hint := spool_hint(tracker.outbox, settings.storage, settings.name):
-            print(f"\n{hint}", file=sys.stderr)
-        ray.shutdown()
-
-
-def _state_backup(settings: Settings, sweep_path: str) -> list[Any]:
-    """A copy of Tune's last readable state for --resume (orchestrator.tune_state); local storage."""
-    if _is_uri(settings.storage):
-        return []
-    from orchestrator.tune_state import TuneStateBackup
-
-    return [TuneStateBackup(sweep_path)]
-
-
-def _param_space(plan: Plan) -> dict[str, Any]:
-    from ray import tune
-
-    space: dict[str, Any] = dict(plan.base)
-    if plan.search == "grid":
-        space.update({k: tune.grid_search(list(v)) for k, v in plan.grid.items()})
-        if plan.variants:
-            space["variant"] = tune.grid_search(list(plan.variants))
-    return space
-
-
-def _tune_config(plan: Plan, settings: Settings, metric: str, mode: str,
-                 sweep_path: str) -> tuple[Any, list[Any]]:
-    """TuneConfig (searcher, scheduler) and the callbacks the scheduler needs before MLflow's."""
-    from ray import tune
-
-    search_alg = None
-    if plan.search == "optuna":
-        from orchestrator.study import default_storage_url, make_searcher
-
-        url = settings.optuna_storage or ("" if _is_uri(sweep_path) else default_storage_url(Path(sweep_path)))
-        if not url:
-            print("note: the Optuna study is kept in memory (--storage is a URI); give "
-                  "--optuna-storage to keep it in a database", file=sys.stderr)
-        search_alg = make_searcher(plan, sampler=settings.sampler, seed=settings.optuna_seed,
-                                   storage_url=url, study_name=settings.name, metric=metric, mode=mode)
-        from orchestrator.searchers import allow_missing_metric
-
-        search_alg = allow_missing_metric(search_alg)  # a diverged trial ends with no score: pruned
-    scheduler, marker = None, []
-    if settings.scheduler == "asha":
-        from orchestrator.asha import build_scheduler
-
-        scheduler, stop_marker = build_scheduler(plan, grace_period=settings.grace_period,
-                                                 reduction_factor=settings.reduction_factor)
-        marker = [stop_marker]
-    # reuse_actors: a trial's process (torch, data code already imported) runs the next trial of
-    # the same resource shape; benchmarks/orchestration_overhead.py measures the difference.
-    return tune.TuneConfig(metric=metric, mode=mode, search_alg=search_alg, scheduler=scheduler,
-                           num_samples=plan.num_samples, max_concurrent_trials=settings.max_concurrent,
-                           reuse_actors=settings.reuse_actors), marker
-
-
 def runnable(command: str) -> str:
     """A printed `mlflow ...` command that works as it is: `mlflow` may exist only in the venv
     that runs this sweep (`make sweep` does not activate it)."""
@@ -646,6 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         address = args.address or os.environ.get("RAY_ADDRESS") or None  # None: a Ray of our own
+        from orchestrator.driver import run
+
         return run(settings, plan, resume=args.resume is not None, num_cpus=args.num_cpus, address=address)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
