@@ -22,7 +22,10 @@ from search_spaces import Plan
 SHOWN_METRICS = ("test_acc", "dying_ratio", "k_minus_dying", "density", "epoch")
 # Per-cycle metrics of the cycle table, in display order.
 CYCLE_METRICS = ("cycle_remaining_ratio", "cycle_test_acc", "cycle_dying_ratio", "cycle_dying_ratio_apparent",
-                 "cycle_dying_ratio_total")
+                 "cycle_dying_ratio_total",
+                 # IMP rounds (understanding-imp.txt): the round, its reinit baseline, distances, stability
+                 "cycle_round", "cycle_reinit_test_acc", "cycle_distance_prev", "cycle_distance_init",
+                 "cycle_threshold", "cycle_reinit_threshold", "cycle_instability", "cycle_successive_instability")
 
 
 def swept_keys(plan: Plan) -> list[str]:
@@ -159,7 +162,7 @@ def cycle_summary(cycles: Any, plan: Plan) -> Any:
     table = grouped[shown].mean()
     n = grouped["cycle_test_acc"].count()
     if int(n.max()) > 1:
-        for m in ("cycle_test_acc", "cycle_dying_ratio"):
+        for m in ("cycle_test_acc", "cycle_dying_ratio", "cycle_reinit_test_acc"):
             if m in shown:
                 table[f"{m}_se"] = grouped[m].std() / n.pow(0.5)
     table["seeds"] = n
@@ -194,6 +197,8 @@ def save_cycle_figure(summary: Any, plan: Plan, path: Path) -> Path | None:
             acc_ax.fill_between(x, part["cycle_test_acc"] - part["cycle_test_acc_se"],
                                 part["cycle_test_acc"] + part["cycle_test_acc_se"],
                                 color=line.get_color(), alpha=0.2)
+        if "cycle_reinit_test_acc" in part and part["cycle_reinit_test_acc"].notna().any():
+            acc_ax.plot(x, part["cycle_reinit_test_acc"], "x:", color=line.get_color(), label=f"{label} (reinit)")
         if "cycle_dying_ratio" in part and part["cycle_dying_ratio"].notna().any():
             dying_ax.plot(x, part["cycle_dying_ratio"], "o-", color=line.get_color(), label=label)
         if "cycle_dying_ratio_apparent" in part and part["cycle_dying_ratio_apparent"].notna().any():
