@@ -30,7 +30,8 @@ from trainables.sparse.repel import RepellentTerm, repellent_loss
 
 def test_removed_count_is_ceil_of_p_times_remaining_in_decimal() -> None:
     assert removed_count(100, 0.2) == 20
-    assert removed_count(15, 0.2) == 3  # 0.2 * 15 = 3.0000000000000004 in binary floats: ceil would give 4
+    assert removed_count(15, 0.2) == 3
+    assert removed_count(100, 0.55) == 55  # 0.55 * 100 = 55.00000000000001 in binary floats: ceil gives 56
     assert removed_count(7, 0.2) == 2  # 1.4 -> 2 (open_lth's ceil)
     assert removed_count(80, 0.2) == 16
     assert removed_count(1, 0.2) == 1

@@ -223,8 +223,13 @@ def test_copy_trains_from_the_same_state_on_another_data_order(tmp_path: Path) -
     lmc = pq.read_table(last / "lmc" / "cycle_05.parquet").to_pylist()
     copy = [r["error"] for r in lmc if r["path"] == "copy"]
     assert len(copy) == 5 and max(copy) - (copy[0] + copy[-1]) / 2 == pytest.approx(summary[1]["cycle_instability"])
-    # the copy trained on another order: its endpoint differs from IMP's
+    # the copy trained on another order: its endpoint differs from IMP's; with the run's own data
+    # seed it is the IMP training itself (same state, same order per epoch of the round)
     assert reports[1]["cycle_phase_copy_train_loss"] != reports[3]["cycle_train_loss"]
+    same, _ = run(cfg_of(method__rounds=1, method__lmc=True, method__lmc_points=3, method__copy_data_seed=0),
+                  tmp_path / "same")
+    assert same[1]["cycle_phase_copy_train_loss"] == same[3]["cycle_train_loss"]
+    assert same[3]["cycle_instability"] == 0
     dist = pq.read_table(last / "distances" / "cycle_05.parquet")
     labels, m = distance_matrix(dist, "imp")
     assert labels == ["r01", "r02", "init"] and 0 < m[0, 1] < 1 and summary[1]["cycle_distance_prev"] == m[0, 1]

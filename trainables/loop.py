@@ -373,11 +373,11 @@ def train_epoch(state: TrainState, data: DataBundle, cfg: ExperimentConfig, ctx:
     model.train()
     module, method = state.model, state.method
     spe = epoch_steps(cfg, data)
-    data_seed = method.cycle_data_seed(state.cycle, run_data_seed(cfg))
+    data_seed, data_epoch = method.data_order(state.cycle, state.epoch, run_data_seed(cfg))
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count = 0
-    batches = train_batches(data, batch_size=cfg.data.batch_size, epoch=state.epoch, seed=data_seed,
+    batches = train_batches(data, batch_size=cfg.data.batch_size, epoch=data_epoch, seed=data_seed,
                             rank=ctx.rank, world_size=ctx.world_size, augment=cfg.data.augment,
                             dataset=cfg.data.dataset, device=device)
     _sample = functools.partial(sample_batch, data, seed=data_seed, rank=ctx.rank,

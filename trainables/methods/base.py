@@ -19,7 +19,7 @@ connectivity) get an `Evaluator` once, before training (`bind_evaluator`). A met
 cycles play different parts (IMP: the second copy, the reinit baseline, the IMP training)
 names the engine's per-cycle metrics with `cycle_metric_prefix`, sees them through
 `observe_cycle_metrics` before `end_of_cycle`, and may train a cycle on another data order
-(`cycle_data_seed`).
+(`data_order`).
 
 Per step, in order: `before_step` -> forward -> loss + `loss_term` -> backward ->
 `before_optimizer_step` (gradients are ready) -> optimizer step (unless skipped) ->
@@ -172,9 +172,13 @@ class Method:
     def bind_evaluator(self, evaluator: Evaluator) -> None:
         """Once, before `on_train_start`: an evaluator for methods that measure models themselves."""
 
-    def cycle_data_seed(self, cycle: int, data_seed: int) -> int:
-        """Seed of the data order and augmentation of `cycle` (default: the run's data seed)."""
-        return data_seed
+    def data_order(self, cycle: int, epoch: int, data_seed: int) -> tuple[int, int]:
+        """(seed, epoch index) that fix the data order and augmentation of 0-based `epoch`.
+
+        Default: the run's data seed and the global epoch. IMP replays each round's order
+        (open_lth: seed + epoch within the training run) and gives its second copy another seed.
+        """
+        return data_seed, epoch
 
     def cycle_metric_prefix(self, cycle: int) -> str:
         """Inserted into the engine's per-cycle metric names: `cycle_{prefix}test_acc`, ..."""

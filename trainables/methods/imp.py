@@ -125,10 +125,14 @@ class Imp(Method):
     def round_phase(self, cycle: int) -> tuple[int, str]:
         return self.table[cycle - 1]
 
-    def cycle_data_seed(self, cycle: int, data_seed: int) -> int:
+    def data_order(self, cycle: int, epoch: int, data_seed: int) -> tuple[int, int]:
+        """Every cycle replays the same epoch orders (the epoch within the cycle, as open_lth's
+        rounds do), so IMP, its reinit and its copy differ only in what they should: the
+        copy in its data seed (SGD noise), the reinit in its weights."""
+        within = epoch - (cycle - 1) * self.cfg.schedule.epochs
         if self.round_phase(cycle)[1] != "copy":
-            return data_seed
-        return data_seed + 1 if self.c.copy_data_seed is None else self.c.copy_data_seed
+            return data_seed, within
+        return (data_seed + 1 if self.c.copy_data_seed is None else self.c.copy_data_seed), within
 
     def cycle_metric_prefix(self, cycle: int) -> str:
         phase = self.round_phase(cycle)[1]
