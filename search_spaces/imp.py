@@ -50,8 +50,10 @@ TABLE1: dict[str, dict[str, object]] = {
 FIG1_BATCH_SIZES: tuple[int, ...] = (128, 256, 512, 1024, 2048)
 FIG1_WARMUPS: tuple[int, ...] = (0, 10)
 
+# λ_r acts only with a repellent variant on, so the variant is searched with it.
 OPTUNA = {
     "data.batch_size": IntDistribution(16, 2048, log=True),
+    "method.repel": CategoricalDistribution(("off", "all", "previous")),
     "method.repel_lambda": FloatDistribution(-2.0, 4.0),
 }
 
@@ -85,7 +87,7 @@ IMP_REPULSION = SearchSpace(
     base={**IMP_DEFAULTS, **TABLE1["resnet20_cifar10"]},
     grid={"data.batch_size": (128, 2048)},
     variants=REPULSION_VARIANTS,
-    optuna={**OPTUNA, "method.repel": CategoricalDistribution(("off", "all", "previous"))},
+    optuna=OPTUNA,
 )
 
 IMP_WEIGHT_DECAY = SearchSpace(
@@ -120,8 +122,7 @@ IMP_QUICK = SearchSpace(
           "schedule.epochs": 10, "run.checkpoint_every": 5},
     grid={"data.batch_size": (16, 256)},
     variants={"imp": {}, "repel_all_2": REPULSION_VARIANTS["repel_all_2"]},
-    optuna={"data.batch_size": IntDistribution(16, 512, log=True),  # digits has 1437 training images
-            "method.repel_lambda": FloatDistribution(-2.0, 4.0)},
+    optuna={**OPTUNA, "data.batch_size": IntDistribution(16, 512, log=True)},  # digits: 1437 training images
 )
 
 SPACES = (IMP_QUICK, IMP_STABILITY, IMP_REPULSION, IMP_WEIGHT_DECAY, IMP_RESNET50)
