@@ -131,6 +131,23 @@ def test_each_round_removes_exactly_20_percent_of_the_remaining(tmp_path: Path) 
     assert ratios == [1.0, 1894 / PRUNABLE, 1515 / PRUNABLE, 1212 / PRUNABLE]
 
 
+def test_prune_biases_ranks_biases_with_weights_and_keeps_them_zero(tmp_path: Path) -> None:
+    cfg = cfg_of(method__rounds=3, method__reinit_baseline=False, method__prune_biases=True,
+                 run__checkpoint_every=100, optim__weight_decay=0.5)
+    _, ckpts = run(cfg, tmp_path)
+    last = ckpts[max(ckpts)]
+    remaining = PRUNABLE + 32 + 10
+    for r in range(1, 4):
+        masks = read_masks(last / "artifacts" / "masks" / f"cycle_{r:02d}.parquet")
+        assert set(masks) == {"net.1.weight", "net.1.bias", "net.3.weight", "net.3.bias"}
+        assert sum(int(m.sum()) for m in masks.values()) == remaining
+        remaining -= math.ceil(0.2 * remaining - 1e-9)
+    model = torch.load(last / "state.pt", weights_only=True)["model"]
+    for name, mask in masks.items():
+        assert torch.all(model[name][~mask] == 0), name
+    assert not all(m.all() for n, m in masks.items() if n.endswith("bias")), "no bias was pruned"
+
+
 def test_reset_equals_the_saved_init_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = cfg_of(method__rounds=2, method__reinit_baseline=False)
     spy, _ = spy_run(cfg, monkeypatch)

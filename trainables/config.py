@@ -395,8 +395,9 @@ class ImpConfig(MethodConfig):
                                 "(set rewind_epoch or rewind_step, not both)", ge=0)
     weight_init: str = param("kaiming_normal", "weight initialisation (Table 1: LeNet kaiming_uniform, the "
                                                "others kaiming_normal)", choices=("kaiming_normal", "kaiming_uniform"))
-    prune_shortcuts: bool = param(False, "also prune 1x1 shortcut (downsample) convs; biases and BatchNorm "
-                                         "are never pruned")
+    prune_shortcuts: bool = param(False, "also prune 1x1 shortcut (downsample) convs (BatchNorm is never pruned)")
+    prune_biases: bool = param(False, "also rank and prune the biases of the pruned conv/linear layers with their "
+                                      "weights (the paper prunes weights only; a bias dies with its neuron)")
     affine_bn: bool = param(True, "affine BatchNorm (appendix A.3: all normalisation affine)")
     reinit_baseline: bool = param(True, "train the random-reinit baseline (same mask, fresh weights) in every "
                                         "pruned round, inside the trial")

@@ -98,6 +98,7 @@ class Imp(Method):
         self.rows: list[dict[str, Any]] = []
         self.pending: dict[str, float] = {}
         self.prune_thresholds: list[float] = []
+        self.bias_masks: dict[str, Tensor] = {}  # method.prune_biases: "<layer>.bias" -> kept entries
 
     # --- construction -------------------------------------------------------------------
     def layer_factory(self) -> LayerFactory:
@@ -144,8 +145,9 @@ class Imp(Method):
     # --- training hooks -------------------------------------------------------------------
     def on_train_start(self, model: nn.Module, pos: Position) -> None:
         self.rewind_steps = self.c.rewind_step or self.c.rewind_epoch * pos.steps_per_epoch
-        for layer in masked_modules(model).values():
-            layer.apply_mask_()
+        for name, bias in self._biases(model).items():  # restored with the method state, or all kept
+            self.bias_masks[name] = self.bias_masks.get(name, torch.ones_like(bias, dtype=torch.bool)).to(bias.device)
+        self._apply_masks(model)
         self._prepare_phase(model, self.round_phase(pos.cycle)[0])
 
     def begin_cycle(self, model: nn.Module, cycle: int) -> CycleStart:
@@ -172,8 +174,7 @@ class Imp(Method):
         return self.term(self._active(model))
 
     def after_step(self, model: nn.Module, ctx: StepContext) -> None:
-        for layer in masked_modules(model).values():
-            layer.apply_mask_()
+        self._apply_masks(model)
         r, phase = self.round_phase(ctx.cycle)
         if r == 1 and phase == "imp" and self.rewind_steps and self.rewind_state is None:
             into_cycle = ctx.step - (ctx.cycle - 1) * self.cfg.schedule.epochs * ctx.steps_per_epoch + 1
@@ -197,27 +198,52 @@ class Imp(Method):
 
     # --- outputs --------------------------------------------------------------------------
     def masks(self, model: nn.Module) -> dict[str, Tensor]:
-        return {n: layer.mask.clone() for n, layer in self.prunable(model).items()}
+        return {n: m.clone() for n, m in self._ranked(model)[1].items()}
 
     # --- pieces -----------------------------------------------------------------------------
     def _remaining(self, model: nn.Module) -> float:
-        masks = [layer.mask for layer in self.prunable(model).values()]
+        masks = list(self._ranked(model)[1].values())
         return sum(int(torch.count_nonzero(m)) for m in masks) / sum(m.numel() for m in masks)
 
     def _weights(self, model: nn.Module) -> dict[str, Tensor]:
         return {n: layer.weight.detach() for n, layer in self.prunable(model).items()}
 
+    def _biases(self, model: nn.Module) -> dict[str, Tensor]:
+        """With method.prune_biases: the biases of the pruned layers, by "<layer>.bias"."""
+        if not self.c.prune_biases:
+            return {}
+        return {n.removesuffix("weight") + "bias": layer.bias for n, layer in self.prunable(model).items()  # type: ignore[attr-defined]
+                if getattr(layer, "bias", None) is not None}
+
+    def _ranked(self, model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """What magnitude pruning ranks (weights, and biases with prune_biases) and their masks."""
+        values = self._weights(model)
+        masks = {n: layer.mask for n, layer in self.prunable(model).items()}
+        for name, bias in self._biases(model).items():
+            values[name], masks[name] = bias.detach(), self.bias_masks[name]
+        return values, masks
+
+    @torch.no_grad()
+    def _apply_masks(self, model: nn.Module) -> None:
+        """θ ← θ ⊙ m for every masked layer (and pruned bias) after anything that may move them."""
+        for layer in masked_modules(model).values():
+            layer.apply_mask_()
+        for name, bias in self._biases(model).items():
+            bias.mul_(self.bias_masks[name])
+
     def _prune(self, model: nn.Module, r: int) -> None:
         """Round r's mask from the model's weights, which are round r-1's IMP optimum."""
         layers = self.prunable(model)
-        weights = self._weights(model)
-        masks = {n: layer.mask for n, layer in layers.items()}
+        values, masks = self._ranked(model)
         if self.c.one_shot_sparsity is not None:
-            result = one_shot_prune(weights, masks, self.c.one_shot_sparsity, self.c.scope)
+            result = one_shot_prune(values, masks, self.c.one_shot_sparsity, self.c.scope)
         else:
-            result = imp_prune(weights, masks, self.c.prune_fraction, self.c.scope)
+            result = imp_prune(values, masks, self.c.prune_fraction, self.c.scope)
         for name, layer in layers.items():
             layer.set_mask(result.masks[name])
+        for name in self._biases(model):
+            self.bias_masks[name] = result.masks[name].clone()
+        self._apply_masks(model)
         del self.prune_thresholds[r - 2:]
         self.prune_thresholds.append(result.threshold)
 
@@ -230,6 +256,7 @@ class Imp(Method):
                 current[key].copy_(value)
         for name, layer in self.prunable(model).items():
             layer.set_mask(masks[name])
+        self._apply_masks(model)
 
     @torch.no_grad()
     def _reinit(self, model: nn.Module, r: int, masks: dict[str, Tensor]) -> None:
@@ -238,7 +265,7 @@ class Imp(Method):
         generator = derived_generator("imp-reinit", self.cfg.run.seed, r)
         for layer in masked_modules(model).values():
             init_weight(layer.weight, self.c.weight_init, generator=generator)
-            layer.apply_mask_()
+        self._apply_masks(model)
         self.reinit_init = {n: w.cpu()[m.cpu()] for n, w, m in self._named_active(model)}
 
     def _named_active(self, model: nn.Module) -> list[tuple[str, Tensor, Tensor]]:
@@ -279,8 +306,8 @@ class Imp(Method):
 
     def _threshold(self, model: nn.Module) -> float:
         """|θ| below which pruning this network by p would cut (Fig. 6's pruning threshold)."""
-        masks = {n: layer.mask for n, layer in self.prunable(model).items()}
-        return imp_prune(self._weights(model), masks, self.c.prune_fraction, self.c.scope).threshold
+        values, masks = self._ranked(model)
+        return imp_prune(values, masks, self.c.prune_fraction, self.c.scope).threshold
 
     def _end_reinit(self, model: nn.Module, r: int) -> CycleEnd:
         values = self._compact(model)
@@ -363,7 +390,8 @@ class Imp(Method):
         return {"rewind_state": self.rewind_state, "round_masks": self.round_masks, "optima": self.optima,
                 "reinit_optima": {str(k): v for k, v in self.reinit_optima.items()},
                 "reinit_init": self.reinit_init, "copy_state": self.copy_state, "prev_state": self.prev_state,
-                "rows": self.rows, "pending": self.pending, "prune_thresholds": self.prune_thresholds}
+                "rows": self.rows, "pending": self.pending, "prune_thresholds": self.prune_thresholds,
+                "bias_masks": self.bias_masks}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
@@ -378,6 +406,7 @@ class Imp(Method):
         self.rows = [dict(r) for r in state["rows"]]
         self.pending = dict(state["pending"])
         self.prune_thresholds = [float(t) for t in state["prune_thresholds"]]
+        self.bias_masks = dict(state.get("bias_masks", {}))
 
 
 def _with_round(table: pa.Table, r: int) -> pa.Table:
