@@ -97,6 +97,8 @@ IMP_WD = ["--space", "imp_weight_decay", "--set", "data.dataset=digits", "--set"
     ([*IMP, "--set", "schedule.warmup_epochs=-2"], "schedule.warmup_epochs: -2 must be >= 0"),
     ([*IMP, "--set", "optim.weight_decay=-1e-5"], "optim.weight_decay: -1e-05 must be >= 0"),
     ([*IMP, "--set", "method.affine_bn=maybe"], "method.affine_bn: expected true or false, got 'maybe'"),
+    ([*IMP, "--set", "method.prune_biases=2"], "method.prune_biases: expected true or false, got '2'"),
+    ([*IMP, "--set", "method.optima_store=tape"], "method.optima_store: 'tape' is not one of memory, disk"),
     # failure-recovery flags and credentials
     (["--sync-mlflow"], "--sync-mlflow: name the sweep to sync with --resume NAME"),
     (["--resume", "nosuch", "--sync-mlflow"], "--resume:"),

@@ -148,6 +148,20 @@ def test_prune_biases_ranks_biases_with_weights_and_keeps_them_zero(tmp_path: Pa
     assert not all(m.all() for n, m in masks.items() if n.endswith("bias")), "no bias was pruned"
 
 
+def test_optima_on_disk_give_the_same_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = cfg_of(method__rounds=3, method__repel="all", method__lmc=True, method__lmc_points=3)
+    memory, _ = run(cfg, tmp_path / "memory")
+    spy, disk = spy_run(cfg_of(method__rounds=3, method__repel="all", method__lmc=True, method__lmc_points=3,
+                               method__optima_store="disk"), monkeypatch)
+    drop = ("epoch_time_s",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in memory] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in disk]
+    files = sorted(p.name for p in spy.spill_dir.iterdir())
+    assert files == sorted(f"{kind}-r{r:02d}-{layer}.bin" for layer in ("net.1.weight", "net.3.weight")
+                           for kind, rounds in (("imp", (1, 2, 3)), ("reinit", (2, 3))) for r in rounds)
+    assert (spy.spill_dir / "imp-r01-net.1.weight.bin").stat().st_size == 64 * 32 * 4
+
+
 def test_reset_equals_the_saved_init_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = cfg_of(method__rounds=2, method__reinit_baseline=False)
     spy, _ = spy_run(cfg, monkeypatch)
@@ -259,6 +273,7 @@ def test_copy_trains_from_the_same_state_on_another_data_order(tmp_path: Path) -
 @pytest.mark.parametrize("variant", [
     {"method__lmc": True, "method__lmc_points": 3},
     {"method__repel": "all", "method__rewind_step": 2},
+    {"method__repel": "previous", "method__optima_store": "disk", "method__prune_biases": True},
 ])
 def test_resume_mid_round_is_bit_identical(tmp_path: Path, variant: dict) -> None:
     cfg = cfg_of(method__rounds=2, run__checkpoint_every=1, **variant)

@@ -414,6 +414,10 @@ class ImpConfig(MethodConfig):
     repel_device: str = param("device", "where J_r is computed: device (the earlier optima projected on the "
                                         "current mask go to the accelerator) or cpu (they stay in host memory)",
                               choices=("device", "cpu"))
+    optima_store: str = param("memory", "where the earlier rounds' optima (IMP and reinit, each on its own mask: "
+                                        "<= 1/p model sizes in all) live: host memory, or disk (memory-mapped "
+                                        "files in a temporary directory, paged in when used); never on the "
+                                        "accelerator; checkpoints hold them either way", choices=("memory", "disk"))
     hist_bins: int = param(64, "bins of the surviving-weight histograms", ge=2, le=10000)
 
     def phases(self) -> tuple[str, ...]:

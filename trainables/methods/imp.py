@@ -24,13 +24,18 @@ angular distances to the previous round and to θ_0; artifacts: `masks/`, `dista
 round pairs so far, three distance kinds, IMP and reinit), `histograms/` and `lmc/` tables.
 
 Earlier optima are kept compactly (each round's values on its own mask, so ≤ 1/p models in
-all) in host memory and in every checkpoint, never on the accelerator; the repellent loss
-sends only their projections on the current mask to the device (`trainables.sparse.repel`).
+all) in host memory or memory-mapped files (`method.optima_store`), and in every checkpoint,
+never on the accelerator; the repellent loss sends only their projections on the current mask
+to the device (`trainables.sparse.repel`).
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -99,6 +104,7 @@ class Imp(Method):
         self.pending: dict[str, float] = {}
         self.prune_thresholds: list[float] = []
         self.bias_masks: dict[str, Tensor] = {}  # method.prune_biases: "<layer>.bias" -> kept entries
+        self.spill_dir: Path | None = None  # method.optima_store=disk
 
     # --- construction -------------------------------------------------------------------
     def layer_factory(self) -> LayerFactory:
@@ -275,6 +281,20 @@ class Imp(Method):
         """The prunable weights on their mask (the values a full copy would hold, ≤ density·n)."""
         return {n: w.cpu()[m.cpu()].clone() for n, w, m in self._named_active(model)}
 
+    def _keep(self, values: dict[str, Tensor], tag: str) -> dict[str, Tensor]:
+        """An optimum as it is kept: in host memory, or (optima_store=disk) in memory-mapped files."""
+        if self.c.optima_store == "memory":
+            return values
+        if self.spill_dir is None:
+            self.spill_dir = Path(tempfile.mkdtemp(prefix="sparsesweep-imp-optima-"))
+            weakref.finalize(self, shutil.rmtree, str(self.spill_dir), ignore_errors=True)
+        out = {}
+        for name, t in values.items():
+            path = self.spill_dir / f"{tag}-{name}.bin"
+            t.detach().cpu().contiguous().numpy().tofile(path)
+            out[name] = torch.from_file(str(path), shared=False, size=t.numel(), dtype=t.dtype)
+        return out
+
     def _full(self, values: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
         out = {}
         for name, mask in masks.items():
@@ -310,7 +330,7 @@ class Imp(Method):
         return imp_prune(values, masks, self.c.prune_fraction, self.c.scope).threshold
 
     def _end_reinit(self, model: nn.Module, r: int) -> CycleEnd:
-        values = self._compact(model)
+        values = self._keep(self._compact(model), f"reinit-r{r:02d}")
         self.reinit_optima[r] = values
         masks = self.round_masks_now(model)
         if self.reinit_init is not None:
@@ -334,7 +354,7 @@ class Imp(Method):
         masks = self.round_masks_now(model)
         del self.round_masks[r - 1:], self.optima[r - 1:]
         self.round_masks.append(masks)
-        values = self._compact(model)
+        values = self._keep(self._compact(model), f"imp-r{r:02d}")
         self.optima.append(values)
         theta = torch.cat(list(values.values()))
         metrics: dict[str, float] = {"round": r, "remaining_ratio": self._remaining(model),
@@ -398,8 +418,8 @@ class Imp(Method):
             return
         self.rewind_state = state["rewind_state"]
         self.round_masks = list(state["round_masks"])
-        self.optima = list(state["optima"])
-        self.reinit_optima = {int(k): v for k, v in state["reinit_optima"].items()}
+        self.optima = [self._keep(v, f"imp-r{i + 1:02d}") for i, v in enumerate(state["optima"])]
+        self.reinit_optima = {int(k): self._keep(v, f"reinit-r{int(k):02d}") for k, v in state["reinit_optima"].items()}
         self.reinit_init = state["reinit_init"]
         self.copy_state = state["copy_state"]
         self.prev_state = state["prev_state"]
