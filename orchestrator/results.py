@@ -216,7 +216,8 @@ def save_cycle_figure(summary: Any, plan: Plan, path: Path) -> Path | None:
         ax.set_title(title)
         ax.grid(alpha=0.3)
     acc_ax.legend(fontsize=7)
-    dying_ax.legend(fontsize=7)
+    if dying_ax.get_legend_handles_labels()[0]:  # IMP has no dying ratio
+        dying_ax.legend(fontsize=7)
     fig.suptitle(f"{plan.space.name}: per cycle (solid: worst case; dashed: hard pruning's apparent)",
                  fontsize=9)
     fig.tight_layout()
