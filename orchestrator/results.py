@@ -22,7 +22,10 @@ from search_spaces import Plan
 SHOWN_METRICS = ("test_acc", "dying_ratio", "k_minus_dying", "density", "epoch")
 # Per-cycle metrics of the cycle table, in display order.
 CYCLE_METRICS = ("cycle_remaining_ratio", "cycle_test_acc", "cycle_dying_ratio", "cycle_dying_ratio_apparent",
-                 "cycle_dying_ratio_total")
+                 "cycle_dying_ratio_total",
+                 # IMP rounds (understanding-imp.txt): the round, its reinit baseline, distances, stability
+                 "cycle_round", "cycle_reinit_test_acc", "cycle_distance_prev", "cycle_distance_init",
+                 "cycle_threshold", "cycle_reinit_threshold", "cycle_instability", "cycle_successive_instability")
 
 
 def swept_keys(plan: Plan) -> list[str]:
@@ -159,7 +162,7 @@ def cycle_summary(cycles: Any, plan: Plan) -> Any:
     table = grouped[shown].mean()
     n = grouped["cycle_test_acc"].count()
     if int(n.max()) > 1:
-        for m in ("cycle_test_acc", "cycle_dying_ratio"):
+        for m in ("cycle_test_acc", "cycle_dying_ratio", "cycle_reinit_test_acc"):
             if m in shown:
                 table[f"{m}_se"] = grouped[m].std() / n.pow(0.5)
     table["seeds"] = n
@@ -184,6 +187,8 @@ def save_cycle_figure(summary: Any, plan: Plan, path: Path) -> Path | None:
     if flat.empty:
         return None
     fig, (acc_ax, dying_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    # IMP rounds have no dying ratio: the right panel shows the angular distances instead (Fig. 4)
+    imp = "cycle_distance_prev" in flat and "cycle_dying_ratio" not in flat
     groups = flat.groupby(keys) if keys else [((), flat)]
     for _, part in groups:
         part = part.sort_values("cycle")
@@ -194,13 +199,20 @@ def save_cycle_figure(summary: Any, plan: Plan, path: Path) -> Path | None:
             acc_ax.fill_between(x, part["cycle_test_acc"] - part["cycle_test_acc_se"],
                                 part["cycle_test_acc"] + part["cycle_test_acc_se"],
                                 color=line.get_color(), alpha=0.2)
+        if "cycle_reinit_test_acc" in part and part["cycle_reinit_test_acc"].notna().any():
+            acc_ax.plot(x, part["cycle_reinit_test_acc"], "x:", color=line.get_color(), label=f"{label} (reinit)")
+        if imp:
+            dying_ax.plot(x, part["cycle_distance_prev"], "o-", color=line.get_color(), label=f"{label} (to r-1)")
+            dying_ax.plot(x, part["cycle_distance_init"], "s--", color=line.get_color(), label=f"{label} (to θ0)")
         if "cycle_dying_ratio" in part and part["cycle_dying_ratio"].notna().any():
             dying_ax.plot(x, part["cycle_dying_ratio"], "o-", color=line.get_color(), label=label)
         if "cycle_dying_ratio_apparent" in part and part["cycle_dying_ratio_apparent"].notna().any():
             dying_ax.plot(x, part["cycle_dying_ratio_apparent"], "s--", color=line.get_color(),
                           label=f"{label} (apparent)")
-    for ax, ylabel, title in ((acc_ax, "test accuracy", "accuracy per cycle (Fig. 3b)"),
-                              (dying_ax, "dying ratio (per cycle)", "dying ratio per cycle (Fig. 5a)")):
+    right = (("angular distance 2∠/π", "IMP: distance to the previous round and to θ0 (Fig. 4)") if imp else
+             ("dying ratio (per cycle)", "dying ratio per cycle (Fig. 5a)"))
+    for ax, ylabel, title in ((acc_ax, "test accuracy", "IMP (o) and reinit (x) per round (Fig. 1)" if imp else
+                               "accuracy per cycle (Fig. 3b)"), (dying_ax, *right)):
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
@@ -211,9 +223,10 @@ def save_cycle_figure(summary: Any, plan: Plan, path: Path) -> Path | None:
         ax.set_title(title)
         ax.grid(alpha=0.3)
     acc_ax.legend(fontsize=7)
-    dying_ax.legend(fontsize=7)
-    fig.suptitle(f"{plan.space.name}: per cycle (solid: worst case; dashed: hard pruning's apparent)",
-                 fontsize=9)
+    if dying_ax.get_legend_handles_labels()[0]:
+        dying_ax.legend(fontsize=7)
+    fig.suptitle(f"{plan.space.name}: per round" if imp else
+                 f"{plan.space.name}: per cycle (solid: worst case; dashed: hard pruning's apparent)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

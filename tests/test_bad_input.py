@@ -5,8 +5,9 @@ and credentials in URIs. Each case: one line naming what is wrong and what is al
 with garbage values or garbage keys, ends in exit 0 or exit 2 with one line, never a
 traceback, and with --dry-run starts nothing.
 
-(λ_r, IMP rounds and mask files join the table when the IMP family lands; the pretrained
-weights of another architecture are in test_sweep_cli.)
+IMP (issue 7): rounds, prune fraction, one-shot sparsity, rewind point, λ_r and the repellent
+variant, the stability knobs (batch size, warm-up, weight decay), LMC points and the other
+IMP keys. (The pretrained weights of another architecture are in test_sweep_cli.)
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from orchestrator.sweep import main
 from trainables.config import describe_keys
 
 DST = ["--space", "dense_quick", "--set", "method.name=dst"]  # a space whose axes DST keeps
+IMP = ["--space", "imp_quick"]
+# imp_quick varies the repellent loss in its variants (a --set of those keys is refused): a space that does not
+IMP_WD = ["--space", "imp_weight_decay", "--set", "data.dataset=digits", "--set", "model.name=mlp"]
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -56,6 +60,46 @@ DST = ["--space", "dense_quick", "--set", "method.name=dst"]  # a space whose ax
      "method.cycles: 0 must be >= 1"),
     (["--set", "method.prune_rate=nan"], "method.prune_rate: expected a finite number, got 'nan'"),
     (["--set", "optim.lr=inf"], "optim.lr: expected a finite number, got 'inf'"),
+    # IMP: rounds, pruning, rewinding, repellent loss, stability knobs (batch size, warm-up, decay)
+    ([*IMP, "--set", "method.rounds=0"], "method.rounds: 0 must be >= 1 (allowed range [1, 1000])"),
+    ([*IMP, "--set", "method.rounds=two"], "method.rounds: expected an integer, got 'two'"),
+    ([*IMP, "--set", "method.prune_fraction=0"], "method.prune_fraction: 0.0 must be > 0 (allowed range (0, 1))"),
+    ([*IMP, "--set", "method.prune_fraction=1"], "method.prune_fraction: 1.0 must be < 1 (allowed range (0, 1))"),
+    ([*IMP, "--set", "method.scope=row"], "method.scope: 'row' is not one of global, layerwise"),
+    ([*IMP, "--set", "method.one_shot_sparsity=0.3"],
+     "method.rounds: one-shot pruning (method.one_shot_sparsity=0.3) trains a dense round and one pruned round; "
+     "set method.rounds=2, got 8"),
+    ([*IMP, "--set", "method.one_shot_sparsity=1.5", "--set", "method.rounds=2"],
+     "method.one_shot_sparsity: 1.5 must be < 1 (allowed range (0, 1))"),
+    ([*IMP, "--set", "method.rewind_epoch=10"],
+     "method.rewind_epoch: 10 must be smaller than schedule.epochs (10), the length of round 1"),
+    ([*IMP, "--set", "method.rewind_epoch=-1"], "method.rewind_epoch: -1 must be >= 0"),
+    ([*IMP, "--set", "method.rewind_step=-3"], "method.rewind_step: -3 must be >= 0"),
+    ([*IMP, "--set", "method.rewind_step=900", "--set", "data.batch_size=16"],
+     "method.rewind_step: 900 must be smaller than the 890 optimizer steps of round 1 (schedule.epochs=10 x 89 "
+     "steps at data.batch_size=16)"),
+    ([*IMP, "--set", "method.rewind_epoch=1", "--set", "method.rewind_step=5"],
+     "method.rewind_step: set rewind_epoch or rewind_step, not both (got 1 and 5)"),
+    ([*IMP_WD, "--set", "method.repel=sideways"], "method.repel: 'sideways' is not one of off, all, previous"),
+    ([*IMP_WD, "--set", "method.repel_lambda=nan"], "method.repel_lambda: expected a finite number, got 'nan'"),
+    ([*IMP_WD, "--set", "method.repel_lambda=strong"], "method.repel_lambda: expected a number, got 'strong'"),
+    ([*IMP_WD, "--set", "method.repel=all", "--set", "method.rounds=1"],
+     "method.repel: all repels earlier rounds' optima and needs method.rounds >= 2, got 1"),
+    ([*IMP, "--set", "method.repel_device=tpu"], "method.repel_device: 'tpu' is not one of device, cpu"),
+    ([*IMP, "--set", "method.lmc_points=1"], "method.lmc_points: 1 must be >= 2 (allowed range [2, 1000])"),
+    ([*IMP, "--set", "method.copy_data_seed=x"], "method.copy_data_seed: expected an integer, got 'x'"),
+    ([*IMP, "--set", "method.bn_batches=-1"], "method.bn_batches: -1 must be >= 0"),
+    ([*IMP, "--set", "method.hist_bins=1"], "method.hist_bins: 1 must be >= 2"),
+    ([*IMP, "--set", "method.density=0.2"], "unknown config key 'method.density'"),
+    ([*IMP, "--set", "data.batch_size=0"], "data.batch_size: 0 must be >= 1"),
+    ([*IMP, "--set", "data.batch_size=2048"], "data.batch_size: 2048 is larger than the 1437 training images of digits"),
+    ([*IMP, "--grid", "data.batch_size=16,4096"], "data.batch_size: 4096 is larger than the 1437 training images"),
+    ([*IMP, "--set", "schedule.warmup_epochs=10"], "schedule.warmup_epochs: 10 must be smaller than schedule.epochs (10)"),
+    ([*IMP, "--set", "schedule.warmup_epochs=-2"], "schedule.warmup_epochs: -2 must be >= 0"),
+    ([*IMP, "--set", "optim.weight_decay=-1e-5"], "optim.weight_decay: -1e-05 must be >= 0"),
+    ([*IMP, "--set", "method.affine_bn=maybe"], "method.affine_bn: expected true or false, got 'maybe'"),
+    ([*IMP, "--set", "method.prune_biases=2"], "method.prune_biases: expected true or false, got '2'"),
+    ([*IMP, "--set", "method.optima_store=tape"], "method.optima_store: 'tape' is not one of memory, disk"),
     # failure-recovery flags and credentials
     (["--sync-mlflow"], "--sync-mlflow: name the sweep to sync with --resume NAME"),
     (["--resume", "nosuch", "--sync-mlflow"], "--resume:"),
@@ -84,7 +128,7 @@ ASSIGNMENT = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sets=st.lists(ASSIGNMENT, min_size=1, max_size=3),
-       space=st.sampled_from(["ep_quick", "iep_quick", "dense_quick", "dst_quick"]))
+       space=st.sampled_from(["ep_quick", "iep_quick", "dense_quick", "dst_quick", "imp_quick"]))
 def test_any_set_gives_exit_0_or_one_line_and_starts_nothing(tmp_path: Path, sets: list[str],
                                                             space: str) -> None:
     import ray

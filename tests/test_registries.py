@@ -100,7 +100,8 @@ def test_each_method_name_builds_its_method(method: str) -> None:
         assert trained and any(n.endswith(".weight") for n in trained) and not any(
             n.endswith(".scores") for n in trained)
     cycles = getattr(cfg.method, "cycles", 0)
-    assert plan.count == {"iep": cycles, "dense_lrr": cycles + 1}.get(method, 1)
+    rounds = getattr(cfg.method, "rounds", 0)  # IMP: an IMP and a reinit cycle per round, no reinit in round 1
+    assert plan.count == {"iep": cycles, "dense_lrr": cycles + 1, "imp": 2 * rounds - 1}.get(method, 1)
     model = build_model(cfg, built.layer_factory())
     built.init_model(model)
     assert bool(built.masks(model)) == type(cfg.method).masked  # dense keeps no mask

@@ -364,12 +364,101 @@ class DSTConfig(MethodConfig):
                               f"method.update_period={self.update_period} (0 means the end of training)")
 
 
+IMP_PHASES: tuple[str, ...] = ("copy", "reinit", "imp")
+
+
+@dataclass(frozen=True)
+class ImpConfig(MethodConfig):
+    """Lottery tickets by iterative magnitude pruning (understanding-imp.txt §2-4, Table 1).
+
+    Each round trains, prunes `prune_fraction` of the remaining prunable weights by magnitude
+    and resets the survivors to θ_0 (or rewinds them to step t); every round may also train
+    its reinit baseline (same mask, fresh weights) and a second copy with other SGD noise for
+    linear mode connectivity. Round r runs as up to three engine cycles, in the order of
+    IMP_PHASES (the IMP training last, so the run's last report is IMP's).
+    """
+
+    masked: ClassVar[bool] = True
+    name: str = param("imp", "method")
+    rounds: int = param(25, "R: IMP rounds (round 1 trains the dense network), each of schedule.epochs epochs",
+                        ge=1, le=1000)
+    prune_fraction: float = param(0.2, "fraction of the REMAINING prunable weights removed per round "
+                                       "(ceil(p·remaining), as open_lth)", gt=0, lt=1)
+    scope: str = param("global", "magnitude ranking over all prunable layers together (global) or per layer "
+                                 "(layerwise)", choices=("global", "layerwise"))
+    one_shot_sparsity: float | None = param(
+        None, "one-shot pruning: after the dense round, prune straight to this SPARSITY (fraction removed, "
+              "e.g. 0.3 for ResNet-50 in Table 1); needs rounds=2", gt=0, lt=1)
+    rewind_epoch: int = param(0, "reset survivors to their values after this many epochs of round 1 "
+                                 "(0 with rewind_step=0: to the initialisation)", ge=0)
+    rewind_step: int = param(0, "reset survivors to their values after this many optimizer steps of round 1 "
+                                "(set rewind_epoch or rewind_step, not both)", ge=0)
+    weight_init: str = param("kaiming_normal", "weight initialisation (Table 1: LeNet kaiming_uniform, the "
+                                               "others kaiming_normal)", choices=("kaiming_normal", "kaiming_uniform"))
+    prune_shortcuts: bool = param(False, "also prune 1x1 shortcut (downsample) convs (BatchNorm is never pruned)")
+    prune_biases: bool = param(False, "also rank and prune the biases of the pruned conv/linear layers with their "
+                                      "weights (the paper prunes weights only; a bias dies with its neuron)")
+    affine_bn: bool = param(True, "affine BatchNorm (appendix A.3: all normalisation affine)")
+    reinit_baseline: bool = param(True, "train the random-reinit baseline (same mask, fresh weights) in every "
+                                        "pruned round, inside the trial")
+    lmc: bool = param(False, "train a second copy of every round from the same state with another data seed "
+                             "and measure linear mode connectivity (instability)")
+    copy_data_seed: int | None = param(None, "data seed of the second copy (None: the run's data seed + 1)")
+    lmc_points: int = param(20, "evenly spaced points on the linear path (endpoints included)", ge=2, le=1000)
+    lmc_successive: bool = param(True, "also interpolate between the IMP optima of successive rounds (Fig. 8)")
+    bn_batches: int = param(0, "training batches used to recompute BatchNorm statistics at each point "
+                               "(0: one whole epoch)", ge=0)
+    repel: str = param("off", "repellent loss J_r over earlier IMP optima: off, all (Θ = every earlier "
+                              "optimum) or previous (Θ = the last one only)", choices=("off", "all", "previous"))
+    repel_lambda: float = param(2.0, "λ_r of J_r (2 in the paper; < 0 attracts)")
+    repel_device: str = param("device", "where J_r is computed: device (the earlier optima projected on the "
+                                        "current mask go to the accelerator) or cpu (they stay in host memory)",
+                              choices=("device", "cpu"))
+    optima_store: str = param("memory", "where the earlier rounds' optima (IMP and reinit, each on its own mask: "
+                                        "<= 1/p model sizes in all) live: host memory, or disk (memory-mapped "
+                                        "files in a temporary directory, paged in when used); never on the "
+                                        "accelerator; checkpoints hold them either way", choices=("memory", "disk"))
+    hist_bins: int = param(64, "bins of the surviving-weight histograms", ge=2, le=10000)
+
+    def phases(self) -> tuple[str, ...]:
+        """Phases of a pruned round, in training order; round 1 (dense) has no reinit."""
+        return tuple(p for p in IMP_PHASES if p == "imp" or (p == "copy" and self.lmc)
+                     or (p == "reinit" and self.reinit_baseline))
+
+    def cycle_count(self) -> int:
+        per_round = len(self.phases())
+        return self.rounds * per_round - (1 if self.reinit_baseline else 0)
+
+    def validate(self, exp: ExperimentConfig) -> None:
+        if self.one_shot_sparsity is not None and self.rounds != 2:
+            raise ConfigError(f"method.rounds: one-shot pruning (method.one_shot_sparsity={self.one_shot_sparsity}) "
+                              f"trains a dense round and one pruned round; set method.rounds=2, got {self.rounds}")
+        if self.rewind_epoch and self.rewind_step:
+            raise ConfigError(f"method.rewind_step: set rewind_epoch or rewind_step, not both (got "
+                              f"{self.rewind_epoch} and {self.rewind_step})")
+        if self.rewind_epoch >= exp.schedule.epochs and self.rewind_epoch:
+            raise ConfigError(f"method.rewind_epoch: {self.rewind_epoch} must be smaller than schedule.epochs "
+                              f"({exp.schedule.epochs}), the length of round 1")
+        spe = DATASETS[exp.data.dataset].train_size // exp.data.batch_size  # drop_last, as the engine
+        if exp.run.max_steps_per_epoch:
+            spe = min(spe, exp.run.max_steps_per_epoch)
+        if self.rewind_step >= exp.schedule.epochs * spe and self.rewind_step:
+            raise ConfigError(f"method.rewind_step: {self.rewind_step} must be smaller than the "
+                              f"{exp.schedule.epochs * spe} optimizer steps of round 1 "
+                              f"(schedule.epochs={exp.schedule.epochs} x {spe} steps at data.batch_size="
+                              f"{exp.data.batch_size})")
+        if self.repel != "off" and self.rounds < 2:
+            raise ConfigError(f"method.repel: {self.repel} repels earlier rounds' optima and needs "
+                              f"method.rounds >= 2, got {self.rounds}")
+
+
 METHODS: dict[str, type[MethodConfig]] = {
     "edge_popup": EdgePopupConfig,
     "dense": DenseConfig,
     "iep": IterativeEdgePopupConfig,
     "dense_lrr": DenseLRRConfig,
     "dst": DSTConfig,
+    "imp": ImpConfig,
 }
 
 

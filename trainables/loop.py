@@ -40,7 +40,7 @@ from trainables.data import (
     train_batches,
 )
 from trainables.methods import build_method
-from trainables.methods.base import Method, Position, StepContext
+from trainables.methods.base import Evaluator, Method, Position, StepContext
 from trainables.models import build_model
 from trainables.sparse.mask_io import masks_to_bytes, table_to_bytes, write_masks
 
@@ -373,11 +373,11 @@ def train_epoch(state: TrainState, data: DataBundle, cfg: ExperimentConfig, ctx:
     model.train()
     module, method = state.model, state.method
     spe = epoch_steps(cfg, data)
-    data_seed = cfg.run.seed if cfg.run.data_seed is None else cfg.run.data_seed
+    data_seed, data_epoch = method.data_order(state.cycle, state.epoch, run_data_seed(cfg))
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count = 0
-    batches = train_batches(data, batch_size=cfg.data.batch_size, epoch=state.epoch, seed=data_seed,
+    batches = train_batches(data, batch_size=cfg.data.batch_size, epoch=data_epoch, seed=data_seed,
                             rank=ctx.rank, world_size=ctx.world_size, augment=cfg.data.augment,
                             dataset=cfg.data.dataset, device=device)
     _sample = functools.partial(sample_batch, data, seed=data_seed, rank=ctx.rank,
@@ -411,6 +411,51 @@ def train_epoch(state: TrainState, data: DataBundle, cfg: ExperimentConfig, ctx:
     return {"train_loss": loss / max(n, 1), "train_acc": acc / max(n, 1)}
 
 
+def run_data_seed(cfg: ExperimentConfig) -> int:
+    """The run's data seed: run.data_seed, or run.seed when it is unset."""
+    return cfg.run.seed if cfg.run.data_seed is None else cfg.run.data_seed
+
+
+@torch.no_grad()
+def recompute_bn(model: nn.Module, data: DataBundle, cfg: ExperimentConfig, ctx: DistContext,
+                 device: torch.device, batches: int = 0) -> None:
+    """Re-estimate every BatchNorm's running statistics from training batches (epoch 0's order).
+
+    Cumulative averages (momentum None) over `batches` batches (0: one epoch), without
+    augmentation; interpolated weights need their own statistics (ANCHORS item 10).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
+    if not norms:
+        model.eval()
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    limit = batches or epoch_steps(cfg, data)
+    for i, (x, _) in enumerate(train_batches(data, batch_size=cfg.data.batch_size, epoch=0,
+                                             seed=run_data_seed(cfg), rank=ctx.rank,
+                                             world_size=ctx.world_size, augment=False,
+                                             dataset=cfg.data.dataset, device=device)):
+        if i >= limit:
+            break
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.amp):
+            model(x)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    sync_buffers(model, ctx)
+    model.eval()
+
+
+def make_evaluator(data: DataBundle, cfg: ExperimentConfig, ctx: DistContext,
+                   device: torch.device) -> Evaluator:
+    """The engine's evaluation and BatchNorm re-estimation, lent to a method."""
+    return Evaluator(evaluate=lambda model: evaluate(model, data, cfg, ctx, device),
+                     recompute_bn=lambda model, batches=0: recompute_bn(model, data, cfg, ctx, device, batches))
+
+
 def start_cycle(state: TrainState, cycle: int) -> None:
     """The boundary into `cycle`: the method acts, then the engine applies its CycleStart."""
     start = state.method.begin_cycle(state.model, cycle)
@@ -427,13 +472,16 @@ CYCLE_ENGINE_METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
 
 def end_cycle(state: TrainState, metrics: dict[str, float]) -> dict[str, float]:
     """Cycle-end metrics (prefixed `cycle_`) and artifacts (kept in `state.artifacts`)."""
+    engine = {k: metrics[k] for k in CYCLE_ENGINE_METRICS if k in metrics}
+    state.method.observe_cycle_metrics(state.cycle, dict(engine))
     out = state.method.end_of_cycle(state.model, state.cycle)
     tag = f"cycle_{state.cycle:02d}.parquet"
     if out.masks:
         state.artifacts[f"masks/{tag}"] = masks_to_bytes(out.masks)
     for name, table in out.tables.items():
         state.artifacts[f"{name}/{tag}"] = table_to_bytes(table)
-    cycle_metrics = {f"cycle_{k}": metrics[k] for k in CYCLE_ENGINE_METRICS if k in metrics}
+    prefix = state.method.cycle_metric_prefix(state.cycle)
+    cycle_metrics = {f"cycle_{prefix}{k}": v for k, v in engine.items()}
     cycle_metrics.update({f"cycle_{k}": float(v) for k, v in out.metrics.items()})
     return cycle_metrics
 
@@ -469,6 +517,7 @@ def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
     state = build_state(cfg, device, spe)
     plan = state.method.cycle_plan()
     history: list[dict[str, float]] = []
+    state.method.bind_evaluator(make_evaluator(data, cfg, ctx, device))
     if resume_from is not None:
         history = load_checkpoint(state, cfg, Path(resume_from), device)
     model: nn.Module = state.model

@@ -10,9 +10,10 @@ from trainables.methods.dense import Dense
 from trainables.methods.dense_lrr import DenseLRR
 from trainables.methods.dst import DST
 from trainables.methods.edge_popup import EdgePopup
+from trainables.methods.imp import Imp
 from trainables.methods.iterative_edge_popup import IterativeEdgePopup
 
-__all__ = ["DST", "METHOD_REGISTRY", "Dense", "DenseLRR", "EdgePopup", "IterativeEdgePopup", "Method",
+__all__ = ["DST", "METHOD_REGISTRY", "Dense", "DenseLRR", "EdgePopup", "Imp", "IterativeEdgePopup", "Method",
            "build_method"]
 
 METHOD_REGISTRY: dict[str, Callable[[ExperimentConfig], Method]] = {
@@ -21,6 +22,7 @@ METHOD_REGISTRY: dict[str, Callable[[ExperimentConfig], Method]] = {
     "iep": IterativeEdgePopup,
     "dense_lrr": DenseLRR,
     "dst": DST,
+    "imp": Imp,
 }
 assert METHOD_REGISTRY.keys() == METHODS.keys(), "every method config needs its Method, and back"
 

@@ -14,6 +14,13 @@ what to do with the LR schedule and the optimizer state. At each cycle's end the
 collects `end_of_cycle`: metrics logged at step = cycle, and masks / tables kept as
 artifacts (`masks/cycle_XX.parquet`, ...). Single-cycle methods get the same calls once.
 
+Methods that measure models beyond the engine's own evaluation (IMP's linear mode
+connectivity) get an `Evaluator` once, before training (`bind_evaluator`). A method whose
+cycles play different parts (IMP: the second copy, the reinit baseline, the IMP training)
+names the engine's per-cycle metrics with `cycle_metric_prefix`, sees them through
+`observe_cycle_metrics` before `end_of_cycle`, and may train a cycle on another data order
+(`data_order`).
+
 Per step, in order: `before_step` -> forward -> loss + `loss_term` -> backward ->
 `before_optimizer_step` (gradients are ready) -> optimizer step (unless skipped) ->
 LR schedule step -> `after_step`.
@@ -125,6 +132,20 @@ class StepContext:
     sample_batch: Callable[[int], tuple[Tensor, Tensor]] | None = None
 
 
+@dataclass(frozen=True)
+class Evaluator:
+    """What the engine lends a method that evaluates models itself.
+
+    evaluate(model): {"test_loss", "test_acc"} on the held-out split (a collective under DDP:
+    every rank must call it the same number of times); recompute_bn(model, batches): reset
+    every BatchNorm's running statistics and re-estimate them (cumulative average) from
+    `batches` training batches of a fixed order (0: one epoch), leaving the model in eval mode.
+    """
+
+    evaluate: Callable[[nn.Module], dict[str, float]]
+    recompute_bn: Callable[[nn.Module, int], None]
+
+
 class Method:
     """Default hooks: plain dense training of every parameter, one cycle."""
 
@@ -148,6 +169,24 @@ class Method:
         return CyclePlan(count=self.cfg.method.cycle_count(), epochs=self.cfg.schedule.epochs)
 
     # --- training hooks (called by the engine) ----------------------------------------------
+    def bind_evaluator(self, evaluator: Evaluator) -> None:
+        """Once, before `on_train_start`: an evaluator for methods that measure models themselves."""
+
+    def data_order(self, cycle: int, epoch: int, data_seed: int) -> tuple[int, int]:
+        """(seed, epoch index) that fix the data order and augmentation of 0-based `epoch`.
+
+        Default: the run's data seed and the global epoch. IMP replays each round's order
+        (open_lth: seed + epoch within the training run) and gives its second copy another seed.
+        """
+        return data_seed, epoch
+
+    def cycle_metric_prefix(self, cycle: int) -> str:
+        """Inserted into the engine's per-cycle metric names: `cycle_{prefix}test_acc`, ..."""
+        return ""
+
+    def observe_cycle_metrics(self, cycle: int, metrics: dict[str, float]) -> None:
+        """The engine's metrics of the cycle's last epoch (test_acc, ...), before `end_of_cycle`."""
+
     def on_train_start(self, model: nn.Module, pos: Position) -> None:
         """Once, after init or after a checkpoint was restored (state already loaded)."""
 

@@ -1,0 +1,86 @@
+"""IMP through the real CLI: `python -m orchestrator.sweep`, real local Ray, SQLite MLflow. One
+short sweep shared by the tests of this module (one trial, to stay within the CI budget:
+LeNet-300-100 on digits with the repellent loss and the LMC copy, 2 rounds of 1 epoch of 3
+steps): the per-round comparison of IMP and its reinit baseline is one metric query, and the
+round artifacts (masks, distance matrix, histograms, interpolation curves) are in MLflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+
+from orchestrator.tracking import KIND_TAG, iter_child_runs
+from trainables.metrics.distances import distance_matrix
+from trainables.sparse.mask_io import read_masks
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+# imp_weight_decay pinned to one point (imp_quick's variants would make 2 trials), on digits
+SETS = ["data.dataset=digits", "model.name=mlp", "model.mlp_hidden=300,100", "optim.weight_decay=0",
+        "method.rounds=2", "schedule.epochs=1", "run.max_steps_per_epoch=3", "data.batch_size=32", "method.lmc=true",
+        "method.lmc_points=3", "method.repel=all"]
+IMP_CYCLES = [2, 5]  # cycles: (1, copy) (1, imp) (2, copy) (2, reinit) (2, imp)
+
+
+@pytest.fixture(scope="module")
+def imp_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, list, str, Path]:
+    storage = tmp_path_factory.mktemp("imp") / "runs"
+    args = ["--space", "imp_weight_decay", "--storage", str(storage), "--name", "imp", "--experiment", "imp"]
+    for item in SETS:
+        args += ["--set", item]
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", *args], cwd=ROOT,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        print(proc.stdout[-5000:], proc.stderr[-5000:])
+    assert proc.returncode == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage.resolve()}/mlflow.db")
+    exp = client.get_experiment_by_name("imp")
+    parent, = client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'")
+    children = list(iter_child_runs(client, exp.experiment_id, parent.info.run_id))
+    return client, children, proc.stdout, tmp_path_factory.mktemp("dl")
+
+
+def test_sweep_prints_the_per_round_table(imp_sweep: tuple) -> None:
+    _, children, out, _ = imp_sweep
+    assert len(children) == 1
+    assert "Per cycle" in out and "cycle_reinit_test_acc" in out and "cycle_distance_prev" in out
+
+
+def test_imp_and_reinit_per_round_in_one_query(imp_sweep: tuple) -> None:
+    client, children, _, _ = imp_sweep
+    for run in children:
+        rid = run.info.run_id
+        history = {key: {m.step: m.value for m in client.get_metric_history(rid, key)}
+                   for key in ("cycle_round", "cycle_test_acc", "cycle_reinit_test_acc", "cycle_remaining_ratio",
+                               "cycle_instability")}
+        assert sorted(history["cycle_test_acc"]) == IMP_CYCLES
+        assert [history["cycle_round"][c] for c in IMP_CYCLES] == [1, 2]
+        assert sorted(history["cycle_reinit_test_acc"]) == [5]  # round 1 is dense: no reinit
+        assert history["cycle_remaining_ratio"][5] == pytest.approx(0.8, abs=1e-3)
+        assert sorted(history["cycle_instability"]) == IMP_CYCLES
+        epochs = [m.step for m in client.get_metric_history(rid, "test_acc")]
+        assert epochs == [1, 2, 3, 4, 5]
+        assert sorted(m.step for m in client.get_metric_history(rid, "cycle_repel_loss")) == [5]  # round 2 only
+
+
+def test_round_artifacts_are_in_mlflow(imp_sweep: tuple) -> None:
+    client, children, _, dl = imp_sweep
+    run = children[0]
+    dest = dl / run.info.run_id
+    dest.mkdir()
+    masks = [read_masks(client.download_artifacts(run.info.run_id, f"masks/cycle_{c:02d}.parquet", str(dest)))
+             for c in IMP_CYCLES]
+    kept = [sum(int(m.sum()) for m in ms.values()) for ms in masks]
+    total = sum(m.numel() for m in masks[0].values())
+    assert kept == [total, total - -(-total // 5)]  # ⌈0.2·n⌉ removed
+    table = pq.read_table(client.download_artifacts(run.info.run_id, "distances/cycle_05.parquet", str(dest)))
+    labels, matrix = distance_matrix(table, "imp")
+    assert labels == ["r01", "r02", "init"] and 0 <= matrix[0, 1] <= 1
+    for name in ("histograms", "lmc"):
+        assert pq.read_table(client.download_artifacts(run.info.run_id, f"{name}/cycle_05.parquet", str(dest))).num_rows
