@@ -228,7 +228,28 @@ def test_deepcopy_and_dtype_move_recompute(count_selections: list[int]) -> None:
     layer.double()  # new storage and dtype, same Parameter, no version bump
     assert layer.masked_weight().dtype == torch.float64
     assert count_selections[0] == 3, "a dtype move must recompute the mask"
-    assert layer._cached_float.dtype == torch.float64  # not a float32 mask promoted on the fly
+    assert layer.coat_depth().dtype == torch.float64  # not a float32 mask promoted on the fly
+    assert layer._cached_weight.dtype == torch.float64
     layer.scores.data = layer.scores.data.clone()  # same dtype and version, new data pointer
     layer.current_mask()
     assert count_selections[0] == 4, "new score storage must recompute the mask"
+
+
+@pytest.mark.parametrize("coats", [1, 3])
+def test_fused_masked_weight_matches_the_unfused_chain_bit_for_bit(coats: int) -> None:
+    """MaskedWeight (cached θ0⊙m, one node) = θ0 * StraightThrough(|s|, m): forward and scores' grad."""
+    torch.manual_seed(3)
+    layer = SupermaskConv2d(3, 5, 3, padding=1, prune_rate=0.6)
+    layer.coat_rates = tuple(0.6 + 0.1 * i for i in range(coats))
+    with torch.no_grad():
+        layer.scores[0, 0, 0, 0] = 0.0  # sign(0) = 0: abs' backward gives 0 there too
+    x = torch.randn(2, 3, 6, 6)
+    g = torch.randn(2, 5, 6, 6)
+    layer(x).backward(g)
+    fused = layer.scores.grad.clone()
+    layer.scores.grad = None
+    w_ref = layer.weight * StraightThrough.apply(layer.scores.abs(), layer.coat_depth(), float(coats))
+    assert torch.equal(w_ref, layer.masked_weight())
+    layer._conv_forward(x, w_ref, None).backward(g)
+    assert torch.equal(fused, layer.scores.grad)
+    assert fused[0, 0, 0, 0] == 0

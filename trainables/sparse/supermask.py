@@ -7,6 +7,9 @@ straight-through estimator: every score, selected or not, receives ∂L/∂(m⊙
 
 Selection costs a top-k over the layer, so the mask is computed once per score update and
 cached (ANCHORS item 3), instead of a full sort in every forward as in hidden-networks.
+With the mask the cache keeps θ0 ⊙ m itself: every forward until the next score update
+reuses it, and one fused autograd node (`MaskedWeight`) passes the straight-through
+gradient back to the scores.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "StraightThrough",
     "SupermaskConv2d",
     "SupermaskLinear",
+    "MaskedWeight",
     "SupermaskMixin",
     "coat_mask",
     "selection_key",
@@ -54,6 +58,33 @@ class StraightThrough(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None]:
         return (grad_output if ctx.scale == 1.0 else grad_output * ctx.scale), None, None
+
+
+class MaskedWeight(torch.autograd.Function):
+    """θ0 ⊙ m with the straight-through estimator on |s|, fused into one autograd node.
+
+    Forward returns the cached θ0 ⊙ m (computed once per score update, and shared by every
+    forward until the next one). Backward gives the scores exactly what the unfused chain
+    `θ0 * StraightThrough(|s|, m)` gives, in the same order of roundings:
+    ((∂L/∂W · θ0) · scale) · sign(s) — without the forward's |s|, the float mask's product
+    and the autograd nodes of abs, the estimator and the product.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, scores: Tensor, weight: Tensor, masked: Tensor, scale: float) -> Tensor:
+        ctx.save_for_backward(scores, weight)
+        ctx.scale = scale
+        return masked.view_as(masked)  # a view: the cached tensor never gets a grad_fn
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        scores, weight = ctx.saved_tensors
+        grad = grad_output * weight
+        if ctx.scale != 1.0:
+            grad = grad * ctx.scale
+        return grad.mul_(scores.sign()), None, None, None
 
 
 def selection_key(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
@@ -146,7 +177,7 @@ class SupermaskMixin:
 
     The cache is keyed on (scores object, scores._version, data pointer, dtype, device,
     prune rates, the search space's identity and version, number of optimizer steps taken
-    in the process): an optimizer step, an in-place edit under `torch.no_grad()`,
+    in the process, the frozen weight's version, storage and dtype): an optimizer step, an in-place edit under `torch.no_grad()`,
     `load_state_dict`, a device/dtype move, new prune rates or a new search space all force
     a new selection. An in-place edit through `scores.data` bypasses the version counter:
     call `invalidate_mask()` after one.
@@ -214,18 +245,22 @@ class SupermaskMixin:
         self._cache_key: tuple[Any, ...] | None = None
         self._cached_bool: Tensor | None = None
         self._cached_float: Tensor | None = None
+        self._cached_weight: Tensor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # The cache (and its weakref) is derived state: never pickle or deep-copy it.
         state = self.__dict__.copy()
-        state.update(_cache_ref=None, _cache_key=None, _cached_bool=None, _cached_float=None)
+        state.update(_cache_ref=None, _cache_key=None, _cached_bool=None, _cached_float=None,
+                     _cached_weight=None)
         return state
 
     def _refresh(self) -> None:
         s = self.scores
         allowed = self.allowed
         space = None if allowed is None else (id(allowed), allowed._version, allowed.device)
-        key = (s._version, s.data_ptr(), s.dtype, s.device, self._coats, space, _step_count)
+        w = self.weight
+        key = (s._version, s.data_ptr(), s.dtype, s.device, self._coats, space, _step_count,
+               w._version, w.data_ptr(), w.dtype)
         # The weakref identifies the tensor itself: a new scores Parameter allocated where
         # the old one lived cannot be mistaken for it.
         if self._cache_ref is not None and self._cache_ref() is s and self._cache_key == key:
@@ -243,6 +278,7 @@ class SupermaskMixin:
                 depth = coat_mask(s, keeps, allowed)
                 self._cached_bool = depth > 0
                 self._cached_float = depth
+            self._cached_weight = w * self._cached_float  # θ0 ⊙ m: every forward until the next update
         self._cache_ref = weakref.ref(s)
         self._cache_key = key
 
@@ -260,9 +296,8 @@ class SupermaskMixin:
         changes its rank correctly, including negative ones.
         """
         self._refresh()
-        assert self._cached_float is not None
-        mask = StraightThrough.apply(self.scores.abs(), self._cached_float, float(len(self._coats)))
-        return self.weight * mask
+        assert self._cached_weight is not None
+        return MaskedWeight.apply(self.scores, self.weight, self._cached_weight, float(len(self._coats)))
 
     def coat_depth(self) -> Tensor:
         """Σ_i m_{k_i} as a float tensor (equals the bool mask with one coat; read-only)."""
