@@ -162,6 +162,22 @@ def measure(model: str, batch: int, repeats: int, variants: list[str],
     return interleaved_medians(dict(built.items()), repeats, warmup=2 if compile_model else 1)
 
 
+def peak_rss(variant: str, model: str, batch: int, steps: int = 3) -> dict[str, float]:
+    """In THIS process (run it in a fresh one): peak RSS in MB after imports, and after
+    `steps` training steps of `variant` (ru_maxrss is the process's high-water mark, so a
+    model smaller than the imports' transient peak shows no growth)."""
+    import resource
+
+    def mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    base = mb()
+    v = build_variant(variant, model, batch)
+    for _ in range(steps):
+        v()
+    return {"base_mb": base, "peak_mb": mb()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="conv8,resnet18")
@@ -170,7 +186,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--compile", action="store_true", help="torch.compile every model (inductor)")
+    p.add_argument("--rss", metavar="VARIANT", help="print peak RSS (JSON) of a few steps of VARIANT "
+                   "on the first model, in this process, and exit")
     args = p.parse_args()
+    if args.rss:
+        import json
+
+        print(json.dumps(peak_rss(args.rss, args.models.split(",")[0], args.batch)))
+        return
     print(f"batch {args.batch}, {torch.get_num_threads()} threads, median of {args.repeats} interleaved steps")
     for model in args.models.split(","):
         med = measure(model, args.batch, args.repeats, args.variants.split(","), args.compile)

@@ -79,7 +79,9 @@ def read_ticket(path: str | os.PathLike[str]) -> tuple[ExperimentConfig, dict[st
     if TICKET_META not in meta:
         raise TicketError(f"{p}: a mask file without a ticket's seed and config (use `ticket export`)")
     body = json.loads(meta[TICKET_META])
-    cfg = ExperimentConfig.from_flat({**body["config"], "run.seed": body["seed"]})
+    # data_dir only has to be set for validation: a rebuild reads no data
+    cfg = ExperimentConfig.from_flat({"data.data_dir": "(not read by a ticket rebuild)", **body["config"],
+                                      "run.seed": body["seed"]})
     _check_method(cfg)
     return cfg, read_masks(p)
 
