@@ -162,20 +162,60 @@ def measure(model: str, batch: int, repeats: int, variants: list[str],
     return interleaved_medians(dict(built.items()), repeats, warmup=2 if compile_model else 1)
 
 
+def _status_mb(field: str) -> float:
+    for line in open("/proc/self/status").read().splitlines():  # noqa: SIM115
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def peak_rss(variant: str, model: str, batch: int, steps: int = 3) -> dict[str, float]:
-    """In THIS process (run it in a fresh one): peak RSS in MB after imports, and after
-    `steps` training steps of `variant` (ru_maxrss is the process's high-water mark, so a
-    model smaller than the imports' transient peak shows no growth)."""
-    import resource
+    """Peak RSS in MB of `steps` training steps of `variant` in THIS process (Linux).
 
-    def mb() -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    base = mb()
+    After the imports the high-water mark is reset (`/proc/self/clear_refs` <- 5), so the
+    imports' transient peak does not hide a small model: base_mb is the resident set before
+    the model is built, peak_mb the high-water mark after the steps.
+    """
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _status_mb("VmRSS")
     v = build_variant(variant, model, batch)
     for _ in range(steps):
         v()
-    return {"base_mb": base, "peak_mb": mb()}
+    return {"base_mb": base, "peak_mb": _status_mb("VmHWM")}
+
+
+def component_seconds(variant: Variant, part: str, repeats: int) -> tuple[float, float]:
+    """(median step, median of one hook inside it) over `repeats` steps of one variant.
+
+    part="history": edge-popup's `before_step` with this step's masks already selected (so
+    what is timed is the history alone: packing, ORs, visit counts); part="update": DST's
+    `before_optimizer_step` on an update step (the topology update alone).
+    """
+    method = variant.state.method
+    name = "before_step" if part == "history" else "before_optimizer_step"
+    inner = getattr(method, name)
+    spent: list[float] = []
+
+    def timed(*a: Any) -> Any:
+        if part == "history":
+            for layer in supermask_modules(variant.state.model).values():
+                layer.current_mask()  # the selection: not the history's cost
+        t0 = time.perf_counter()
+        out = inner(*a)
+        spent.append(time.perf_counter() - t0)
+        return out
+
+    setattr(method, name, timed)
+    variant()  # warm-up
+    spent.clear()
+    steps = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        variant()
+        steps.append(time.perf_counter() - t0)
+    setattr(method, name, inner)
+    return statistics.median(steps), statistics.median(spent)
 
 
 def main() -> None:
@@ -188,7 +228,10 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile every model (inductor)")
     p.add_argument("--rss", metavar="VARIANT", help="print peak RSS (JSON) of a few steps of VARIANT "
                    "on the first model, in this process, and exit")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.rss:
         import json
 

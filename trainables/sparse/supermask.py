@@ -272,13 +272,14 @@ class SupermaskMixin:
             if len(self._coats) == 1:
                 mask = topk_mask(s, self.keep_count(), allowed)
                 self._cached_bool = mask
-                self._cached_float = mask.to(s.dtype)
+                self._cached_float = None  # one coat: made on demand (coat_depth), not kept
+                self._cached_weight = w * mask.to(s.dtype)  # θ0 ⊙ m: every forward until the next update
             else:
                 keeps = tuple(kept_count(n, k) for k in self._coats)
                 depth = coat_mask(s, keeps, allowed)
                 self._cached_bool = depth > 0
                 self._cached_float = depth
-            self._cached_weight = w * self._cached_float  # θ0 ⊙ m: every forward until the next update
+                self._cached_weight = w * depth
         self._cache_ref = weakref.ref(s)
         self._cache_key = key
 
@@ -302,7 +303,9 @@ class SupermaskMixin:
     def coat_depth(self) -> Tensor:
         """Σ_i m_{k_i} as a float tensor (equals the bool mask with one coat; read-only)."""
         self._refresh()
-        assert self._cached_float is not None
+        assert self._cached_bool is not None
+        if self._cached_float is None:
+            return self._cached_bool.to(self.scores.dtype)
         return self._cached_float
 
     def extra_repr(self) -> str:
