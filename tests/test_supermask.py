@@ -253,3 +253,20 @@ def test_fused_masked_weight_matches_the_unfused_chain_bit_for_bit(coats: int) -
     layer._conv_forward(x, w_ref, None).backward(g)
     assert torch.equal(fused, layer.scores.grad)
     assert fused[0, 0, 0, 0] == 0
+
+
+def test_coat_mask_equals_the_sorted_prefix_definition_without_ties() -> None:
+    """Nested unsorted top-k (the fast path) = coat j as the top-keeps[j] prefix of one sorted ranking."""
+    from trainables.sparse.supermask import coat_mask
+
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(7, 5, 3, 3, generator=g)
+    keeps = (200, 150, 90, 31)
+    order = scores.abs().flatten().argsort(descending=True)
+    ref = torch.zeros(scores.numel())
+    for keep in keeps:
+        ref[order[:keep]] += 1
+    assert torch.equal(coat_mask(scores, keeps), ref.view(scores.shape))
+    allowed = torch.rand(scores.shape, generator=g) < 0.8
+    depth = coat_mask(scores, keeps, allowed)
+    assert not bool(depth[~allowed].any()) and int((depth > 0).sum()) == keeps[0]

@@ -131,19 +131,22 @@ def topk_mask(scores: Tensor, keep: int, allowed: Tensor | None = None) -> Tenso
 def coat_mask(scores: Tensor, keeps: tuple[int, ...], allowed: Tensor | None = None) -> Tensor:
     """Σ_i m_{k_i}: how many of the nested top-`keeps[i]` masks hold each edge (float).
 
-    `keeps` descend (coat 1 is the least pruned). One sorted top-k of the largest coat gives
-    every coat as a prefix of the same ranking, so coats nest exactly even under ties.
+    `keeps` descend (coat 1 is the least pruned). Coat 1 is an unsorted top-k of the layer,
+    and every further coat an unsorted top-k among the previous coat's edges, so coats nest
+    exactly even under ties, with no sort (a sorted top-k of coat 1 cost ~1.3x as much).
     """
     if any(a < b for a, b in zip(keeps, keeps[1:], strict=False)):
         raise ValueError(f"coat keep counts must descend, got {keeps}")
     flat = selection_key(scores, allowed).flatten()
     n = flat.numel()
     _check_keep(keeps[0], n, allowed)
-    idx = torch.topk(flat, keeps[0], largest=True, sorted=True).indices
-    depth = torch.zeros(keeps[0], dtype=scores.dtype, device=flat.device)
-    for keep in keeps:
-        depth[:keep] += 1
-    out = torch.zeros(n, dtype=scores.dtype, device=flat.device).scatter_(0, idx, depth)
+    out = torch.zeros(n, dtype=scores.dtype, device=flat.device)
+    idx = torch.topk(flat, keeps[0], largest=True, sorted=False).indices
+    out.scatter_(0, idx, 1.0)
+    for keep in keeps[1:]:
+        if keep < idx.numel():
+            idx = idx[torch.topk(flat[idx], keep, largest=True, sorted=False).indices]
+        out.scatter_add_(0, idx, torch.ones(idx.numel(), dtype=out.dtype, device=out.device))
     return out.view(scores.shape)
 
 
