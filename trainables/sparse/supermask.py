@@ -257,6 +257,9 @@ class SupermaskMixin:
                      _cached_weight=None)
         return state
 
+    # The cache lives outside any compiled graph: under torch.compile its key (versions,
+    # pointers, a step counter) would otherwise become guards that recompile every step.
+    @torch.compiler.disable
     def _refresh(self) -> None:
         s = self.scores
         allowed = self.allowed
