@@ -5,7 +5,8 @@
     .venv/bin/python -m benchmarks --only steps,tracking --compile
 
 Every ratio is measured side by side in one run (variants interleaved round-robin, median of
-`--repeats`), never against a stored absolute time, so it holds on a shared machine. Rows:
+`--repeats`), never against a stored absolute time, and on this process's CPU time (not wall
+time: other jobs on a shared machine do not count; BENCH_CLOCK=wall for wall time). Rows:
   steps     training step / dense step (weights trainable in dense), Conv-8 and ResNet-18 on
             32x32: edge-popup (goal <= 1.15), the original full-sort selection (reference),
             soft iEP, multicoat N = 4 and its full-sort reference  (benchmarks.training_steps)
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     only = set(args.only.split(","))
     print(f"# sparsesweep benchmarks: CPU {cpu_name()}, {os.cpu_count()} cores visible, "
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; batch {args.batch}, "
-          f"median of {args.repeats} interleaved repetitions", flush=True)
+          f"median of {args.repeats} interleaved repetitions of CPU time", flush=True)
     rows: list[Row] = []
     t0 = time.perf_counter()
     models = args.models.split(",")

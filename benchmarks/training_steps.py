@@ -28,6 +28,7 @@ Variants (all on the same model and batch):
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import types
@@ -140,17 +141,23 @@ def build_variant(name: str, model: str, batch: int, *, compile_model: bool = Fa
     return v
 
 
+#: The clock of every figure: this process's CPU time (user + system, all its threads). On a
+#: machine shared with other jobs, wall time counts the time other processes hold the cores;
+#: CPU time counts the work of the step itself (set BENCH_CLOCK=wall for wall-clock time).
+CLOCK: Callable[[], float] = time.perf_counter if os.environ.get("BENCH_CLOCK") == "wall" else time.process_time
+
+
 def interleaved_medians(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each function, called round-robin `repeats` times after `warmup` calls."""
+    """Median seconds (CLOCK) of each function, called round-robin `repeats` times after `warmup` calls."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(CLOCK() - t0)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -201,9 +208,9 @@ def component_seconds(variant: Variant, part: str, repeats: int) -> tuple[float,
         if part == "history":
             for layer in supermask_modules(variant.state.model).values():
                 layer.current_mask()  # the selection: not the history's cost
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         out = inner(*a)
-        spent.append(time.perf_counter() - t0)
+        spent.append(CLOCK() - t0)
         return out
 
     setattr(method, name, timed)
@@ -211,9 +218,9 @@ def component_seconds(variant: Variant, part: str, repeats: int) -> tuple[float,
     spent.clear()
     steps = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         variant()
-        steps.append(time.perf_counter() - t0)
+        steps.append(CLOCK() - t0)
     setattr(method, name, inner)
     return statistics.median(steps), statistics.median(spent)
 
