@@ -20,8 +20,8 @@ time: other jobs on a shared machine do not count; BENCH_CLOCK=wall for wall tim
   memory    peak RSS of edge-popup and DST training / dense at the same batch (fresh process
             each; IMP is not built yet)
   compile   (--compile) torch.compile'd step / eager step, dense and edge-popup, Conv-8
-The GPU column is not measured here: run this on a GPU machine with --device support added
-when one is at hand (see README).
+GPU: `--device cuda` runs the training rows on the GPU (wall time after a synchronize) and adds
+peak GPU memory to the memory rows. It has not run on a GPU yet.
 """
 
 from __future__ import annotations
@@ -170,13 +170,13 @@ def ticket_rows(model: str) -> list[Row]:
              None, "bit-exact rebuild", "yes" if exact else "NO")]
 
 
-def memory_rows(model: str, batch: int) -> list[Row]:
+def memory_rows(model: str, batch: int, device: str = "cpu") -> list[Row]:
     out: dict[str, dict[str, float]] = {}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                                          os.environ.get("PYTHONPATH")]))}
     for variant in ("dense", "ep", "dst"):
         res = subprocess.run([sys.executable, "-m", "benchmarks.training_steps", "--rss", variant,
-                              "--models", model, "--batch", str(batch),
+                              "--models", model, "--batch", str(batch), "--device", device,
                               "--threads", str(torch.get_num_threads())], capture_output=True, text=True,
                              env=env, check=True)
         out[variant] = json.loads(res.stdout.strip().splitlines()[-1])
@@ -189,6 +189,10 @@ def memory_rows(model: str, batch: int) -> list[Row]:
         rows.append((f"peak RSS {label} / dense, {model} b{batch}",
                      f"{m['peak_mb']:.0f} vs {d['peak_mb']:.0f} MB (training: {m['peak_mb'] - m['base_mb']:.0f} "
                      f"vs {d['peak_mb'] - d['base_mb']:.0f})", r, "report", "-"))
+        if "gpu_peak_mb" in m:
+            rows.append((f"peak GPU memory {label} / dense, {model} b{batch}",
+                         f"{m['gpu_peak_mb']:.0f} vs {d['gpu_peak_mb']:.0f} MB", m["gpu_peak_mb"] / d["gpu_peak_mb"],
+                         "report", "-"))
     rows.append(("peak RSS IMP / dense", "IMP not built yet", None, "report", "not measured"))
     return rows
 
@@ -228,12 +232,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-resnet50", action="store_true", help="skip the ResNet-50 mask row")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     p.add_argument("--compile", action="store_true", help="add torch.compile rows (slow to compile)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the training rows run "
+                   "(cuda: wall time after a synchronize; not yet run on a GPU)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier ratios on a shared "
                    "machine, where a 2-thread op waits for its slower thread)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from benchmarks.training_steps import use_device
+
+    use_device(args.device)
     only = set(args.only.split(","))
-    print(f"# sparsesweep benchmarks: CPU {cpu_name()}, {os.cpu_count()} cores visible, "
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU {cpu_name()}"
+    print(f"# sparsesweep benchmarks: {where}, {os.cpu_count()} cores visible, "
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; batch {args.batch}, "
           f"median of {args.repeats} interleaved repetitions of CPU time", flush=True)
     rows: list[Row] = []
@@ -251,11 +261,12 @@ def main(argv: list[str] | None = None) -> None:
     if "ticket" in only:
         rows += ticket_rows(models[-1])
     if "memory" in only:
-        rows += memory_rows(models[-1], args.batch)
+        rows += memory_rows(models[-1], args.batch, args.device)
     if args.compile:
         rows += compile_rows(args.batch, args.repeats)
     print_table(rows)
-    print(f"# {time.perf_counter() - t0:.0f} s; GPU figures: not measured on this machine", flush=True)
+    print(f"# {time.perf_counter() - t0:.0f} s" + ("" if args.device == "cuda" else
+          "; GPU figures: not measured (run with --device cuda on a GPU)"), flush=True)
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ class Variant:
 
 def build_variant(name: str, model: str, batch: int, *, compile_model: bool = False) -> Variant:
     cfg = config(model, batch, VARIANTS[name])
-    state = build_state(cfg, torch.device("cpu"), 10**6)
+    state = build_state(cfg, DEVICE, 10**6)
     if name.endswith("_naive"):
         for layer in supermask_modules(state.model).values():
             layer.masked_weight = types.MethodType(_naive_masked_weight, layer)  # type: ignore[method-assign]
@@ -132,8 +132,8 @@ def build_variant(name: str, model: str, batch: int, *, compile_model: bool = Fa
     if name == "dst_update":
         state.method.end_step = 10**9
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, 32, 32, generator=g)
-    y = torch.randint(0, 10, (batch,), generator=g)
+    x = torch.randn(batch, 3, 32, 32, generator=g).to(DEVICE)
+    y = torch.randint(0, 10, (batch,), generator=g).to(DEVICE)
     # the method's hooks keep the plain module (its layer names); only the forward is compiled
     v = Variant(name, state, x, y, net=torch.compile(state.model) if compile_model else None)
     if name == "dst_update":
@@ -145,6 +145,21 @@ def build_variant(name: str, model: str, batch: int, *, compile_model: bool = Fa
 #: machine shared with other jobs, wall time counts the time other processes hold the cores;
 #: CPU time counts the work of the step itself (set BENCH_CLOCK=wall for wall-clock time).
 CLOCK: Callable[[], float] = time.perf_counter if os.environ.get("BENCH_CLOCK") == "wall" else time.process_time
+DEVICE = torch.device("cpu")
+
+
+def _cuda_clock() -> float:
+    torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def use_device(name: str) -> None:
+    """Build every variant on `name`; on CUDA the clock is wall time after a synchronize
+    (CPU time would not count the kernels). Not yet run on a GPU."""
+    global DEVICE, CLOCK
+    DEVICE = torch.device(name)
+    if DEVICE.type == "cuda":
+        CLOCK = _cuda_clock
 
 
 def interleaved_medians(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 1) -> dict[str, float]:
@@ -189,7 +204,10 @@ def peak_rss(variant: str, model: str, batch: int, steps: int = 3) -> dict[str, 
     v = build_variant(variant, model, batch)
     for _ in range(steps):
         v()
-    return {"base_mb": base, "peak_mb": _status_mb("VmHWM")}
+    out = {"base_mb": base, "peak_mb": _status_mb("VmHWM")}
+    if DEVICE.type == "cuda":
+        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
 
 
 def component_seconds(variant: Variant, part: str, repeats: int) -> tuple[float, float]:
@@ -236,7 +254,9 @@ def main() -> None:
     p.add_argument("--rss", metavar="VARIANT", help="print peak RSS (JSON) of a few steps of VARIANT "
                    "on the first model, in this process, and exit")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = p.parse_args()
+    use_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.rss:
