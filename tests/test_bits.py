@@ -43,3 +43,14 @@ def test_refuses_wrong_sizes() -> None:
         unpack_bits(torch.zeros(3, dtype=torch.uint8), (9,))
     with pytest.raises(ValueError, match="shape"):
         PackedBits.of(torch.zeros(9, dtype=torch.bool)).or_(torch.zeros(3, 3, dtype=torch.bool))
+
+
+def test_record_masks_keeps_dst_history_packed() -> None:
+    """DST's ever-active history: packed from the first mask, an old bool entry packed on the next OR."""
+    from trainables.metrics.itop import itop_ratio, record_masks
+
+    ever: dict = {"old": torch.tensor([True, False, False, False])}
+    record_masks(ever, {"new": torch.tensor([False, True, False]), "old": torch.tensor([False, True, False, False])})
+    assert all(isinstance(v, PackedBits) for v in ever.values())
+    assert torch.equal(ever["old"].unpack(), torch.tensor([True, True, False, False]))
+    assert itop_ratio(ever) == 3 / 7
