@@ -53,4 +53,4 @@ def test_record_masks_keeps_dst_history_packed() -> None:
     record_masks(ever, {"new": torch.tensor([False, True, False]), "old": torch.tensor([False, True, False, False])})
     assert all(isinstance(v, PackedBits) for v in ever.values())
     assert torch.equal(ever["old"].unpack(), torch.tensor([True, True, False, False]))
-    assert itop_ratio(ever) == 3 / 7
+    assert itop_ratio(ever) == 1 - 4 / 7  # 4 of 7 weights never active
