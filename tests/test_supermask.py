@@ -270,3 +270,32 @@ def test_coat_mask_equals_the_sorted_prefix_definition_without_ties() -> None:
     allowed = torch.rand(scores.shape, generator=g) < 0.8
     depth = coat_mask(scores, keeps, allowed)
     assert not bool(depth[~allowed].any()) and int((depth > 0).sum()) == keeps[0]
+
+
+def test_band_selection_equals_topk_mask_step_after_step() -> None:
+    """The CPU fast path (a band around the last threshold) always gives topk_mask's mask:
+    along drifting scores, with a search space, under ties, with NaN and with a stale hint."""
+    from trainables.sparse.supermask import band_topk_mask
+
+    g = torch.Generator().manual_seed(11)
+    layer = SupermaskConv2d(8, 16, 3, prune_rate=0.6)
+    hits = 0
+    for step in range(12):
+        with torch.no_grad():
+            layer.scores.add_(0.01 * torch.randn(layer.scores.shape, generator=g))
+            if step == 6:
+                layer.set_allowed(torch.rand(layer.weight.shape, generator=g) < 0.8)
+        hits += getattr(layer, "_sel_hint", None) is not None
+        assert torch.equal(layer.current_mask(), topk_mask(layer.scores, layer.keep_count(), layer.allowed))
+    assert hits >= 10
+    s = torch.randn(1000, generator=g)
+    keep = 400
+    exact = topk_mask(s, keep)
+    v = float(s.abs()[exact].min())
+    found = band_topk_mask(s, keep, v * 1.001, 0.01)
+    assert found is not None and torch.equal(found[0], exact) and found[1] == v
+    assert band_topk_mask(s, keep, v * 3, 0.01) is None  # the band misses the threshold
+    tied = torch.ones(1000)
+    assert band_topk_mask(tied, keep, 1.0, 0.01) is None  # not unique: topk_mask decides
+    s[3] = float("nan")
+    assert band_topk_mask(s, keep, v, 0.01) is None
