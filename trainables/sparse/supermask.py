@@ -6,7 +6,9 @@ The mask is a step function of the scores, so the gradient reaches them through 
 straight-through estimator: every score, selected or not, receives ∂L/∂(m⊙θ0)·θ0.
 
 Selection costs a top-k over the layer, so the mask is computed once per score update and
-cached (ANCHORS item 3), instead of a full sort in every forward as in hidden-networks.
+cached (ANCHORS item 3), instead of a full sort in every forward as in hidden-networks. On
+CPU a one-coat layer first searches a band around its last threshold (`band_topk_mask`),
+which returns exactly `topk_mask`'s mask or defers to it.
 With the mask the cache keeps θ0 ⊙ m itself: every forward until the next score update
 reuses it, and one fused autograd node (`MaskedWeight`) passes the straight-through
 gradient back to the scores.
