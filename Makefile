@@ -5,7 +5,7 @@
 #   make sweep ARGS="..."        python -m orchestrator.sweep ARGS
 #   make ui [STORAGE=dir]        MLflow UI of a sweep storage dir (default sparsesweep-runs)
 #   make lint                    ruff check .
-#   make bench                   run every benchmarks/*.py
+#   make bench [ARGS=...]        python -m benchmarks ARGS: the one benchmark table (light CPU run)
 #   make mutate                  mutation testing of trainables/ (mutmut; hours, not in CI)
 # Overridable: PYTHON (interpreter that creates the venv), VENV (its directory).
 
@@ -20,7 +20,6 @@ STORAGE ?= sparsesweep-runs
 VENV_PY := $(VENV)/bin/python
 # Written after a successful install; older than pyproject.toml => reinstall.
 STAMP := $(VENV)/.installed
-BENCHMARKS := $(sort $(wildcard benchmarks/*.py))
 
 .DEFAULT_GOAL := help
 .PHONY: help venv test sweep ui lint bench mutate
@@ -52,8 +51,7 @@ lint: venv
 	$(VENV_PY) -m ruff check .
 
 bench: venv
-	@if [ -z "$(BENCHMARKS)" ]; then echo "no benchmarks/*.py to run"; else \
-	  set -e; for f in $(BENCHMARKS); do echo "== $$f"; $(VENV_PY) "$$f"; done; fi
+	$(VENV_PY) -m benchmarks $(ARGS)
 
 # Each surviving mutant is a formula whose test cannot see it break: `mutmut results`, then
 # `mutmut show NAME`. Settings (what to mutate, which tests) in pyproject.toml [tool.mutmut].

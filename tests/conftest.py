@@ -121,10 +121,17 @@ def count_selections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     calls = [0]
     real = sm.topk_mask
+    real_band = sm.band_topk_mask
 
     def counting(scores, keep, allowed=None):  # type: ignore[no-untyped-def]
         calls[0] += 1
         return real(scores, keep, allowed)
 
+    def counting_band(scores, keep, hint, width, allowed=None):  # type: ignore[no-untyped-def]
+        found = real_band(scores, keep, hint, width, allowed)
+        calls[0] += found is not None  # a miss falls back to topk_mask, which counts itself
+        return found
+
     monkeypatch.setattr(sm, "topk_mask", counting)
+    monkeypatch.setattr(sm, "band_topk_mask", counting_band)
     return calls

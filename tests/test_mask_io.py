@@ -193,3 +193,19 @@ def test_packbits_is_one_bit_per_weight(tmp_path: Path) -> None:
     path = tmp_path / "big.parquet"
     write_masks(path, {"w": mask})
     assert path.stat().st_size < 80_000 / 8 + 2_000  # bits + a fixed footer
+
+
+@pytest.mark.parametrize("density", [0.01, 0.05, 0.2, 0.3, 0.5])
+def test_round_trip_beside_empty_and_full_layers(tmp_path: Path, density: float) -> None:
+    """One file mixing the issue's densities with an empty and a full layer of odd sizes (every
+    encoding in one file), and a one-entry empty and full layer."""
+    rng = np.random.default_rng(3)
+    masks = {"d.weight": torch.from_numpy(rng.random((37, 29)) < density),
+             "empty.weight": torch.zeros(5, 3, 3, 3, dtype=torch.bool),
+             "full.weight": torch.ones(7, 13, dtype=torch.bool),
+             "one_empty.weight": torch.zeros(1, dtype=torch.bool),
+             "one_full.weight": torch.ones(1, dtype=torch.bool)}
+    write_masks(tmp_path / "m.parquet", masks)
+    back = read_masks(tmp_path / "m.parquet")
+    assert list(back) == list(masks)
+    assert all(torch.equal(back[k], masks[k]) for k in masks)

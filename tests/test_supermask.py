@@ -228,7 +228,74 @@ def test_deepcopy_and_dtype_move_recompute(count_selections: list[int]) -> None:
     layer.double()  # new storage and dtype, same Parameter, no version bump
     assert layer.masked_weight().dtype == torch.float64
     assert count_selections[0] == 3, "a dtype move must recompute the mask"
-    assert layer._cached_float.dtype == torch.float64  # not a float32 mask promoted on the fly
+    assert layer.coat_depth().dtype == torch.float64  # not a float32 mask promoted on the fly
+    assert layer._cached_weight.dtype == torch.float64
     layer.scores.data = layer.scores.data.clone()  # same dtype and version, new data pointer
     layer.current_mask()
     assert count_selections[0] == 4, "new score storage must recompute the mask"
+
+
+@pytest.mark.parametrize("coats", [1, 3])
+def test_fused_masked_weight_matches_the_unfused_chain_bit_for_bit(coats: int) -> None:
+    """MaskedWeight (cached θ0⊙m, one node) = θ0 * StraightThrough(|s|, m): forward and scores' grad."""
+    torch.manual_seed(3)
+    layer = SupermaskConv2d(3, 5, 3, padding=1, prune_rate=0.6)
+    layer.coat_rates = tuple(0.6 + 0.1 * i for i in range(coats))
+    with torch.no_grad():
+        layer.scores[0, 0, 0, 0] = 0.0  # sign(0) = 0: abs' backward gives 0 there too
+    x = torch.randn(2, 3, 6, 6)
+    g = torch.randn(2, 5, 6, 6)
+    layer(x).backward(g)
+    fused = layer.scores.grad.clone()
+    layer.scores.grad = None
+    w_ref = layer.weight * StraightThrough.apply(layer.scores.abs(), layer.coat_depth(), float(coats))
+    assert torch.equal(w_ref, layer.masked_weight())
+    layer._conv_forward(x, w_ref, None).backward(g)
+    assert torch.equal(fused, layer.scores.grad)
+    assert fused[0, 0, 0, 0] == 0
+
+
+def test_coat_mask_equals_the_sorted_prefix_definition_without_ties() -> None:
+    """Nested unsorted top-k (the fast path) = coat j as the top-keeps[j] prefix of one sorted ranking."""
+    from trainables.sparse.supermask import coat_mask
+
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(7, 5, 3, 3, generator=g)
+    keeps = (200, 150, 90, 31)
+    order = scores.abs().flatten().argsort(descending=True)
+    ref = torch.zeros(scores.numel())
+    for keep in keeps:
+        ref[order[:keep]] += 1
+    assert torch.equal(coat_mask(scores, keeps), ref.view(scores.shape))
+    allowed = torch.rand(scores.shape, generator=g) < 0.8
+    depth = coat_mask(scores, keeps, allowed)
+    assert not bool(depth[~allowed].any()) and int((depth > 0).sum()) == keeps[0]
+
+
+def test_band_selection_equals_topk_mask_step_after_step() -> None:
+    """The CPU fast path (a band around the last threshold) always gives topk_mask's mask:
+    along drifting scores, with a search space, under ties, with NaN and with a stale hint."""
+    from trainables.sparse.supermask import band_topk_mask
+
+    g = torch.Generator().manual_seed(11)
+    layer = SupermaskConv2d(8, 16, 3, prune_rate=0.6)
+    hits = 0
+    for step in range(12):
+        with torch.no_grad():
+            layer.scores.add_(0.01 * torch.randn(layer.scores.shape, generator=g))
+            if step == 6:
+                layer.set_allowed(torch.rand(layer.weight.shape, generator=g) < 0.8)
+        hits += getattr(layer, "_sel_hint", None) is not None
+        assert torch.equal(layer.current_mask(), topk_mask(layer.scores, layer.keep_count(), layer.allowed))
+    assert hits >= 10
+    s = torch.randn(1000, generator=g)
+    keep = 400
+    exact = topk_mask(s, keep)
+    v = float(s.abs()[exact].min())
+    found = band_topk_mask(s, keep, v * 1.001, 0.01)
+    assert found is not None and torch.equal(found[0], exact) and found[1] == v
+    assert band_topk_mask(s, keep, v * 3, 0.01) is None  # the band misses the threshold
+    tied = torch.ones(1000)
+    assert band_topk_mask(tied, keep, 1.0, 0.01) is None  # not unique: topk_mask decides
+    s[3] = float("nan")
+    assert band_topk_mask(s, keep, v, 0.01) is None

@@ -42,6 +42,7 @@ from trainables.metrics.criteria_jaccard import (
 )
 from trainables.metrics.itop import itop_ratio, record_masks
 from trainables.models.layers import LayerFactory
+from trainables.sparse.bits import PackedBits
 from trainables.sparse.density import prune_rate_from_density, pruned_count
 from trainables.sparse.dst_criteria import CRITERIA, grow_selection, prune_selection
 from trainables.sparse.er import layer_active_counts
@@ -95,7 +96,7 @@ class DST(Method):
         if not isinstance(cfg.method, DSTConfig):
             raise TypeError(f"DST needs a DSTConfig, got {type(cfg.method).__name__}")
         self.m: DSTConfig = cfg.method
-        self.ever: dict[str, Tensor] = {}
+        self.ever: dict[str, PackedBits] = {}  # bit-packed, 1 bit per weight
         self.init_masks: dict[str, Tensor] = {}
         self.updates = 0
         self.update_seed = 0
@@ -334,7 +335,7 @@ class DST(Method):
     # --- checkpointing ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "ever": {n: t.detach().cpu().clone() for n, t in self.ever.items()},
+            "ever": {n: t.unpack().cpu() for n, t in self.ever.items()},  # bool, as before packing
             "init_masks": {n: t.detach().cpu().clone() for n, t in self.init_masks.items()},
             "updates": self.updates,
             "update_seed": self.update_seed,
@@ -344,7 +345,7 @@ class DST(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the history; `on_train_start` moves it to the model's device."""
-        self.ever = {n: t.to(torch.bool).clone() for n, t in state["ever"].items()}
+        self.ever = {n: PackedBits.of(t.detach().cpu().to(torch.bool)) for n, t in state["ever"].items()}
         self.init_masks = {n: t.to(torch.bool).clone() for n, t in state["init_masks"].items()}
         self.updates = int(state["updates"])
         self.update_seed = int(state["update_seed"])

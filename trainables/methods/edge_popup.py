@@ -10,7 +10,10 @@ Exploration history (soft-iep.txt §3, appendix C.3): before every step the mask
 forward uses is OR-ed into `ever` (all cycles) and `ever_cycle` (this cycle; the paper
 counts dying edges per cycle, §5), and added to `visits` (steps selected this cycle); the
 mask at each epoch's end is OR-ed in too. `trainables.metrics` turns these into d_t (eq. 2),
-the apparent dying ratio of hard pruning and the visit buckets of Fig. 17.
+the apparent dying ratio of hard pruning and the visit buckets of Fig. 17. Both "ever"
+histories are kept bit-packed (`trainables.sparse.bits.PackedBits`, 1 bit per weight; the
+mask is packed once per step and ORed into both); `ever` / `ever_cycle` unpack them for the
+metrics and checkpoints, which store them as bool tensors as before.
 
 Variants of plain EP: `coats` N > 1 (multicoated supermask, appendix C.2.2) and
 `progressive_stages` C > 1 (the prune rate rises in C equal stages of one run, C.1).
@@ -33,6 +36,7 @@ from trainables.metrics.neurons import dying_neurons, second_last_pair
 from trainables.metrics.ranks import rank_table, sample_edges
 from trainables.metrics.visits import BUCKETS, visit_histogram
 from trainables.models.layers import LayerFactory
+from trainables.sparse.bits import PackedBits, pack_bits
 from trainables.sparse.init import init_scores, init_weight
 from trainables.sparse.mask_io import masks_table
 from trainables.sparse.schedules import coat_prune_rates, progressive_prune_rates
@@ -68,8 +72,8 @@ class EdgePopup(Method):
             raise TypeError(f"{type(self).__name__} needs a SupermaskConfig, got {type(cfg.method).__name__}")
         self.method_cfg: SupermaskConfig = cfg.method
         self.multi_cycle = cfg.method.cycle_count() > 1
-        self.ever: dict[str, Tensor] = {}
-        self.ever_cycle: dict[str, Tensor] = {}  # `ever` itself for single-cycle methods
+        self._ever: dict[str, PackedBits] = {}
+        self._ever_cycle: dict[str, PackedBits] = {}  # `_ever` itself for single-cycle methods
         self.visits: dict[str, Tensor] = {}
         self.initial_scores: dict[str, Tensor] = {}  # s_0, kept on CPU when a boundary needs it
         self.rank_edges: list[tuple[str, int]] = []
@@ -141,18 +145,43 @@ class EdgePopup(Method):
         return [{"params": [m.scores for m in layers.values()]}]
 
     # --- history ----------------------------------------------------------------------------
+    @property
+    def ever(self) -> dict[str, Tensor]:
+        """Edges selected at least once, all cycles (bool tensors, unpacked copies)."""
+        return {name: bits.unpack() for name, bits in self._ever.items()}
+
+    @property
+    def ever_cycle(self) -> dict[str, Tensor]:
+        """Edges selected at least once this cycle (bool tensors, unpacked copies)."""
+        return {name: bits.unpack() for name, bits in self._ever_cycle.items()}
+
+    def history_bytes(self) -> dict[str, int]:
+        """Bytes the history holds in memory: the packed `ever` bits (one set per cycle
+        scope) and the visit counts."""
+        packed = {id(b): b.nbytes for d in (self._ever, self._ever_cycle) for b in d.values()}
+        return {"ever_bits": sum(packed.values()), "weights": sum(b.numel() for b in self._ever.values()),
+                "visits": sum(t.numel() * t.element_size() for t in self.visits.values())}
+
     def on_train_start(self, model: nn.Module, pos: Position) -> None:
         """Rates for `pos`; move a restored history on-device, or start it (d_0 = k)."""
         self.set_prune_rate(model, self.prune_rate_at(pos))
         for name, layer in supermask_layers(model).items():
             mask = layer.current_mask()
-            self.ever[name] = self._restored(self.ever.get(name), mask, torch.bool)
+            self._ever[name] = self._restored_bits(self._ever.get(name), mask)
             if self.multi_cycle:
-                self.ever_cycle[name] = self._restored(self.ever_cycle.get(name), mask, torch.bool)
+                self._ever_cycle[name] = self._restored_bits(self._ever_cycle.get(name), mask)
             else:
-                self.ever_cycle[name] = self.ever[name]
+                self._ever_cycle[name] = self._ever[name]
             if self.method_cfg.track_visits:
                 self.visits[name] = self._restored(self.visits.get(name), mask, torch.int32, fill=0)
+
+    @staticmethod
+    def _restored_bits(past: PackedBits | None, mask: Tensor) -> PackedBits:
+        if past is None:
+            return PackedBits.of(mask)
+        if past.shape != mask.shape:
+            raise ValueError(f"restored history has shape {tuple(past.shape)}, the layer {tuple(mask.shape)}")
+        return past.to(mask.device).or_(mask)
 
     @staticmethod
     def _restored(past: Tensor | None, mask: Tensor, dtype: torch.dtype, fill: int | None = None) -> Tensor:
@@ -166,10 +195,14 @@ class EdgePopup(Method):
     def _remember(self, model: nn.Module) -> None:
         """OR the current masks into both histories (no visit: used at epoch ends)."""
         for name, layer in supermask_layers(model).items():
-            mask = layer.current_mask()
-            self.ever[name].logical_or_(mask)
-            if self.multi_cycle:
-                self.ever_cycle[name].logical_or_(mask)
+            self._record(name, layer.current_mask())
+
+    def _record(self, name: str, mask: Tensor) -> None:
+        """OR `mask` into the layer's history bits (packed once for both scopes)."""
+        packed = pack_bits(mask)
+        self._ever[name].bits.bitwise_or_(packed)
+        if self.multi_cycle:
+            self._ever_cycle[name].bits.bitwise_or_(packed)
 
     def before_step(self, model: nn.Module, ctx: StepContext) -> None:
         """Rate for this step, then record the mask this step's forward will use."""
@@ -179,9 +212,7 @@ class EdgePopup(Method):
         track = self.method_cfg.track_visits
         for name, layer in supermask_layers(model).items():
             mask = layer.current_mask()  # cached: the forward reuses this selection
-            self.ever[name].logical_or_(mask)
-            if self.multi_cycle:
-                self.ever_cycle[name].logical_or_(mask)
+            self._record(name, mask)
             if track:
                 self.visits[name].add_(mask)
 
@@ -192,7 +223,7 @@ class EdgePopup(Method):
     def reset_cycle_history(self, model: nn.Module) -> None:
         """A new cycle counts its own dying edges and visits (soft-iep.txt §5)."""
         for name in supermask_layers(model):
-            self.ever_cycle[name].zero_()
+            self._ever_cycle[name].zero_()
             if name in self.visits:
                 self.visits[name].zero_()
 
@@ -205,11 +236,11 @@ class EdgePopup(Method):
     def exploration_metrics(self, model: nn.Module) -> dict[str, float]:
         """d (this cycle), k - d, density, k; over all cycles too when there are several."""
         _, remaining = self._mask_stats(model)
-        d = dying_ratio(self.ever_cycle)
+        d = dying_ratio(self._ever_cycle)
         k = self._rate if self._rate is not None else self.init_prune_rate()
         out = {"dying_ratio": d, "k_minus_dying": k - d, "density": remaining, "prune_rate": k}
         if self.multi_cycle:
-            out["dying_ratio_total"] = dying_ratio(self.ever)
+            out["dying_ratio_total"] = dying_ratio(self._ever)
         return out
 
     def end_of_epoch(self, model: nn.Module, epoch: int) -> dict[str, float]:
@@ -264,7 +295,7 @@ class EdgePopup(Method):
         def cpu(d: dict[str, Tensor]) -> dict[str, Tensor]:
             return {name: t.detach().cpu().clone() for name, t in d.items()}
 
-        state: dict[str, Any] = {"ever": cpu(self.ever)}
+        state: dict[str, Any] = {"ever": cpu(self.ever)}  # bool, as before packing
         if self.multi_cycle:
             state["ever_cycle"] = cpu(self.ever_cycle)
         if self.visits:
@@ -275,9 +306,8 @@ class EdgePopup(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the histories; `on_train_start` moves them to the model's device."""
-        self.ever = {name: t.detach().to(torch.bool).clone() for name, t in state["ever"].items()}
-        self.ever_cycle = {name: t.detach().to(torch.bool).clone()
-                           for name, t in state.get("ever_cycle", {}).items()}
+        self._ever = {name: PackedBits.of(t.detach().cpu()) for name, t in state["ever"].items()}
+        self._ever_cycle = {name: PackedBits.of(t.detach().cpu()) for name, t in state.get("ever_cycle", {}).items()}
         self.visits = {name: t.detach().to(torch.int32).clone() for name, t in state.get("visits", {}).items()}
         if "initial_scores" in state:
             self.initial_scores = {name: t.detach().clone() for name, t in state["initial_scores"].items()}

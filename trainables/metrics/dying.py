@@ -13,19 +13,25 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from trainables.sparse.bits import PackedBits
+
 __all__ = ["apparent_dying_ratio", "dying_ratio", "jaccard_distance"]
 
 Masks = Mapping[str, Tensor] | Tensor
 
 
-def dying_ratio(ever_selected: Mapping[str, Tensor]) -> float:
-    """Fraction of all masked weights never selected so far (eq. 2)."""
+def _ones(t: Tensor | PackedBits) -> int:
+    return t.count() if isinstance(t, PackedBits) else int(torch.count_nonzero(t))
+
+
+def dying_ratio(ever_selected: Mapping[str, Tensor] | Mapping[str, PackedBits]) -> float:
+    """Fraction of all masked weights never selected so far (eq. 2); bool or bit-packed histories."""
     if not ever_selected:
         raise ValueError("dying_ratio needs at least one layer's history")
     total = sum(t.numel() for t in ever_selected.values())
     if total == 0:
         raise ValueError("dying_ratio: the layers hold no weights")
-    never = sum(int(t.numel() - torch.count_nonzero(t)) for t in ever_selected.values())
+    never = sum(t.numel() - _ones(t) for t in ever_selected.values())
     return never / total
 
 

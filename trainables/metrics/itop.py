@@ -13,23 +13,27 @@ import torch
 from torch import Tensor
 
 from trainables.metrics.dying import dying_ratio
+from trainables.sparse.bits import PackedBits
 
 __all__ = ["itop_ratio", "record_masks"]
 
 
-def itop_ratio(ever_active: Mapping[str, Tensor]) -> float:
+def itop_ratio(ever_active: Mapping[str, Tensor] | Mapping[str, PackedBits]) -> float:
     """Fraction of all weights ever active (1 - dying ratio), over all layers together."""
     return 1.0 - dying_ratio(ever_active)
 
 
-def record_masks(ever_active: dict[str, Tensor], masks: Mapping[str, Tensor]) -> None:
-    """OR `masks` into the history in place (a new layer starts with its mask)."""
+def record_masks(ever_active: dict[str, PackedBits], masks: Mapping[str, Tensor]) -> None:
+    """OR `masks` into the history in place, kept bit-packed (1 bit per weight); a new layer
+    starts with its mask, and a bool tensor found there (an old checkpoint's) is packed."""
     for name, mask in masks.items():
         past = ever_active.get(name)
         if past is None:
-            ever_active[name] = mask.detach().to(torch.bool).clone()
-        else:
-            if past.shape != mask.shape:
-                raise ValueError(f"history of {name} has shape {tuple(past.shape)}, the mask "
-                                 f"{tuple(mask.shape)}")
-            ever_active[name] = past.to(device=mask.device, dtype=torch.bool).logical_or_(mask.bool())
+            ever_active[name] = PackedBits.of(mask.detach().to(torch.bool))
+            continue
+        if past.shape != mask.shape:
+            raise ValueError(f"history of {name} has shape {tuple(past.shape)}, the mask "
+                             f"{tuple(mask.shape)}")
+        if not isinstance(past, PackedBits):
+            past = PackedBits.of(past.to(torch.bool))
+        ever_active[name] = past.to(mask.device).or_(mask.detach().to(torch.bool))

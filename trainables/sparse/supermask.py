@@ -6,7 +6,12 @@ The mask is a step function of the scores, so the gradient reaches them through 
 straight-through estimator: every score, selected or not, receives ∂L/∂(m⊙θ0)·θ0.
 
 Selection costs a top-k over the layer, so the mask is computed once per score update and
-cached (ANCHORS item 3), instead of a full sort in every forward as in hidden-networks.
+cached (ANCHORS item 3), instead of a full sort in every forward as in hidden-networks. On
+CPU a one-coat layer first searches a band around its last threshold (`band_topk_mask`),
+which returns exactly `topk_mask`'s mask or defers to it.
+With the mask the cache keeps θ0 ⊙ m itself: every forward until the next score update
+reuses it, and one fused autograd node (`MaskedWeight`) passes the straight-through
+gradient back to the scores.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ __all__ = [
     "StraightThrough",
     "SupermaskConv2d",
     "SupermaskLinear",
+    "MaskedWeight",
     "SupermaskMixin",
     "coat_mask",
     "selection_key",
@@ -54,6 +60,33 @@ class StraightThrough(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None]:
         return (grad_output if ctx.scale == 1.0 else grad_output * ctx.scale), None, None
+
+
+class MaskedWeight(torch.autograd.Function):
+    """θ0 ⊙ m with the straight-through estimator on |s|, fused into one autograd node.
+
+    Forward returns the cached θ0 ⊙ m (computed once per score update, and shared by every
+    forward until the next one). Backward gives the scores exactly what the unfused chain
+    `θ0 * StraightThrough(|s|, m)` gives, in the same order of roundings:
+    ((∂L/∂W · θ0) · scale) · sign(s) — without the forward's |s|, the float mask's product
+    and the autograd nodes of abs, the estimator and the product.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, scores: Tensor, weight: Tensor, masked: Tensor, scale: float) -> Tensor:
+        ctx.save_for_backward(scores, weight)
+        ctx.scale = scale
+        return masked.view_as(masked)  # a view: the cached tensor never gets a grad_fn
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        scores, weight = ctx.saved_tensors
+        grad = grad_output * weight
+        if ctx.scale != 1.0:
+            grad = grad * ctx.scale
+        return grad.mul_(scores.sign()), None, None, None
 
 
 def selection_key(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
@@ -97,22 +130,59 @@ def topk_mask(scores: Tensor, keep: int, allowed: Tensor | None = None) -> Tenso
     return mask.view(scores.shape)
 
 
+def band_topk_mask(scores: Tensor, keep: int, hint: float, width: float,
+                   allowed: Tensor | None = None) -> tuple[Tensor, float] | None:
+    """`topk_mask`'s exact result, found near a guess of the threshold; None when it cannot be.
+
+    Scores move little per step, so the keep-th largest key stays near the last one (`hint`).
+    With c entries above hint·(1+width) and the rest of the top `keep` inside
+    [hint·(1-width), hint·(1+width)], a `kthvalue` over that band gives the keep-th largest
+    key v, and `key >= v` is the top-`keep` set: a few passes over the layer instead of a
+    top-k (4-5x faster on CPU for a 2.4 M layer). When that set is not unique (ties at v),
+    the band misses the threshold, or a key is NaN, it returns None and `topk_mask` decides,
+    so the mask is always the one `topk_mask` gives. Returns (mask, v).
+    """
+    flat = selection_key(scores, allowed).flatten()
+    n = flat.numel()
+    if not 0 < keep < n or not hint > 0:
+        return None
+    hi = hint * (1 + width)
+    above = flat > hi
+    c_hi = int(torch.count_nonzero(above))
+    if c_hi >= keep:
+        return None
+    band = flat >= hint * (1 - width)
+    band &= ~above
+    candidates = flat[band]
+    r = keep - c_hi  # v is the r-th largest of the band
+    if r > candidates.numel():
+        return None
+    v = torch.kthvalue(candidates, candidates.numel() - r + 1).values
+    mask = flat >= v
+    if int(torch.count_nonzero(mask)) != keep or bool(torch.isnan(v)) or bool(torch.isnan(flat).any()):
+        return None
+    return mask.view(scores.shape), float(v)
+
+
 def coat_mask(scores: Tensor, keeps: tuple[int, ...], allowed: Tensor | None = None) -> Tensor:
     """Σ_i m_{k_i}: how many of the nested top-`keeps[i]` masks hold each edge (float).
 
-    `keeps` descend (coat 1 is the least pruned). One sorted top-k of the largest coat gives
-    every coat as a prefix of the same ranking, so coats nest exactly even under ties.
+    `keeps` descend (coat 1 is the least pruned). Coat 1 is an unsorted top-k of the layer,
+    and every further coat an unsorted top-k among the previous coat's edges, so coats nest
+    exactly even under ties, with no sort (a sorted top-k of coat 1 cost ~1.3x as much).
     """
     if any(a < b for a, b in zip(keeps, keeps[1:], strict=False)):
         raise ValueError(f"coat keep counts must descend, got {keeps}")
     flat = selection_key(scores, allowed).flatten()
     n = flat.numel()
     _check_keep(keeps[0], n, allowed)
-    idx = torch.topk(flat, keeps[0], largest=True, sorted=True).indices
-    depth = torch.zeros(keeps[0], dtype=scores.dtype, device=flat.device)
-    for keep in keeps:
-        depth[:keep] += 1
-    out = torch.zeros(n, dtype=scores.dtype, device=flat.device).scatter_(0, idx, depth)
+    out = torch.zeros(n, dtype=scores.dtype, device=flat.device)
+    idx = torch.topk(flat, keeps[0], largest=True, sorted=False).indices
+    out.scatter_(0, idx, 1.0)
+    for keep in keeps[1:]:
+        if keep < idx.numel():
+            idx = idx[torch.topk(flat[idx], keep, largest=True, sorted=False).indices]
+        out.scatter_add_(0, idx, torch.ones(idx.numel(), dtype=out.dtype, device=out.device))
     return out.view(scores.shape)
 
 
@@ -146,7 +216,7 @@ class SupermaskMixin:
 
     The cache is keyed on (scores object, scores._version, data pointer, dtype, device,
     prune rates, the search space's identity and version, number of optimizer steps taken
-    in the process): an optimizer step, an in-place edit under `torch.no_grad()`,
+    in the process, the frozen weight's version, storage and dtype): an optimizer step, an in-place edit under `torch.no_grad()`,
     `load_state_dict`, a device/dtype move, new prune rates or a new search space all force
     a new selection. An in-place edit through `scores.data` bypasses the version counter:
     call `invalidate_mask()` after one.
@@ -214,18 +284,25 @@ class SupermaskMixin:
         self._cache_key: tuple[Any, ...] | None = None
         self._cached_bool: Tensor | None = None
         self._cached_float: Tensor | None = None
+        self._cached_weight: Tensor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # The cache (and its weakref) is derived state: never pickle or deep-copy it.
         state = self.__dict__.copy()
-        state.update(_cache_ref=None, _cache_key=None, _cached_bool=None, _cached_float=None)
+        state.update(_cache_ref=None, _cache_key=None, _cached_bool=None, _cached_float=None,
+                     _cached_weight=None)
         return state
 
+    # The cache lives outside any compiled graph: under torch.compile its key (versions,
+    # pointers, a step counter) would otherwise become guards that recompile every step.
+    @torch.compiler.disable
     def _refresh(self) -> None:
         s = self.scores
         allowed = self.allowed
         space = None if allowed is None else (id(allowed), allowed._version, allowed.device)
-        key = (s._version, s.data_ptr(), s.dtype, s.device, self._coats, space, _step_count)
+        w = self.weight
+        key = (s._version, s.data_ptr(), s.dtype, s.device, self._coats, space, _step_count,
+               w._version, w.data_ptr(), w.dtype)
         # The weakref identifies the tensor itself: a new scores Parameter allocated where
         # the old one lived cannot be mistaken for it.
         if self._cache_ref is not None and self._cache_ref() is s and self._cache_key == key:
@@ -235,16 +312,34 @@ class SupermaskMixin:
         with torch.inference_mode(False), torch.no_grad():
             n = s.numel()
             if len(self._coats) == 1:
-                mask = topk_mask(s, self.keep_count(), allowed)
+                mask = self._select(s, allowed)
                 self._cached_bool = mask
-                self._cached_float = mask.to(s.dtype)
+                self._cached_float = None  # one coat: made on demand (coat_depth), not kept
+                self._cached_weight = w * mask.to(s.dtype)  # θ0 ⊙ m: every forward until the next update
             else:
                 keeps = tuple(kept_count(n, k) for k in self._coats)
                 depth = coat_mask(s, keeps, allowed)
                 self._cached_bool = depth > 0
                 self._cached_float = depth
+                self._cached_weight = w * depth
         self._cache_ref = weakref.ref(s)
         self._cache_key = key
+
+    def _select(self, s: Tensor, allowed: Tensor | None) -> Tensor:
+        """`topk_mask(s, keep, allowed)`; on CPU through `band_topk_mask` near the last threshold."""
+        keep = self.keep_count()
+        if s.device.type != "cpu" or not 0 < keep < s.numel():
+            return topk_mask(s, keep, allowed)
+        hint, width = getattr(self, "_sel_hint", None), getattr(self, "_sel_width", 0.01)
+        found = band_topk_mask(s, keep, hint, width, allowed) if hint is not None else None
+        if found is not None:
+            mask, self._sel_hint = found
+            return mask
+        mask = topk_mask(s, keep, allowed)
+        if hint is not None:
+            self._sel_width = min(4 * width, 0.5)  # the threshold moved further: a wider band
+        self._sel_hint = float(selection_key(s, allowed).flatten()[mask.flatten()].min())
+        return mask
 
     def current_mask(self) -> Tensor:
         """Bool mask of the current scores (cached; treat it as read-only)."""
@@ -260,14 +355,15 @@ class SupermaskMixin:
         changes its rank correctly, including negative ones.
         """
         self._refresh()
-        assert self._cached_float is not None
-        mask = StraightThrough.apply(self.scores.abs(), self._cached_float, float(len(self._coats)))
-        return self.weight * mask
+        assert self._cached_weight is not None
+        return MaskedWeight.apply(self.scores, self.weight, self._cached_weight, float(len(self._coats)))
 
     def coat_depth(self) -> Tensor:
         """Σ_i m_{k_i} as a float tensor (equals the bool mask with one coat; read-only)."""
         self._refresh()
-        assert self._cached_float is not None
+        assert self._cached_bool is not None
+        if self._cached_float is None:
+            return self._cached_bool.to(self.scores.dtype)
         return self._cached_float
 
     def extra_repr(self) -> str:
