@@ -17,8 +17,11 @@ time: other jobs on a shared machine do not count; BENCH_CLOCK=wall for wall tim
   masks     bits per weight of mask files (iid masks) against 1.1 H(d) + 0.01; ResNet-50 at
             30% in MB against the paper's 2.87 MB (benchmarks.mask_bits)
   ticket    a ResNet-18 edge-popup ticket: file bytes per weight, bit-exact rebuild
-  memory    peak RSS of edge-popup and DST training / dense at the same batch (fresh process
-            each; IMP is not built yet)
+  imp       an IMP round (masked steps + pruning, rewind, optimizer reset; with and without
+            J_r) / a dense training of the same steps, ResNet-20 (goal <= 1.02)
+            (benchmarks.imp_rounds)
+  memory    peak RSS of edge-popup, DST and IMP training / dense at the same batch (fresh
+            process each)
   compile   (--compile) torch.compile'd step / eager step, dense and edge-popup, Conv-8
 GPU: `--device cuda` runs the training rows on the GPU (wall time after a synchronize) and adds
 peak GPU memory to the memory rows. It has not run on a GPU yet.
@@ -117,6 +120,21 @@ def dst_rows(batch: int, repeats: int, period: int = 800) -> list[Row]:
     ]
 
 
+def imp_rows(batch: int, repeats: int, model: str = "resnet20") -> list[Row]:
+    from benchmarks.imp_rounds import measure
+
+    out = measure(model, batch, repeats)
+    t, b, s = out["steps"], out["boundary_s"], out["round_steps"]
+    return [
+        (f"IMP round / dense training, {model} b{batch}", f"step {t['imp'] * 1e3:.0f} vs {t['dense'] * 1e3:.0f} ms, "
+         f"boundary {b['imp'] * 1e3:.0f} ms per {s} steps", out["round_ratio"], "<= 1.02",
+         _met(out["round_ratio"], 1.02)),
+        (f"IMP round with J_r (2 optima) / dense, {model} b{batch}", f"step {t['imp_repel'] * 1e3:.0f} ms, "
+         f"boundary {b['imp_repel'] * 1e3:.0f} ms", out["round_ratio_repel"], "<= 1.02",
+         _met(out["round_ratio_repel"], 1.02)),
+    ]
+
+
 def mask_rows(weights: int, resnet50: bool) -> list[Row]:
     import numpy as np
 
@@ -174,7 +192,7 @@ def memory_rows(model: str, batch: int, device: str = "cpu") -> list[Row]:
     out: dict[str, dict[str, float]] = {}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                                          os.environ.get("PYTHONPATH")]))}
-    for variant in ("dense", "ep", "dst"):
+    for variant in ("dense", "ep", "dst", "imp"):
         res = subprocess.run([sys.executable, "-m", "benchmarks.training_steps", "--rss", variant,
                               "--models", model, "--batch", str(batch), "--device", device,
                               "--threads", str(torch.get_num_threads())], capture_output=True, text=True,
@@ -182,7 +200,7 @@ def memory_rows(model: str, batch: int, device: str = "cpu") -> list[Row]:
         out[variant] = json.loads(res.stdout.strip().splitlines()[-1])
     d = out["dense"]
     rows: list[Row] = []
-    for variant, label in (("ep", "edge-popup"), ("dst", "DST")):
+    for variant, label in (("ep", "edge-popup"), ("dst", "DST"), ("imp", "IMP")):
         m = out[variant]
         grown, dense_grown = m["peak_mb"] - m["base_mb"], d["peak_mb"] - d["base_mb"]
         r = grown / dense_grown if grown > 0 and dense_grown > 0 else None  # None: below the import peak
@@ -193,7 +211,6 @@ def memory_rows(model: str, batch: int, device: str = "cpu") -> list[Row]:
             rows.append((f"peak GPU memory {label} / dense, {model} b{batch}",
                          f"{m['gpu_peak_mb']:.0f} vs {d['gpu_peak_mb']:.0f} MB", m["gpu_peak_mb"] / d["gpu_peak_mb"],
                          "report", "-"))
-    rows.append(("peak RSS IMP / dense", "IMP not built yet", None, "report", "not measured"))
     return rows
 
 
@@ -219,7 +236,7 @@ def print_table(rows: list[Row]) -> None:
         print(f"| {name:<{w0}} | {measure:<{w1}} | {r} | {goal:<18} | {met} |")
 
 
-SECTIONS = ("steps", "tracking", "dst", "masks", "ticket", "memory")
+SECTIONS = ("steps", "tracking", "dst", "imp", "masks", "ticket", "memory")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -256,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
         rows += tracking_bytes_rows(models[-1])
     if "dst" in only:
         rows += dst_rows(args.batch, args.repeats)
+    if "imp" in only:
+        rows += imp_rows(args.batch, args.repeats)
     if "masks" in only:
         rows += mask_rows(args.mask_weights, not args.no_resnet50)
     if "ticket" in only:

@@ -55,6 +55,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "multicoat_naive": {"method.name": "edge_popup", "method.coats": 4},
     "dst": {"method.name": "dst", "method.update_period": 800},
     "dst_update": {"method.name": "dst", "method.update_period": 1},
+    # IMP as it trains a round (θ0 kept for the rewind; analyses off); steps: benchmarks.imp_rounds
+    "imp": {"method.name": "imp", "method.reinit_baseline": False, "method.lmc_successive": False},
 }
 
 

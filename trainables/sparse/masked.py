@@ -30,10 +30,32 @@ class MaskedMixin:
         self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))  # type: ignore[attr-defined]
         self._retain_effective = False
         self._effective: Tensor | None = None
+        self._float_key: tuple[Any, ...] | None = None
+        self._float_mask: Tensor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()  # the float copy is derived: never pickled or deep-copied
+        state.update(_float_key=None, _float_mask=None)
+        return state
+
+    def float_mask(self) -> Tensor:
+        """The mask in the weight's dtype, converted once per mask change (cached).
+
+        A product with a bool mask converts it on every call: 6x the product's cost, three
+        times a step (forward, backward, re-masking), measurable on IMP's and DST's steps.
+        Keyed on the mask's version and storage, so every in-place edit, `load_state_dict`
+        or move makes a new copy.
+        """
+        m, w = self.mask, self.weight
+        key = (m._version, m.data_ptr(), m.device, w.dtype)
+        if self._float_key != key or self._float_mask is None:
+            self._float_mask = m.to(w.dtype)
+            self._float_key = key
+        return self._float_mask
 
     def effective_weight(self) -> Tensor:
         """θ ⊙ m (the gradient reaching θ is ∂L/∂(θ⊙m) ⊙ m: zero where masked)."""
-        w = self.weight * self.mask
+        w = self.weight * self.float_mask()
         if self._retain_effective and w.requires_grad:
             w.retain_grad()
             self._effective = w
@@ -60,12 +82,12 @@ class MaskedMixin:
             raise ValueError(f"mask of shape {tuple(mask.shape)} for a weight of shape "
                              f"{tuple(self.weight.shape)}")
         self.mask.copy_(mask.to(device=self.mask.device, dtype=torch.bool))
-        self.weight.mul_(self.mask)
+        self.weight.mul_(self.float_mask())
 
     @torch.no_grad()
     def apply_mask_(self) -> None:
         """θ ← θ ⊙ m, after an optimizer step."""
-        self.weight.mul_(self.mask)
+        self.weight.mul_(self.float_mask())
 
 
 class MaskedConv2d(MaskedMixin, nn.Conv2d):
