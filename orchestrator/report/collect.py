@@ -68,8 +68,13 @@ class Trial:
     def slt_label(self) -> str:
         """EP, hard/soft iEP (with its resets) or dense LRR: the methods of Fig. 3b."""
         if self.method == "iep":
-            resets = f"{self.p('method.lr_reset', '')}/{self.p('method.score_reset', '')}"
-            return f"{self.p('method.pruning', 'soft')} iEP ({resets})"
+            pruning, score = self.p("method.pruning", "soft"), self.p("method.score_reset", "inherit")
+            if pruning == "soft" and score == "rewind" and not self.p("method.zero_init", False):
+                return "EP"  # EP run afresh at every cycle's k_i (search_spaces IEP_METHODS["ep"])
+            reset = ("FT" if self.p("method.lr_reset") == "hold" else
+                     {"rewind": "SRw", "reinit": "SRi"}.get(score, "LR"))
+            zero = " + zero init" if self.p("method.zero_init", False) else ""
+            return f"{pruning} iEP ({reset}{zero})"
         return {"edge_popup": "EP", "dense_lrr": "dense LRR", "dense": "dense"}.get(self.method, self.method)
 
     @property
@@ -124,6 +129,16 @@ class Runs:
         dst = self._dir / trial.run_id
         dst.mkdir(parents=True, exist_ok=True)
         return Path(self.client.download_artifacts(trial.run_id, path, str(dst)))
+
+    def artifact_dir(self, trial: Trial, folder: str) -> Path | None:
+        """Download a trial's artifact folder; returns the directory that holds `folder`."""
+        if not self.client.list_artifacts(trial.run_id, folder):
+            return None
+        dst = self._dir / trial.run_id
+        if not (dst / folder).is_dir():
+            dst.mkdir(parents=True, exist_ok=True)
+            self.client.download_artifacts(trial.run_id, folder, str(dst))
+        return dst
 
     def artifacts(self, trial: Trial, folder: str) -> list[str]:
         return sorted(a.path for a in self.client.list_artifacts(trial.run_id, folder) if not a.is_dir)

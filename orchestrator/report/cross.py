@@ -25,7 +25,7 @@ def density(t: Trial) -> float:
 
 def method_label(t: Trial) -> str:
     if t.method == "iep":
-        return f"{t.p('method.pruning', 'soft')} iEP"
+        return t.slt_label.split(" (")[0]  # EP (run afresh per cycle), soft iEP, hard iEP
     if t.method == "dst":
         return f"DST {t.dst_label}" if t.dst_label in ("static", "dense") else "DST"
     return LABELS.get(t.method, t.method)
@@ -58,4 +58,58 @@ def chart(runs: Runs) -> Figure | Missing:
                   "none (across the three papers)", df, fig, parents_of(trials))
 
 
-BUILDERS = [chart]
+
+def _differing(trials: list[Trial]) -> list[str]:
+    keys = sorted({k for t in trials for k in t.params})
+    return [k for k in keys if not k.startswith("run.") and len({t.params.get(k) for t in trials}) > 1]
+
+
+def sweeps(runs: Runs) -> list[Figure | Missing]:
+    """Per sweep: final test accuracy (and dying ratio) against what the sweep varied."""
+    out: list[Figure | Missing] = []
+    for parent_id, parent in runs.parents.items():
+        trials = [t for t in runs.trials if t.parent_id == parent_id and "test_acc" in t.metrics]
+        name = "sweep_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in parent.info.run_name or parent_id)
+        if not trials:
+            out.append(Missing(name, parent.data.params.get("space", "?"), "the sweep has no finished trial"))
+            continue
+        differ = _differing(trials)
+        numeric = next((k for k in differ if all(isinstance(t.p(k), int | float) and not isinstance(t.p(k), bool)
+                                                 for t in trials)), None)
+        df = pd.DataFrame([{"run_id": t.run_id, "seed": t.p("run.seed"),
+                            "setting": " ".join(f"{k}={t.params.get(k)}" for k in differ if k != numeric) or "-",
+                            **({numeric: t.p(numeric)} if numeric else {}), "test_acc": t.metrics["test_acc"],
+                            "dying_ratio": t.metrics.get("dying_ratio", np.nan)} for t in trials])
+        fig, ax = axes(w=6.5, h=4)
+        a = ax[0, 0]
+        dying = df["dying_ratio"].notna().any()
+        a2 = a.twinx() if dying else None
+        if numeric:
+            for setting, g in df.groupby("setting"):
+                m = g.groupby(numeric)[["test_acc", "dying_ratio"]].mean().sort_index()
+                a.plot(m.index, m["test_acc"], "o-", label=f"test acc {setting}"[:60])
+                if a2 is not None:
+                    a2.plot(m.index, m["dying_ratio"], "s--", label=f"d_T {setting}"[:60])
+            a.set_xlabel(numeric)
+        else:
+            m = df.groupby("setting")[["test_acc", "dying_ratio"]].mean()
+            xs = range(len(m))
+            a.plot(xs, m["test_acc"], "o-", label="test acc")
+            if a2 is not None:
+                a2.plot(xs, m["dying_ratio"], "s--", color="tab:red", label="dying ratio d_T")
+            a.set_xticks(list(xs), [s[:40] for s in m.index], rotation=60, ha="right", fontsize=6)
+        a.set_ylabel("final test accuracy")
+        if a2 is not None:
+            a2.set_ylabel("dying ratio d_T")
+            a2.legend(fontsize=6, loc="lower right")
+        a.legend(fontsize=6, loc="lower left")
+        space = parent.data.params.get("space", "?")
+        a.set_title(f"{parent.info.run_name} ({space})", fontsize=10)
+        out.append(Figure(name, f"Sweep {parent.info.run_name}: results",
+                          f"Final test accuracy (and dying ratio where logged) of every trial of sweep "
+                          f"{parent.info.run_name} (space {space}) against what it varied (mean over seeds).",
+                          "none (the sweep's overview)", df, fig, [parent_id]))
+    return out
+
+
+BUILDERS = [chart, sweeps]

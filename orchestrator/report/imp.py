@@ -138,6 +138,11 @@ def fig4(runs: Runs) -> Figure | Missing:
     from trainables.metrics.distances import distance_matrix
 
     trials = _imp(runs)
+    if not trials:
+        return Missing("imp_fig4", "imp_quick", "needs IMP runs with distances/ artifacts")
+    # one setting (the paper's: regular IMP, one batch size), averaged over its seeds
+    key = min({(t.imp_label != "IMP", t.p("data.batch_size"), t.imp_label) for t in trials})
+    trials = [t for t in trials if (t.imp_label != "IMP", t.p("data.batch_size"), t.imp_label) == key]
     mats, used, labels = [], [], None
     for t in trials:
         paths = runs.artifacts(t, "distances")
@@ -163,7 +168,7 @@ def fig4(runs: Runs) -> Figure | Missing:
                 a.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
                        color="w" if m[i, j] > np.nanmax(m) / 2 else "k")
     fig.colorbar(im, ax=a, label="angular distance 2∠/π")
-    a.set_title(f"Angular distances between rounds ({len(mats)} runs)", fontsize=10)
+    a.set_title(f"Angular distances, {key[2]} bs={key[1]} ({len(mats)} seed(s))", fontsize=10)
     return Figure("imp_fig4", "Angular distances between retrained networks",
                   "2∠(θ_a⊙m, θ_b⊙m)/π on shared weights between the IMP optima of every pair of rounds; the "
                   "last row/column is θ0 (mean over runs of one setting).",
@@ -172,7 +177,7 @@ def fig4(runs: Runs) -> Figure | Missing:
 
 def fig5(runs: Runs) -> Figure | Missing:
     """Histogram of the surviving weights at the last round, IMP against its reinit."""
-    trials = _imp(runs)
+    trials = sorted(_imp(runs), key=lambda t: (t.imp_label != "IMP", t.p("data.batch_size") or 0))
     t = next((t for t in trials if runs.artifacts(t, "histograms")), None)
     if t is None:
         return Missing("imp_fig5", "imp_quick", "needs IMP runs with histograms/ artifacts")
@@ -185,7 +190,7 @@ def fig5(runs: Runs) -> Figure | Missing:
     for kind, g in pick.groupby("kind"):
         a.stairs(g["count"].to_numpy(), np.append(g["left"].to_numpy(), g["right"].iloc[-1]), label=kind,
                  fill=kind == "imp", alpha=0.6)
-    a.set(xlabel="weight value", ylabel="count", title=f"Surviving weights, round {last} ({t.imp_label})")
+    a.set(xlabel="weight value", ylabel="count", title=f"Surviving weights, round {last} ({t.imp_label}, bs={t.p('data.batch_size')})")
     a.legend()
     return Figure("imp_fig5", "Weight histograms", f"Histogram of the surviving weights after round {last} "
                   "for IMP and its reinit baseline (one run).", "understanding-imp.txt Fig. 5",

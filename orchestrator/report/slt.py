@@ -126,8 +126,8 @@ def fig5a(runs: Runs) -> Figure | Missing:
 def fig17(runs: Runs) -> Figure | Missing:
     """Visit-count ratios EP / soft iEP per remaining ratio (log2 axis, line y = 1)."""
     trials = [t for t in _cycled(runs) if "cycle_visits_0" in t.metrics]
-    ep = [t for t in trials if t.method == "edge_popup"]
-    soft = [t for t in trials if t.method == "iep" and t.p("method.pruning") == "soft"]
+    ep = [t for t in trials if t.slt_label == "EP"]
+    soft = [t for t in trials if t.slt_label == "soft iEP (LR)"]
     if not ep or not soft:
         return Missing("slt_fig17", "iep_quick", "needs cycled EP and soft iEP runs with visit counts")
     df = _cycle_frame(runs, ep + soft, VISITS)
@@ -151,6 +151,46 @@ def fig17(runs: Runs) -> Figure | Missing:
                   "soft-iep-appendix.txt Fig. 17", data, fig, parents_of(ep + soft))
 
 
+def fig15(runs: Runs) -> Figure | Missing:
+    """Jaccard distance of soft iEP to hard iEP and to EP at every cycle (same seed), with chance."""
+    from trainables.metrics.compare import jaccard_by_cycle
+
+    trials = _cycled(runs)
+    by: dict[tuple[str, object], Trial] = {(t.slt_label, t.p("run.seed")): t for t in trials}
+    rows, used = [], []
+    for (label, seed), soft in by.items():
+        if label != "soft iEP (LR)":
+            continue
+        for other in ("hard iEP (LR)", "EP"):
+            t = by.get((other, seed))
+            a, b = (runs.artifact_dir(x, "masks") for x in (soft, t)) if t else (None, None)
+            if a is None or b is None:
+                continue
+            rows += [{"pair": f"soft iEP vs {other}", "seed": seed, **r} for r in jaccard_by_cycle(a, b)]
+            used += [soft, t]
+    if not rows:
+        return Missing("slt_fig15", "iep_quick", "needs soft iEP (LR) with hard iEP (LR) or EP runs of one seed "
+                       "with masks/cycle_XX artifacts")
+    df = pd.DataFrame(rows)
+    s = mean_se(df, ["pair", "cycle"], "jaccard_distance").merge(
+        df.groupby(["pair", "cycle"])[["remaining_ratio", "chance"]].mean().reset_index(), on=["pair", "cycle"])
+    fig, ax = axes()
+    a = ax[0, 0]
+    for pair, g in s.groupby("pair"):
+        a.errorbar(g["remaining_ratio"], g["jaccard_distance_mean"], yerr=g["jaccard_distance_se"], marker="o",
+                   ms=3, capsize=2, label=pair)
+    chance = df.groupby("cycle")[["remaining_ratio", "chance"]].mean()
+    a.plot(chance["remaining_ratio"], chance["chance"], "k--", lw=1, label="chance")
+    a.set_xscale("log")
+    a.invert_xaxis()
+    a.set(xlabel="remaining ratio", ylabel="Jaccard distance", title="Mask distance between methods")
+    a.legend(fontsize=8)
+    return Figure("slt_fig15", "Jaccard distance between methods",
+                  "Jaccard distance between the masks of soft iEP and hard iEP / EP at the end of every cycle, "
+                  "runs of the same seed (mean ± s.e. over seeds); dashed: the chance level.",
+                  "soft-iep-appendix.txt Fig. 15", df, fig, parents_of(used))
+
+
 def table6(runs: Runs) -> Figure | Missing:
     """Dying neurons of the second-last layer at the last cycle, per method."""
     trials = [t for t in runs.of("slt") if "cycle_dying_neurons_no_input" in t.metrics]
@@ -170,11 +210,11 @@ def table6(runs: Runs) -> Figure | Missing:
 
 def table4(runs: Runs) -> Figure | Missing:
     """Test accuracy and dying ratio per row: each distinct config, what differs from the others."""
-    trials = [t for t in runs.of("slt") if "test_acc" in t.metrics and "dying_ratio" in t.metrics]
+    trials = [t for t in _ep(runs) if "test_acc" in t.metrics]
     if len(trials) < 2:
-        return Missing("slt_table4", "ep_hparams", "needs >= 2 SLT runs")
+        return Missing("slt_table4", "ep_hparams", "needs >= 2 EP runs")
     keys = sorted({k for t in trials for k in t.params})
-    differ = [k for k in keys if k != "run.seed" and len({t.params.get(k) for t in trials}) > 1]
+    differ = [k for k in keys if not k.startswith("run.") and len({t.params.get(k) for t in trials}) > 1]
     df = pd.DataFrame([{"run_id": t.run_id, "row": " ".join(f"{k}={t.params.get(k)}" for k in differ) or "all",
                         "seed": t.p("run.seed"), "test_acc": t.metrics["test_acc"],
                         "dying_ratio": t.metrics["dying_ratio"]} for t in trials])
@@ -193,4 +233,4 @@ def table4(runs: Runs) -> Figure | Missing:
                   "soft-iep-appendix.txt Table 4", df, fig, parents_of(trials))
 
 
-BUILDERS = [table1, fig6, fig7, fig3b, fig5a, fig17, table6, table4]
+BUILDERS = [table1, fig6, fig7, fig3b, fig5a, fig15, fig17, table6, table4]
