@@ -131,8 +131,15 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
         incomplete = int((df["status"] == "INCOMPLETE").sum()) if len(df) else 0
         status = "KILLED" if incomplete else ("FINISHED" if errors == 0 else "FAILED")
         out_dir = None if _is_uri(settings.storage) else Path(sweep_path)
-        for path in show_results(df, results, plan, metric, mode, out_dir):
+        for path in show_results(df, results, plan, metric, mode, out_dir, figures=False):
             tracker.log_artifact(path, "")
+        from orchestrator.report.sweep_end import report_sweep
+
+        index = report_sweep(settings.tracking_uri, settings.experiment, parent,
+                             None if out_dir is None else out_dir / "report")
+        if index is not None:
+            print(f"\nReport: {index}" + (" (also in MLflow, the parent run's report/)" if out_dir else
+                                          " (logged to the parent run's report/)"))
         print(f"\nMLflow: {runnable(tracking_ui_command(settings.tracking_uri))}")
         print(f"Tune results and checkpoints: {sweep_path}")
         if diverged := count_status(df, "DIVERGED"):

@@ -28,13 +28,15 @@ def build(runs: Runs, out: Path, title: str, *, quiet_missing: bool = False) -> 
     out.mkdir(parents=True, exist_ok=True)
     figures: list[Figure] = []
     missing: list[Missing] = []
+    files: list[Path] = []
     for builder in BUILDERS:
         result = builder(runs)
         for item in result if isinstance(result, list) else [result]:
-            (figures if isinstance(item, Figure) else missing).append(item)
-    files: list[Path] = []
-    for f in figures:
-        files += f.write(out)
+            if isinstance(item, Figure):
+                files += item.write(out)  # written (and its matplotlib figure closed) at once
+                figures.append(item)
+            else:
+                missing.append(item)
     if not quiet_missing:
         for m in missing:
             print(m.line(), file=sys.stderr)

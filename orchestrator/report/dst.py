@@ -12,7 +12,11 @@ from orchestrator.report.figure import Figure, Missing, axes, mean_se, parents_o
 
 
 def _dst(runs: Runs) -> list[Trial]:
-    return [t for t in runs.of("dst") if "test_acc" in t.metrics]
+    """DST runs, and the dense runs of the same sweeps (the dense baseline)."""
+    dst = [t for t in runs.of("dst") if "test_acc" in t.metrics]
+    sweeps = {t.parent_id for t in dst}
+    return dst + [t for t in runs.of("dense") if t.method == "dense" and t.parent_id in sweeps
+                  and "test_acc" in t.metrics]
 
 
 def _frame(trials: list[Trial], *metrics: str) -> pd.DataFrame:
@@ -187,33 +191,33 @@ def fig6b(runs: Runs) -> Figure | Missing:
     from trainables.sparse.mask_io import read_masks
 
     trials = [t for t in _dst(runs) if t.dst_label not in ("static", "dense")]
-    groups: dict[tuple, dict[str, Trial]] = {}
+    groups: dict[tuple, dict[str, Trial]] = {}  # (density, growth, Δt, seed) -> criterion -> run
     for t in trials:
-        groups.setdefault((t.p("method.density"), t.p("method.growth"), t.p("run.seed")), {})[t.p("method.criterion")] = t
-    if not groups:
-        return Missing("dst_fig6b", "dst_quick", "needs DST runs")
-    best = max(groups, key=lambda g: len(groups[g]))
-    density, growth = best[0], best[1]
-    if len(groups[best]) < 2:
-        return Missing("dst_fig6b", "dst_quick", "needs >= 2 criteria from one init")
-    mats, used = [], []
-    for (d, g, _seed), by_crit in groups.items():
-        if (d, g) != (density, growth) or len(by_crit) < 2:
+        key = (t.p("method.density"), t.p("method.growth"), t.p("method.update_period"), t.p("run.seed"))
+        groups.setdefault(key, {})[t.p("method.criterion")] = t
+    mats_by: dict[tuple, list[pd.DataFrame]] = {}
+    used_by: dict[tuple, list[Trial]] = {}
+    for (d, g, period, _seed), by_crit in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        if len(by_crit) < 2:
             continue
         masks = {}
         for crit, t in by_crit.items():
             path = runs.artifact(t, "masks/masks.parquet")
             if path is not None:
-                masks[crit], _ = read_masks(path), used.append(t)
+                masks[crit] = read_masks(path)
+                used_by.setdefault((d, g, period), []).append(t)
         if len(masks) >= 2:
-            mats.append(mask_jaccard_matrix(masks))
-    if not mats:
+            mats_by.setdefault((d, g, period), []).append(mask_jaccard_matrix(masks))
+    if not mats_by:
         return Missing("dst_fig6b", "dst_quick", "needs final masks of >= 2 criteria from one init")
+    # the setting with the most criteria, then the lowest density (the paper's panels are D = 0.1 / 0.2)
+    density, growth, period = min(mats_by, key=lambda k: (-mats_by[k][0].shape[0], k[0], str(k[1]), k[2]))
+    mats, used = mats_by[(density, growth, period)], used_by[(density, growth, period)]
     mean = sum(mats[1:], mats[0]) / len(mats)
     j_init = [t.metrics["cycle_jaccard_init_random"] for t in used if "cycle_jaccard_init_random" in t.metrics]
     if j_init:
         mean.loc["J_init (random masks)"] = float(np.mean(j_init))
-    return _heat(mean, "dst_fig6b", f"Final-mask Jaccard ({growth} growth, D={density:g})",
+    return _heat(mean, "dst_fig6b", f"Final-mask Jaccard ({growth} growth, D={density:g}, Δt={period})",
                  "Mean normalised Jaccard index between the final masks of runs with different criteria from "
                  "the same initialisation (mean over seeds); J_init: random masks of that density.",
                  "fantastic-weights-dst.txt Fig. 6b", used)

@@ -3,6 +3,8 @@ and maximum over seeds, so these are too."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -155,7 +157,9 @@ def fig4(runs: Runs) -> Figure | Missing:
             used.append(t)
     if not mats or labels is None:
         return Missing("imp_fig4", "imp_quick", "needs IMP runs with distances/ artifacts")
-    m = np.nanmean(np.stack(mats), axis=0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a pair no run measured stays NaN
+        m = np.nanmean(np.stack(mats), axis=0)
     data = pd.DataFrame(m, index=labels, columns=labels).reset_index().rename(columns={"index": "row"})
     fig, ax = axes(w=1.5 + 0.5 * len(labels), h=1 + 0.45 * len(labels))
     a = ax[0, 0]
