@@ -77,7 +77,8 @@ def sweeps(runs: Runs) -> list[Figure | Missing]:
         numeric = next((k for k in differ if all(isinstance(t.p(k), int | float) and not isinstance(t.p(k), bool)
                                                  for t in trials)), None)
         df = pd.DataFrame([{"run_id": t.run_id, "seed": t.p("run.seed"),
-                            "setting": " ".join(f"{k}={t.params.get(k)}" for k in differ if k != numeric) or "-",
+                            "setting": " ".join(f"{k.rsplit('.', 1)[-1]}={t.params.get(k)}" for k in differ
+                                                if k != numeric) or "-",
                             **({numeric: t.p(numeric)} if numeric else {}), "test_acc": t.metrics["test_acc"],
                             "dying_ratio": t.metrics.get("dying_ratio", np.nan)} for t in trials])
         fig, ax = axes(w=6.5, h=4)
@@ -87,9 +88,9 @@ def sweeps(runs: Runs) -> list[Figure | Missing]:
         if numeric:
             for setting, g in df.groupby("setting"):
                 m = g.groupby(numeric)[["test_acc", "dying_ratio"]].mean().sort_index()
-                a.plot(m.index, m["test_acc"], "o-", label=f"test acc {setting}"[:60])
+                line, = a.plot(m.index, m["test_acc"], "o-", label=setting[:60])
                 if a2 is not None:
-                    a2.plot(m.index, m["dying_ratio"], "s--", label=f"d_T {setting}"[:60])
+                    a2.plot(m.index, m["dying_ratio"], "s--", color=line.get_color())
             a.set_xlabel(numeric)
         else:
             m = df.groupby("setting")[["test_acc", "dying_ratio"]].mean()
@@ -100,9 +101,9 @@ def sweeps(runs: Runs) -> list[Figure | Missing]:
             a.set_xticks(list(xs), [s[:40] for s in m.index], rotation=60, ha="right", fontsize=6)
         a.set_ylabel("final test accuracy")
         if a2 is not None:
-            a2.set_ylabel("dying ratio d_T")
-            a2.legend(fontsize=6, loc="lower right")
-        a.legend(fontsize=6, loc="lower left")
+            a2.set_ylabel("dying ratio d_T (dashed)")
+        if df["setting"].nunique() <= 8:  # beyond that a legend hides the plot: the CSV names them
+            a.legend(fontsize=6, loc="lower left")
         space = parent.data.params.get("space", "?")
         a.set_title(f"{parent.info.run_name} ({space})", fontsize=10)
         out.append(Figure(name, f"Sweep {parent.info.run_name}: results",

@@ -49,7 +49,10 @@ def fig1(runs: Runs) -> Figure | Missing:
         if len(dense):
             a.axhline(dense.mean(), color="k", ls="--", lw=1, label="dense")
         a.set_xscale("log")
-        a.set(xlabel="density", ylabel="test accuracy", title=f"{growth} growth")
+        ticks = sorted(df["density"].dropna().unique())
+        a.set_xticks(ticks, [f"{d:g}" for d in ticks])
+        a.minorticks_off()
+        a.set(xlabel="density (log)", ylabel="test accuracy", title=f"{growth} growth")
         a.legend(fontsize=7)
     return Figure("dst_fig1", "Accuracy against density per criterion",
                   "Final test accuracy against density (log x) per pruning criterion, one panel per growth "
@@ -142,9 +145,10 @@ def cd_diagram(ranks: pd.Series, cd: float, title: str) -> object:
     items = list(ranks.items())
     for i, (name, r) in enumerate(items):
         y = -(i + 1) * 0.8
-        a.plot([r, r, k + 0.1 if i < k / 2 else 0.9], [0, y, y], "k-", lw=0.8)
-        a.text(k + 0.15 if i < k / 2 else 0.85, y, f"{name} ({r:.2f})", va="center", fontsize=8,
-               ha="left" if i < k / 2 else "right")
+        best = i < (k + 1) // 2  # the better half is labelled on the right (rank 1's side)
+        a.plot([r, r, 0.9 if best else k + 0.1], [0, y, y], "k-", lw=0.8)
+        a.text(0.85 if best else k + 0.15, y, f"{name} ({r:.2f})", va="center", fontsize=8,
+               ha="left" if best else "right")
     values = ranks.to_numpy()
     groups = []
     for i in range(k):  # maximal runs of consecutive methods within CD of each other
