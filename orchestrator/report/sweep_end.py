@@ -28,4 +28,7 @@ def report_sweep(tracking_uri: str, experiment: str, parent_run_id: str, out_dir
         print(f"warning: the report could not be made ({type(e).__name__}: {e}); rerun it with "
               f"python -m orchestrator.report --experiment {experiment} --parent {parent_run_id}", file=sys.stderr)
         return None
+    if report.missing:
+        print(f"{len(report.figures)} report figure(s); {len(report.missing)} need other spaces (listed in "
+              f"index.html)")
     return report.index
