@@ -89,6 +89,11 @@ def log_slt(lg: Logger) -> None:
                             "cycle_dying_neurons_both": 1.0, "cycle_dying_neurons_overlap": 1.0,
                             "test_acc": 0.9, "dying_ratio": 0.4}
                 files[f"masks/cycle_{c:02d}.parquet"] = masks_to_bytes(_masks(seed * 10 + c + len(name), rr))
+                files[f"ranks/cycle_{c:02d}.parquet"] = table_to_bytes(pa.table({
+                    "cycle": pa.array([c] * 4, pa.int32()), "edge": pa.array(range(4), pa.int32()),
+                    "layer": ["fc1"] * 4, "index": pa.array([3, 5, 7, 9], pa.int64()),
+                    "score": [0.4, 0.3, 0.2, 0.1], "rank": [0.1, 0.3, 0.5, 0.7],
+                    "selected": [True, rr > 0.3, rr > 0.5, False], "threshold": [rr] * 4}))
             lg.child(iep, params, steps, files)
 
 
@@ -172,7 +177,7 @@ def report(store: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     return out, uri
 
 
-EXPECTED = ["slt_table1", "slt_fig6", "slt_fig7", "slt_fig3b", "slt_fig5a", "slt_fig15", "slt_fig17",
+EXPECTED = ["slt_table1", "slt_fig6", "slt_fig7", "slt_fig3b", "slt_fig5a", "slt_fig5b", "slt_fig15", "slt_fig17",
             "slt_table6", "slt_table4", "dst_fig1", "dst_fig5", "dst_fig11", "dst_fig3_all", "dst_fig3_low",
             "dst_fig3_high", "dst_fig6a", "dst_fig6b", "imp_fig1", "imp_fig2", "imp_fig3", "imp_fig4", "imp_fig5", "imp_fig6",
             "imp_fig8", "cross_families", "sweep_ep", "sweep_iep", "sweep_dst", "sweep_imp"]
@@ -262,3 +267,24 @@ def test_unwritable_out(store: tuple[str, Path], tmp_path: Path, capsys: pytest.
     blocker.write_text("x")
     assert main(["--experiment", EXPERIMENT, "--tracking-uri", uri, "--out", str(blocker / "sub")]) == 2
     assert capsys.readouterr().err.startswith("error: --out:")
+
+
+def test_served_index_loads_every_image(report: tuple[Path, str]) -> None:
+    """--open's server: index.html and every <img> it references come back as PNGs over HTTP.
+    (No headless browser can be installed here; this checks what a browser would fetch.)"""
+    import re
+    import urllib.request
+
+    from orchestrator.report.__main__ import start_server
+
+    out, _ = report
+    server = start_server(out)
+    try:
+        base = f"http://127.0.0.1:{server.server_port}/"
+        page = urllib.request.urlopen(base + "index.html", timeout=10).read().decode()
+        images = re.findall(r'<img src="([^"]+)"', page)
+        assert len(images) == len(EXPECTED)
+        for src in images:
+            assert urllib.request.urlopen(base + src, timeout=10).read(8) == b"\x89PNG\r\n\x1a\n", src
+    finally:
+        server.shutdown()

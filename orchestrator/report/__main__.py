@@ -54,14 +54,19 @@ def _tracking(args: argparse.Namespace) -> str:
     return default_tracking_uri(storage)
 
 
-def serve(out: Path) -> None:
+def start_server(out: Path) -> http.server.ThreadingHTTPServer:
+    """http.server on 127.0.0.1, a free port, serving `out` from a daemon thread."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    print(f"Serving the report at http://127.0.0.1:{server.server_port}/index.html (Ctrl-C stops)")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def serve(out: Path) -> None:
+    server = start_server(out)
+    print(f"Serving the report at http://127.0.0.1:{server.server_port}/index.html (Ctrl-C stops)", flush=True)
     try:
-        thread.join()
+        threading.Event().wait()
     except KeyboardInterrupt:
         server.shutdown()
 

@@ -191,6 +191,36 @@ def fig15(runs: Runs) -> Figure | Missing:
                   "soft-iep-appendix.txt Fig. 15", df, fig, parents_of(used))
 
 
+def fig5b(runs: Runs) -> Figure | Missing:
+    """Score-rank trajectories of the sampled edges of one soft iEP run over its cycles."""
+    import pyarrow.parquet as pq
+
+    trials = sorted(_cycled(runs), key=lambda t: (t.slt_label != "soft iEP (LR)", t.p("run.seed") or 0))
+    t = next((t for t in trials if t.method == "iep" and runs.artifacts(t, "ranks")), None)
+    if t is None:
+        return Missing("slt_fig5b", "iep_quick", "needs a cycled iEP run with ranks/cycle_XX artifacts")
+    paths = runs.artifacts(t, "ranks")
+    df = pd.concat([pq.read_table(runs.artifact(t, p)).to_pandas() for p in paths], ignore_index=True)
+    df.insert(0, "run_id", t.run_id)
+    last = df["cycle"].max()
+    chosen = set(df[(df["cycle"] == last) & df["selected"]]["edge"])
+    fig, ax = axes(w=6)
+    a = ax[0, 0]
+    for edge, g in df.groupby("edge"):
+        a.plot(g["cycle"], g["rank"], color="tab:red" if edge in chosen else "tab:blue", lw=0.6, alpha=0.5)
+    thr = df.groupby("cycle")["threshold"].mean()
+    a.plot(thr.index, thr.values, "k-", lw=2, label="threshold (kept fraction)")
+    a.set(xlabel="cycle", ylabel="score rank (fraction of the layer above)",
+          title=f"Score ranks, {t.slt_label} (red: selected at cycle {last})")
+    a.invert_yaxis()  # rank 0 = highest score, on top
+    a.xaxis.get_major_locator().set_params(integer=True)
+    a.legend(fontsize=8)
+    return Figure("slt_fig5b", "Score-rank trajectories",
+                  f"Rank of each of {df['edge'].nunique()} sampled edges' score at the end of every cycle of one "
+                  f"{t.slt_label} run; red: selected at the last cycle, blue: not; black: the cycle's threshold.",
+                  "soft-iep.txt Fig. 5b", df, fig, [t.parent_id])
+
+
 def table6(runs: Runs) -> Figure | Missing:
     """Dying neurons of the second-last layer at the last cycle, per method."""
     trials = [t for t in runs.of("slt") if "cycle_dying_neurons_no_input" in t.metrics]
@@ -233,4 +263,4 @@ def table4(runs: Runs) -> Figure | Missing:
                   "soft-iep-appendix.txt Table 4", df, fig, parents_of(trials))
 
 
-BUILDERS = [table1, fig6, fig7, fig3b, fig5a, fig15, fig17, table6, table4]
+BUILDERS = [table1, fig6, fig7, fig3b, fig5a, fig5b, fig15, fig17, table6, table4]
