@@ -3,6 +3,7 @@ EP, iEP, DST, IMP and dense run of the experiment, on one chart."""
 
 from __future__ import annotations
 
+import matplotlib.ticker  # noqa: F401 - matplotlib.ticker below
 import numpy as np
 import pandas as pd
 
@@ -37,24 +38,50 @@ def chart(runs: Runs) -> Figure | Missing:
     if len(families) < 2:
         return Missing("cross_families", "ep_quick, dst_quick, imp_quick (one --experiment)",
                        f"needs runs of >= 2 families in the experiment, found {sorted(families) or 'none'}")
-    df = pd.DataFrame([{"run_id": t.run_id, "family": t.family, "method": method_label(t),
+    df = pd.DataFrame([{"run_id": t.run_id, "family": t.family, "method": method_label(t), "cycle": np.nan,
                         "density": density(t), "test_acc": t.metrics["test_acc"],
                         "dying_ratio": t.metrics.get("dying_ratio", np.nan)} for t in trials])
+    # iterative runs (iEP cycles, IMP rounds) also pass through every earlier density: their path
+    cycled = [t for t in trials if t.method in ("iep", "imp", "dense_lrr") and "cycle_remaining_ratio" in t.metrics]
+    path = runs.per_step(cycled, ["cycle_remaining_ratio", "cycle_test_acc", "cycle_dying_ratio"], [])
+    if len(path):
+        path = path.dropna(subset=["cycle_remaining_ratio", "cycle_test_acc"]).rename(columns={
+            "step": "cycle", "cycle_remaining_ratio": "density", "cycle_test_acc": "test_acc",
+            "cycle_dying_ratio": "dying_ratio"})
+        labels = {t.run_id: (t.family, method_label(t)) for t in cycled}
+        path["family"] = path["run_id"].map(lambda r: labels[r][0])
+        path["method"] = path["run_id"].map(lambda r: labels[r][1])
+        df = pd.concat([df, path.reindex(columns=df.columns)], ignore_index=True)
     fig, ax = axes(ncols=2)
-    markers = dict(zip(sorted(df["method"].unique()), "osD^v<>ph*X", strict=False))
-    for method, g in df.groupby("method"):
-        ax[0, 0].scatter(g["density"], g["test_acc"], marker=markers.get(method, "o"), label=method, s=24)
+    methods = sorted(df["method"].unique())
+    markers = dict(zip(methods, "osD^v<>ph*X", strict=False))
+    colors = {m: f"C{i}" for i, m in enumerate(methods)}
+    for (method, _run_id), g in df[df["cycle"].notna()].groupby(["method", "run_id"]):
+        g = g.sort_values("cycle")
+        ax[0, 0].plot(g["density"], g["test_acc"], "-", color=colors[method], alpha=0.5, lw=1)
         if g["dying_ratio"].notna().any():
-            ax[0, 1].scatter(g["density"], g["dying_ratio"], marker=markers.get(method, "o"), label=method, s=24)
+            ax[0, 1].plot(g["density"], g["dying_ratio"], "-", color=colors[method], alpha=0.5, lw=1)
+    final = df[df["cycle"].isna()]
+    for method, g in final.groupby("method"):
+        kw = {"marker": markers.get(method, "o"), "color": colors[method], "label": method, "s": 30}
+        ax[0, 0].scatter(g["density"], g["test_acc"], **kw)
+        if g["dying_ratio"].notna().any():
+            ax[0, 1].scatter(g["density"], g["dying_ratio"], **kw)
+    lo = max(1e-4, float(df["density"].min()) * 0.8)
     for a, ylabel in ((ax[0, 0], "test accuracy"), (ax[0, 1], "dying ratio (never-active weights)")):
         a.set_xscale("log")
+        a.set_xlim(lo, 1.2)
+        ticks = [v for v in (0.01, 0.02, 0.05, 0.1, 0.2, 0.33, 0.5, 1.0) if lo <= v <= 1.2]
+        a.set_xticks(ticks, [f"{v:g}" for v in ticks])
+        a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         a.set(xlabel="density (fraction of weights kept, log)", ylabel=ylabel)
         a.legend(fontsize=7)
     ax[0, 0].set_title("Accuracy against density")
     ax[0, 1].set_title("Exploration against density")
     return Figure("cross_families", "All families: accuracy and exploration against density",
                   "Final test accuracy (left) and dying ratio (right; for DST 1 − ITOP; IMP logs none) "
-                  "against the final density, one point per run, for every family in the experiment.",
+                  "against the final density, one marker per run, for every family in the experiment; lines: "
+                  "the per-cycle (iEP) or per-round (IMP) path of iterative runs (rows with a cycle).",
                   "none (across the three papers)", df, fig, parents_of(trials))
 
 
