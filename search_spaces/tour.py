@@ -9,6 +9,8 @@ differ only where their methods do. A minute or two on 2 cores.
 
 from __future__ import annotations
 
+from optuna.distributions import CategoricalDistribution
+
 from search_spaces.base import SearchSpace
 from search_spaces.dst import DST_DEFAULTS
 from search_spaces.edge_popup import PAPER_EP_SETUP, PAPER_IEP_SETUP
@@ -36,6 +38,8 @@ TOUR = SearchSpace(
                                    if k.startswith(("optim.", "method.", "schedule.name"))},
                 "method.rounds": 6, "schedule.epochs": 2},
     },
+    # each family keeps its own optimizer and LR; what they share is the data order's batch size
+    optuna={"data.batch_size": CategoricalDistribution((32, 64, 128))},
 )
 
 SPACES = (TOUR,)
