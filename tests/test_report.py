@@ -288,3 +288,10 @@ def test_served_index_loads_every_image(report: tuple[Path, str]) -> None:
             assert urllib.request.urlopen(base + src, timeout=10).read(8) == b"\x89PNG\r\n\x1a\n", src
     finally:
         server.shutdown()
+
+
+def test_storage_without_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["--experiment", EXPERIMENT, "--storage", str(tmp_path / "none"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --storage: no MLflow store") and not out.exists()
