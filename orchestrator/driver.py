@@ -94,6 +94,9 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     tracker = SweepTracker(settings.tracking_uri, settings.experiment, Path(settings.storage), spool_dir)
     parent = tracker.start(settings.name, params={"space": space.name, "search": plan.search,
                                                   **{f"set.{k}": v for k, v in settings.sets.items()},
+                                                  # --grid overrides: the report rebuilds the command
+                                                  **{f"grid.{k}": ",".join(map(str, v))
+                                                     for k, v in settings.grids.items()},
                                                   "grid_trials": len(plan.points()) if plan.search == "grid" else 0,
                                                   "num_samples": plan.num_samples,
                                                   "workers_per_trial": settings.workers_per_trial},

@@ -32,10 +32,10 @@ class Logger:
         self.root = root
 
     def parent(self, name: str, space: str, sets: dict[str, str] | None = None) -> str:
+        """`sets`: the parent's set.KEY / grid.KEY params, as the driver logs them."""
         run = self.client.create_run(self.exp, run_name=name, tags={"sparsesweep.kind": "sweep",
                                                                     "sparsesweep.space": space})
-        params = {"space": space, "search": "grid", "num_samples": "1",
-                  **{f"set.{k}": v for k, v in (sets or {}).items()}}
+        params = {"space": space, "search": "grid", "num_samples": "1", **(sets or {})}
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
         return run.info.run_id
 
@@ -64,7 +64,7 @@ def _masks(seed: int, density: float) -> dict[str, torch.Tensor]:
 
 
 def log_slt(lg: Logger) -> None:
-    ep = lg.parent("ep", "ep_quick", {"schedule.epochs": "3"})
+    ep = lg.parent("ep", "ep_quick", {"set.schedule.epochs": "3", "grid.method.prune_rate": "0.2,0.5"})
     for k in (0.2, 0.5):
         for seed in (0, 1):
             d = [k * (0.6 + 0.1 * e) + 0.01 * seed for e in range(1, 4)]
@@ -127,7 +127,7 @@ def log_dst(lg: Logger) -> None:
 
 
 def log_imp(lg: Logger) -> None:
-    imp = lg.parent("imp", "imp_quick", {"method.lmc": "true"})
+    imp = lg.parent("imp", "imp_quick", {"set.method.lmc": "true"})
     for repel in ("off", "all"):
         for seed in (0, 1):
             steps, files, rows = {}, {}, []
@@ -192,7 +192,8 @@ def test_every_figure_written_with_its_numbers(report: tuple[Path, str]) -> None
     page = (out / "index.html").read_text()
     for name in EXPECTED:
         assert f'src="{name}.png"' in page
-    assert "python -m orchestrator.sweep --space ep_quick --name ep --set schedule.epochs=3" in page
+    assert ("python -m orchestrator.sweep --space ep_quick --name ep --experiment rep --grid method.prune_rate=0.2,0.5 "
+            "--set schedule.epochs=3") in page
     assert "soft-iep.txt Table 1" in page and "understanding-imp.txt Fig. 8" in page
 
 

@@ -40,7 +40,7 @@ def build(runs: Runs, out: Path, title: str, *, quiet_missing: bool = False) -> 
     if not quiet_missing:
         for m in missing:
             print(m.line(), file=sys.stderr)
-    index = write_index(out, title, figures, missing, runs.parents)
+    index = write_index(out, title, figures, missing, runs.parents, runs.experiment)
     return Report(index, figures, missing, [*files, index])
 
 

@@ -100,6 +100,7 @@ class Runs:
     experiment_id: str
     parents: dict[str, Any]  # run_id -> mlflow Run
     trials: list[Trial]
+    experiment: str = ""
     _dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sparsesweep-report-")))
 
     def of(self, *families: str) -> list[Trial]:
@@ -172,7 +173,7 @@ def load_runs(tracking_uri: str, experiment: str, parent: str | None = None) -> 
                     dict(r.data.tags))
               for r in runs
               if r.data.tags.get(PARENT_TAG) in parents and r.info.status == "FINISHED"]
-    return Runs(client, exp.experiment_id, parents, trials)
+    return Runs(client, exp.experiment_id, parents, trials, experiment)
 
 
 def _search(client: Any, experiment_id: str, filter_string: str) -> list[Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from orchestrator.report.figure import Figure, Missing
 
 
-def sweep_command(parent: Any) -> str:
+def sweep_command(parent: Any, experiment: str = "") -> str:
     """The `python -m orchestrator.sweep` line of a parent run (its description when it holds one)."""
     note = parent.data.tags.get("mlflow.note.content", "")
     if "orchestrator.sweep" in note:
@@ -18,16 +18,19 @@ def sweep_command(parent: Any) -> str:
     p = parent.data.params
     parts = ["python", "-m", "orchestrator.sweep", "--space", p.get("space", "?"),
              "--name", parent.info.run_name or ""]
+    if experiment:
+        parts += ["--experiment", experiment]
     if p.get("search", "grid") != "grid":
         parts += ["--search", p["search"]]
     if p.get("num_samples", "1") != "1":
         parts += ["--num-samples", p["num_samples"]]
+    parts += [a for k, v in sorted(p.items()) if k.startswith("grid.") for a in ("--grid", f"{k[5:]}={v}")]
     parts += [a for k, v in sorted(p.items()) if k.startswith("set.") for a in ("--set", f"{k[4:]}={v}")]
     return shlex.join(parts)
 
 
 def write_index(out: Path, title: str, figures: list[Figure], missing: list[Missing],
-                parents: dict[str, Any]) -> Path:
+                parents: dict[str, Any], experiment: str = "") -> Path:
     def esc(s: str) -> str:
         return html.escape(str(s))
 
@@ -35,7 +38,7 @@ def write_index(out: Path, title: str, figures: list[Figure], missing: list[Miss
             f"<p>{len(figures)} figure(s) from {len(parents)} sweep(s). Each PNG has its numbers beside it "
             "as CSV and Parquet.</p>"]
     for f in figures:
-        cmds = "".join(f"<pre>{esc(sweep_command(parents[p]))}</pre>" for p in f.parents if p in parents)
+        cmds = "".join(f"<pre>{esc(sweep_command(parents[p], experiment))}</pre>" for p in f.parents if p in parents)
         body.append(
             f'<section id="{esc(f.name)}"><h2>{esc(f.title)}</h2>'
             f'<img src="{esc(f.name)}.png" alt="{esc(f.title)}">'
