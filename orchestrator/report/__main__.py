@@ -86,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.report.build import build, log_to_parents
 
     title = f"sparsesweep report: {args.experiment}" + (f" / {args.parent}" if args.parent else "")
-    report = build(runs, out, title)
-    if not args.no_log:
-        log_to_parents(runs, report)
+    try:
+        report = build(runs, out, title)
+        if not args.no_log:
+            log_to_parents(runs, report)
+    finally:
+        runs.close()
     print(f"{len(report.figures)} figure(s), {len(report.missing)} skipped; report: {report.index}")
     if args.open:
         serve(out)

@@ -8,6 +8,7 @@ returns, not numbers re-derived another way.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -143,6 +144,10 @@ class Runs:
 
     def artifacts(self, trial: Trial, folder: str) -> list[str]:
         return sorted(a.path for a in self.client.list_artifacts(trial.run_id, folder) if not a.is_dir)
+
+    def close(self) -> None:
+        """Remove the downloaded artifacts (the report's own files are elsewhere)."""
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     @cached_property
     def spaces(self) -> set[str]:

@@ -22,8 +22,11 @@ def report_sweep(tracking_uri: str, experiment: str, parent_run_id: str, out_dir
     out = out_dir or Path(tempfile.mkdtemp(prefix="sparsesweep-report-"))
     try:
         runs = load_runs(tracking_uri, experiment, parent_run_id)
-        report = build(runs, out, f"sparsesweep report: {experiment} / {parent_run_id}", quiet_missing=True)
-        log_to_parents(runs, report)
+        try:
+            report = build(runs, out, f"sparsesweep report: {experiment} / {parent_run_id}", quiet_missing=True)
+            log_to_parents(runs, report)
+        finally:
+            runs.close()
     except Exception as e:  # noqa: BLE001 - reported, never fatal (see above)
         print(f"warning: the report could not be made ({type(e).__name__}: {e}); rerun it with "
               f"python -m orchestrator.report --experiment {experiment} --parent {parent_run_id}", file=sys.stderr)
