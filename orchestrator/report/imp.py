@@ -37,9 +37,11 @@ def _minmax(df: pd.DataFrame, by: list[str], col: str) -> pd.DataFrame:
     return g.dropna(subset=["mean"])
 
 
-def _line(a, s: pd.DataFrame, x: str, label: str, **kw) -> None:  # noqa: ANN001
-    a.errorbar(s[x], s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], marker="o", ms=3,
-               capsize=2, label=label, **kw)
+def _line(a, s: pd.DataFrame, x: str, label: str, **kw) -> str:  # noqa: ANN001
+    """Mean with min/max bars; returns the line's colour (its reinit is drawn dashed in it)."""
+    bars = a.errorbar(s[x], s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], marker="o", ms=3,
+                      capsize=2, label=label, **kw)
+    return bars.lines[0].get_color()
 
 
 def _remaining_axis(a) -> None:  # noqa: ANN001
@@ -54,20 +56,22 @@ def fig1(runs: Runs) -> Figure | Missing:
     df = rounds(runs, trials)
     if df.empty or df["cycle"].nunique() < 2:
         return Missing("imp_fig1", "imp_quick", "needs IMP runs with >= 2 rounds")
-    fig, ax = axes()
-    a = ax[0, 0]
-    for (bs, wu), g in df.groupby(["data.batch_size", "schedule.warmup_epochs"]):
-        tag = f"bs={bs}" + (f", warm-up {wu}" if wu else "")
-        _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_test_acc"), "cycle_remaining_ratio", f"IMP {tag}")
-        if g["cycle_reinit_test_acc"].notna().any():
-            _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_reinit_test_acc"), "cycle_remaining_ratio",
-                  f"reinit {tag}", ls="--")
-    _remaining_axis(a)
-    a.set(ylabel="test accuracy", title="IMP and reinit against sparsity")
-    a.legend(fontsize=7)
+    warmups = sorted(df["schedule.warmup_epochs"].fillna(0).unique())
+    fig, ax = axes(ncols=len(warmups))  # a panel per warm-up, as the paper's Fig. 1
+    for i, wu in enumerate(warmups):
+        a = ax[0, i]
+        for bs, g in df[df["schedule.warmup_epochs"].fillna(0) == wu].groupby("data.batch_size"):
+            line = _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_test_acc"), "cycle_remaining_ratio",
+                         f"IMP bs={bs}")
+            if g["cycle_reinit_test_acc"].notna().any():
+                _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_reinit_test_acc"), "cycle_remaining_ratio",
+                      f"reinit bs={bs}", ls="--", color=line)
+        _remaining_axis(a)
+        a.set(ylabel="test accuracy", title=f"IMP and reinit, warm-up {wu:g} epochs")
+        a.legend(fontsize=7)
     return Figure("imp_fig1", "IMP and reinit accuracy against sparsity",
                   "Test accuracy of each IMP round and of its random-reinit baseline against the remaining "
-                  "fraction of weights (log), per batch size and warm-up; bars: min/max over seeds.",
+                  "fraction of weights (log), per batch size, a panel per warm-up; bars: min/max over seeds.",
                   "understanding-imp.txt Fig. 1", df, fig, parents_of(trials))
 
 
@@ -80,10 +84,11 @@ def _per_round(runs: Runs, key: str, name: str, ylabel: str, title: str, caption
     fig, ax = axes()
     a = ax[0, 0]
     for (variant, bs), g in df.groupby(["variant", "data.batch_size"]):
-        _line(a, _minmax(g, ["cycle_remaining_ratio"], key), "cycle_remaining_ratio", f"{variant} bs={bs}")
+        color = _line(a, _minmax(g, ["cycle_remaining_ratio"], key), "cycle_remaining_ratio",
+                      f"{variant} bs={bs}")
         if reinit and g[reinit].notna().any():
             _line(a, _minmax(g, ["cycle_remaining_ratio"], reinit), "cycle_remaining_ratio",
-                  f"reinit bs={bs}", ls="--")
+                  f"its reinit bs={bs}", ls="--", color=color)
     _remaining_axis(a)
     a.set(ylabel=ylabel, title=title)
     a.legend(fontsize=7)
@@ -210,14 +215,17 @@ def fig3(runs: Runs) -> Figure | Missing:
     fig, ax = axes()
     a = ax[0, 0]
     for (variant, bs), g in df.groupby(["variant", "data.batch_size"]):
-        _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_test_acc"), "cycle_remaining_ratio",
-              f"{variant} bs={bs}")
+        color = _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_test_acc"), "cycle_remaining_ratio",
+                      f"{variant} bs={bs}")
+        if g["cycle_reinit_test_acc"].notna().any():
+            _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_reinit_test_acc"), "cycle_remaining_ratio",
+                  f"its reinit bs={bs}", ls="--", color=color)
     _remaining_axis(a)
-    a.set(ylabel="test accuracy", title="Repellent against regular IMP")
+    a.set(ylabel="test accuracy", title="Repellent against regular IMP (reinit dashed)")
     a.legend(fontsize=7)
     return Figure("imp_fig3", "Repellent against regular IMP",
-                  "Test accuracy per round of IMP with the repellent loss J_r and of regular IMP, per batch "
-                  "size; bars: min/max over seeds.", "understanding-imp.txt Fig. 3", df, fig, parents_of(trials))
+                  "Test accuracy per round of IMP with the repellent loss J_r and of regular IMP, each with "
+                  "its random-reinit baseline (dashed), per batch size; bars: min/max over seeds.", "understanding-imp.txt Fig. 3", df, fig, parents_of(trials))
 
 
 BUILDERS = [fig1, fig2, fig3, fig4, fig5, fig6, fig8]
