@@ -94,6 +94,9 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     tracker = SweepTracker(settings.tracking_uri, settings.experiment, Path(settings.storage), spool_dir)
     parent = tracker.start(settings.name, params={"space": space.name, "search": plan.search,
                                                   **{f"set.{k}": v for k, v in settings.sets.items()},
+                                                  # --grid overrides: the report rebuilds the command
+                                                  **{f"grid.{k}": ",".join(map(str, v))
+                                                     for k, v in settings.grids.items()},
                                                   "grid_trials": len(plan.points()) if plan.search == "grid" else 0,
                                                   "num_samples": plan.num_samples,
                                                   "workers_per_trial": settings.workers_per_trial},
@@ -131,8 +134,15 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
         incomplete = int((df["status"] == "INCOMPLETE").sum()) if len(df) else 0
         status = "KILLED" if incomplete else ("FINISHED" if errors == 0 else "FAILED")
         out_dir = None if _is_uri(settings.storage) else Path(sweep_path)
-        for path in show_results(df, results, plan, metric, mode, out_dir):
+        for path in show_results(df, results, plan, metric, mode, out_dir, figures=False):
             tracker.log_artifact(path, "")
+        from orchestrator.report.sweep_end import report_sweep
+
+        index = report_sweep(settings.tracking_uri, settings.experiment, parent,
+                             None if out_dir is None else out_dir / "report")
+        if index is not None:
+            print(f"\nReport: {index}" + (" (also in MLflow, the parent run's report/)" if out_dir else
+                                          " (logged to the parent run's report/)"))
         print(f"\nMLflow: {runnable(tracking_ui_command(settings.tracking_uri))}")
         print(f"Tune results and checkpoints: {sweep_path}")
         if diverged := count_status(df, "DIVERGED"):

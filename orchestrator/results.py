@@ -276,8 +276,10 @@ def save_figure(df: Any, plan: Plan, metric: str, path: Path) -> Path | None:
 
 
 def show_results(df: Any, results: Any, plan: Plan, metric: str, mode: str,
-                 out_dir: Path | None) -> list[Path]:
-    """Print the tables; write them (and figures) under `out_dir`; return the files written."""
+                 out_dir: Path | None, *, figures: bool = True) -> list[Path]:
+    """Print the tables; write them (and, with `figures`, the two overview figures) under
+    `out_dir`; return the files written. The sweep passes figures=False: orchestrator.report
+    draws its figures instead."""
     import pandas as pd
 
     written: list[Path] = []
@@ -310,14 +312,14 @@ def show_results(df: Any, results: Any, plan: Plan, metric: str, mode: str,
     df.to_csv(out_dir / "results.csv", index=False)
     written.append(out_dir / "results.csv")
     written.append(write_parquet(trial_frame(df, results, plan), out_dir / "results.parquet"))
-    fig = save_figure(df, plan, metric, out_dir / "results.png")
+    fig = save_figure(df, plan, metric, out_dir / "results.png") if figures else None
     if fig is not None:
         written.append(fig)
     if cycles is not None and summary is not None:
         cycles.to_csv(out_dir / "cycles.csv", index=False)
         summary.reset_index().to_csv(out_dir / "cycles_summary.csv", index=False)
         written += [out_dir / "cycles.csv", out_dir / "cycles_summary.csv"]
-        cfig = save_cycle_figure(summary, plan, out_dir / "cycles.png")
+        cfig = save_cycle_figure(summary, plan, out_dir / "cycles.png") if figures else None
         if cfig is not None:
             written.append(cfig)
     for path in written:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from search_spaces import baselines, dst, edge_popup, imp
+from search_spaces import baselines, dst, edge_popup, imp, tour
 from search_spaces.base import Plan, SearchSpace, make_plan
 from trainables.config import ConfigError
 
 REGISTRY: dict[str, SearchSpace] = {s.name: s for s in (*edge_popup.SPACES, *baselines.SPACES, *dst.SPACES,
-                                                 *imp.SPACES)}
+                                                 *imp.SPACES, *tour.SPACES)}
 DEFAULT_SPACE = "ep_quick"
 
 

@@ -90,7 +90,11 @@ def test_default_sweep_sqlite_two_concurrent_trials(tmp_path: Path) -> None:
 
     client, parent, children = runs_of(uri, "e2e")
     assert parent.info.status == "FINISHED" and parent.data.params["space"] == "ep_quick"
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"results.csv", "results.png"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"results.csv", "results.parquet"}
+    # the sweep ends with its report (orchestrator.report) in place of the old results.png
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/index.html", "report/sweep_e2e.png", "report/slt_table1.png", "report/slt_table1.csv"} <= report
+    assert "Report: " in out and (storage / "tune" / "e2e" / "report" / "index.html").is_file()
     assert len(children) == 2
     assert all(c.data.tags[PARENT_TAG] == parent.info.run_id and c.info.status == "FINISHED" for c in children)
     rates = sorted(check_child(client, c, tmp_path, epochs=2).method.prune_rate for c in children)
@@ -177,7 +181,9 @@ def test_iterative_sweep_logs_every_cycle(tmp_path: Path) -> None:
     uri = f"sqlite:///{storage.resolve()}/mlflow.db"
     client, parent, children = runs_of(uri, "cyc")
     assert len(children) == 3  # ep, hard_lr, soft_lr
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"cycles.csv", "cycles.png"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"cycles.csv", "cycles_summary.csv"}
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/slt_fig3b.png", "report/slt_fig5a.png", "report/slt_fig17.png"} <= report  # was cycles.png
     for child in children:
         rid = child.info.run_id
         assert [m.step for m in client.get_metric_history(rid, "test_acc")] == list(range(1, 7))

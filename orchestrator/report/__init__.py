@@ -1,0 +1,1 @@
+"""The report: the papers' figures regenerated from what sweeps logged to MLflow."""
