@@ -490,7 +490,8 @@ class MlflowWriter:
                 final, cycles = mask_files([(p, a) for p, a in op["files"]])
                 if final is not None or cycles:
                     self._mask_figure(run_id, {"name": op["name"], "title": op["mask_figure"],
-                                               "final": final, "cycles": cycles})
+                                               "final": final, "cycles": cycles,
+                                               "artifact_path": "masks"})
         elif kind == "inputs":
             self._log_inputs(run_id, op["datasets"])
         elif kind == "mask_figure":
@@ -533,7 +534,7 @@ class MlflowWriter:
         with tempfile.TemporaryDirectory(prefix="sparsesweep-mask-fig-") as tmp:
             out = render_mask_figure(final, cycles, Path(tmp) / MASK_FIGURE, title=op.get("title") or op["name"])
             if out is not None:
-                self.client.log_artifact(run_id, str(out), op.get("artifact_path") or None)
+                self.client.log_artifact(run_id, str(out), op.get("artifact_path", "masks") or None)
 
     def _upload(self, run_id: str, files: Iterable[Sequence[str]]) -> None:
         for path, artifact_path in files:

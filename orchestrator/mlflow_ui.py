@@ -160,13 +160,14 @@ class SweepLabels:
         swept += [k for k in plan.optuna_space if k not in swept]
         configs = plan.trial_configs()
         flats = [c.to_flat() for c in configs]
-        methods = sorted({str(f["method.name"]) for f in flats})
+        names = {str(f["method.name"]) for f in flats}
+        methods = sorted({method_label(f) for f in flats})
         if "method.name" in swept:
             swept.remove("method.name")  # the run name starts with the method anyway
         labels = cls(sweep_name=sweep_name, space=plan.space.name, search=plan.search,
                      swept=tuple(swept), short=tuple(_short_names(swept).items()),
                      numbered=plan.search != "grid",
-                     families=tuple(sorted({family_of(m) for m in methods})),
+                     families=tuple(sorted({family_of(m) for m in names})),
                      methods=tuple(methods), commit=_git_commit())
         if plan.search == "grid":
             points = plan.points()
@@ -380,6 +381,11 @@ def render_mask_figure(final: Path | None, cycles: Sequence[tuple[int, Path]], o
                 if name in index:
                     grid[index[name], j] = d
         im = ax2.imshow(grid, aspect="auto", vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
+        if grid.size <= 240:  # small enough to print each value
+            for (i, j), d in np.ndenumerate(grid):
+                if not np.isnan(d):
+                    ax2.text(j, i, f"{d:.2f}", ha="center", va="center", fontsize=6,
+                             color="white" if d < 0.6 else "black")
         ax2.set_xticks(range(len(per_cycle)), [str(c) for c, _ in per_cycle], fontsize=7)
         ax2.set_yticks([])
         ax2.set_xlabel("cycle (masks/cycle_XX.parquet)")
