@@ -90,6 +90,15 @@ def test_default_sweep_sqlite_two_concurrent_trials(tmp_path: Path) -> None:
 
     client, parent, children = runs_of(uri, "e2e")
     assert parent.info.status == "FINISHED" and parent.data.params["space"] == "ep_quick"
+    # MLflow's UI (orchestrator.mlflow_ui): runs tab, names, the command as the description
+    assert client.get_experiment_by_name("e2e").tags["mlflow.experimentKind"] == "custom_model_development"
+    assert parent.info.run_name == "ep_quick/e2e (grid; k; 2 trials)"
+    assert "python -m orchestrator.sweep --storage" in parent.data.tags["mlflow.note.content"]
+    assert parent.data.params["set.run.max_steps_per_epoch"] == "4"
+    assert sorted(c.info.run_name for c in children) == ["ep/k=0.2/seed=0", "ep/k=0.5/seed=0"]
+    for c in children:
+        assert "masks/density.png" in {a.path for a in client.list_artifacts(c.info.run_id, "masks")}
+        assert [d.dataset.name for d in c.inputs.dataset_inputs] == ["digits"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"results.csv", "results.png"}
     assert len(children) == 2
     assert all(c.data.tags[PARENT_TAG] == parent.info.run_id and c.info.status == "FINISHED" for c in children)
