@@ -198,7 +198,8 @@ def test_iterative_sweep_logs_every_cycle(tmp_path: Path) -> None:
         remaining = [m.value for m in client.get_metric_history(rid, "cycle_remaining_ratio")]
         assert remaining == pytest.approx([0.8, 0.64, 0.512], abs=0.002)
         paths = {a.path for a in client.list_artifacts(rid, "masks")}
-        assert paths == {"masks/masks.parquet", *(f"masks/cycle_{c:02d}.parquet" for c in (1, 2, 3))}
+        assert paths == {"masks/masks.parquet", "masks/density.png",  # the figure: mlflow_ui
+                         *(f"masks/cycle_{c:02d}.parquet" for c in (1, 2, 3))}
         assert {a.path for a in client.list_artifacts(rid)} >= {"config.json", "masks", "ranks", "visits"}
         dest = tmp_path / rid
         last = read_masks(client.download_artifacts(rid, "masks/cycle_03.parquet", str(dest)))
