@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ SOURCE_NAME_TAG = "mlflow.source.name"
 SOURCE_TYPE_TAG = "mlflow.source.type"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 RUN_COLOR_TAG = "mlflow.runColor"
+#: Experiment tags holding saved views of the runs table (MLflow's UI "Share" button).
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+#: Metric columns of the saved view, after the sweep's own metric (absent ones stay empty).
+VIEW_METRICS = ("test_acc", "test_loss", "density", "dying_ratio")
 SOURCE_NAME = "python -m orchestrator.sweep"
 
 FAMILY_TAG = "sparsesweep.family"
@@ -228,9 +233,11 @@ class SweepLabels:
             tags[GIT_COMMIT_TAG] = self.commit
         return tags
 
-    def parent_note(self, command: str, plan: Plan | None = None) -> str:
+    def parent_note(self, command: str, plan: Plan | None = None, view_link: str = "") -> str:
         """The parent run's description (markdown): the command line, then what it sweeps."""
         lines = ["Started with:", "", "```", command or "(command line not recorded)", "```", ""]
+        if view_link:
+            lines += [f"[This sweep's runs, swept params and metrics as columns]({view_link})", ""]
         if plan is not None:
             lines.append(f"Space `{plan.space.name}`: {plan.space.description}"
                          + (f" ({plan.space.paper})" if plan.space.paper else ""))
@@ -246,6 +253,36 @@ class SweepLabels:
                     lines.append(f"- `{key}`: {dist}")
                 lines.append(f"- {plan.num_samples} Optuna trial(s)")
         return "\n".join(lines)
+
+
+    # ------------------------------------------------------------------ a saved view
+
+    def view_key(self) -> str:
+        """The share key of this sweep's saved view of the runs table (see `shared_view`)."""
+        return "sweep-" + re.sub(r"[^A-Za-z0-9_-]", "_", self.sweep_name)[:80]
+
+    def shared_view(self, metric: str, mode: str) -> tuple[str, str]:
+        """(experiment tag, value) of a view of the runs table that MLflow's UI opens from
+        ``#/experiments/ID?viewStateShareKey=KEY`` (`view_url`): this sweep's runs only, sorted
+        by its metric, with the Dataset and Source columns, the swept params and the main
+        metrics shown. Its default shows only Source, Models and Dataset; the UI's own "Share"
+        button saves views the same way (tag ``mlflow.sharedViewState.KEY``, JSON, read back
+        as is when it is not compressed), and the browser keeps what the user changes."""
+        params = [f"params.`{k}`" for k in self.swept if k != VARIANT_KEY]
+        shown = dict.fromkeys([metric, *VIEW_METRICS])
+        columns = ["attributes.`Dataset`", "attributes.`Source`", "tags.`sparsesweep.method`",
+                   *params, *(f"metrics.`{m}`" for m in shown)]
+        name = self.sweep_name.replace("'", "")
+        state = {"searchFilter": f"tags.`{SWEEP_TAG}` = '{name}'", "orderByKey": f"metrics.`{metric}`",
+                 "orderByAsc": mode == "min", "selectedColumns": columns}
+        return VIEW_TAG_PREFIX + self.view_key(), json.dumps(state)
+
+
+def view_url(tracking_uri: str, experiment_id: str, key: str) -> str:
+    """Where the saved view opens: the server's URL, or `mlflow ui`'s default address."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) \
+        else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}?viewStateShareKey={key}"
 
 
 def _short_names(keys: Sequence[str]) -> dict[str, str]:

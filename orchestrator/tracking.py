@@ -284,12 +284,15 @@ class SweepTracker:
         *,
         run_name: str | None = None,
         note: str | None = None,
+        experiment_tags: Mapping[str, str] | None = None,
     ) -> str:
         """Create the parent run, or re-open ``resume_run_id`` for ``--resume``; return its id.
 
         `run_name` (default: the sweep's name) and `note`, the run's description (the command
         line that started the sweep), are set when the run is created; a resumed run keeps its own.
         """
+        for key, value in (experiment_tags or {}).items():  # e.g. a saved view (mlflow_ui)
+            self.client.set_experiment_tag(self.experiment_id, key, value)
         all_tags = {str(k): str(v) for k, v in tags.items()}
         all_tags[KIND_TAG] = "sweep"
         all_tags[SWEEP_NAME_TAG] = sweep_name

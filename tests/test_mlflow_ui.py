@@ -24,6 +24,7 @@ from orchestrator.mlflow_ui import (
     param_text,
     render_mask_figure,
     trial_number,
+    view_url,
 )
 from orchestrator.security import redact, redact_command
 from orchestrator.sync import TuneTrial, trial_ops
@@ -78,6 +79,21 @@ def test_tags_family_colour_and_parent_note() -> None:
     note = labels.parent_note("python -m orchestrator.sweep --space imp_quick", plan)
     assert note.startswith("Started with:\n\n```\npython -m orchestrator.sweep --space imp_quick\n```")
     assert "`data.batch_size`: 16, 256" in note and "variants: " in note
+
+
+def test_saved_view_of_the_runs_table() -> None:
+    plan = make_plan(get_space("dense_quick"), search="grid", sets={}, grid_overrides={}, num_samples=1)
+    labels = SweepLabels.from_plan(plan, "d q'1")
+    tag, value = labels.shared_view("test_loss", "min")
+    assert tag == "mlflow.sharedViewState.sweep-d_q_1" and labels.view_key() == "sweep-d_q_1"
+    view = json.loads(value)
+    assert view["selectedColumns"][:4] == ["attributes.`Dataset`", "attributes.`Source`",
+                                           "tags.`sparsesweep.method`", "params.`optim.lr`"]
+    assert view["selectedColumns"][4] == "metrics.`test_loss`" and view["orderByAsc"] is True
+    assert view["searchFilter"] == "tags.`sparsesweep.sweep_name` = 'd q1'"
+    assert view_url("sqlite:////x/mlflow.db", "3", "k") == \
+        "http://127.0.0.1:5000/#/experiments/3?viewStateShareKey=k"
+    assert view_url("http://head:5000/", "3", "k").startswith("http://head:5000/#/experiments/3?")
 
 
 def test_command_line_is_redacted() -> None:

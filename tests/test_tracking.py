@@ -482,7 +482,8 @@ def test_first_screen_of_mlflow_ui_on_a_server(
     tracker = SweepTracker(uri, "ui-test", storage)
     parent = tracker.start("ui-sweep", {"space": "ep_quick", "set.model.name": plan.base["model.name"]},
                            {"sparsesweep.space": "ep_quick", **labels.parent_tags()},
-                           run_name=labels.parent_run_name(2), note=labels.parent_note(command, plan))
+                           run_name=labels.parent_run_name(2), note=labels.parent_note(command, plan),
+                           experiment_tags=dict([labels.shared_view("test_acc", "max")]))
     callback = MLflowTrialCallback(uri, tracker.experiment_id, parent,
                                    lambda c: plan.resolve(c).to_flat(), strict=True, labels=labels)
     tuner = tune.Tuner(ui_trainable, param_space=_param_space(plan),
@@ -499,6 +500,13 @@ def test_first_screen_of_mlflow_ui_on_a_server(
     exp = json.loads(rest("/api/2.0/mlflow/experiments/get", experiment_id=tracker.experiment_id))
     exp_tags = {t["key"]: t["value"] for t in exp["experiment"]["tags"]}
     assert exp_tags["mlflow.experimentKind"] == "custom_model_development"  # runs tab, not GenAI
+    view = json.loads(exp_tags["mlflow.sharedViewState.sweep-ui-sweep"])  # ?viewStateShareKey=
+    assert view["searchFilter"] == "tags.`sparsesweep.sweep_name` = 'ui-sweep'"
+    assert {"params.`method.prune_rate`", "metrics.`test_acc`", "attributes.`Dataset`"} <= set(
+        view["selectedColumns"])
+    assert view["orderByKey"] == "metrics.`test_acc`" and view["orderByAsc"] is False
+    assert len(client_search := MlflowClient(tracking_uri=uri).search_runs(
+        [tracker.experiment_id], view["searchFilter"])) == 3, client_search  # the view's filter parses
 
     client = MlflowClient(tracking_uri=uri)
     top = client.get_run(parent)
