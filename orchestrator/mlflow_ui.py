@@ -263,7 +263,7 @@ class SweepLabels:
 
     def shared_view(self, metric: str, mode: str) -> tuple[str, str]:
         """(experiment tag, value) of a view of the runs table that MLflow's UI opens from
-        ``#/experiments/ID?viewStateShareKey=KEY`` (`view_url`): this sweep's runs only, sorted
+        ``#/experiments/ID?viewStateShareKey=KEY`` (`view_url`): this sweep's trials only, sorted
         by its metric, with the Dataset and Source columns, the swept params and the main
         metrics shown. Its default shows only Source, Models and Dataset; the UI's own "Share"
         button saves views the same way (tag ``mlflow.sharedViewState.KEY``, JSON, read back
@@ -273,7 +273,10 @@ class SweepLabels:
         columns = ["attributes.`Dataset`", "attributes.`Source`", "tags.`sparsesweep.method`",
                    *params, *(f"metrics.`{m}`" for m in shown)]
         name = self.sweep_name.replace("'", "")
-        state = {"searchFilter": f"tags.`{SWEEP_TAG}` = '{name}'", "orderByKey": f"metrics.`{metric}`",
+        # trials only: with their parent in the result the UI nests them under it, collapsed
+        # (a shared view cannot expand rows), and the first screen would be one row
+        where = f"tags.`{SWEEP_TAG}` = '{name}' and tags.`sparsesweep.kind` = 'trial'"
+        state = {"searchFilter": where, "orderByKey": f"metrics.`{metric}`",
                  "orderByAsc": mode == "min", "selectedColumns": columns}
         return VIEW_TAG_PREFIX + self.view_key(), json.dumps(state)
 

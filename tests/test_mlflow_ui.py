@@ -90,7 +90,7 @@ def test_saved_view_of_the_runs_table() -> None:
     assert view["selectedColumns"][:4] == ["attributes.`Dataset`", "attributes.`Source`",
                                            "tags.`sparsesweep.method`", "params.`optim.lr`"]
     assert view["selectedColumns"][4] == "metrics.`test_loss`" and view["orderByAsc"] is True
-    assert view["searchFilter"] == "tags.`sparsesweep.sweep_name` = 'd q1'"
+    assert view["searchFilter"] == "tags.`sparsesweep.sweep_name` = 'd q1' and tags.`sparsesweep.kind` = 'trial'"
     assert view_url("sqlite:////x/mlflow.db", "3", "k") == \
         "http://127.0.0.1:5000/#/experiments/3?viewStateShareKey=k"
     assert view_url("http://head:5000/", "3", "k").startswith("http://head:5000/#/experiments/3?")

@@ -501,12 +501,13 @@ def test_first_screen_of_mlflow_ui_on_a_server(
     exp_tags = {t["key"]: t["value"] for t in exp["experiment"]["tags"]}
     assert exp_tags["mlflow.experimentKind"] == "custom_model_development"  # runs tab, not GenAI
     view = json.loads(exp_tags["mlflow.sharedViewState.sweep-ui-sweep"])  # ?viewStateShareKey=
-    assert view["searchFilter"] == "tags.`sparsesweep.sweep_name` = 'ui-sweep'"
+    assert view["searchFilter"] == ("tags.`sparsesweep.sweep_name` = 'ui-sweep' and "
+                                    "tags.`sparsesweep.kind` = 'trial'")
     assert {"params.`method.prune_rate`", "metrics.`test_acc`", "attributes.`Dataset`"} <= set(
         view["selectedColumns"])
     assert view["orderByKey"] == "metrics.`test_acc`" and view["orderByAsc"] is False
     assert len(client_search := MlflowClient(tracking_uri=uri).search_runs(
-        [tracker.experiment_id], view["searchFilter"])) == 3, client_search  # the view's filter parses
+        [tracker.experiment_id], view["searchFilter"])) == 2, client_search  # the view's filter parses
 
     client = MlflowClient(tracking_uri=uri)
     top = client.get_run(parent)
