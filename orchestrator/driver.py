@@ -92,15 +92,26 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
 
     spool_dir = spool_dir_for(settings.storage, settings.name)  # MLflow writes wait here in an outage
     tracker = SweepTracker(settings.tracking_uri, settings.experiment, Path(settings.storage), spool_dir)
+    from orchestrator.mlflow_ui import SweepLabels, view_url
+
+    labels = SweepLabels.from_plan(plan, settings.name)  # run names, tags, note (MLflow's UI)
+    grid_trials = len(plan.points()) if plan.search == "grid" else 0
+    view_tag, view = labels.shared_view(metric, mode)
+    view_link = view_url(settings.tracking_uri, tracker.experiment_id, labels.view_key())
     parent = tracker.start(settings.name, params={"space": space.name, "search": plan.search,
-                                                  **{f"set.{k}": v for k, v in settings.sets.items()},
+                                                  # typed as the trials got them: 0.5, not "0.5000"
+                                                  **{f"set.{k}": plan.base.get(k, v) for k, v in settings.sets.items()},
                                                   # --grid overrides: the report rebuilds the command
                                                   **{f"grid.{k}": ",".join(map(str, v))
                                                      for k, v in settings.grids.items()},
-                                                  "grid_trials": len(plan.points()) if plan.search == "grid" else 0,
+                                                  "grid_trials": grid_trials,
                                                   "num_samples": plan.num_samples,
                                                   "workers_per_trial": settings.workers_per_trial},
-                           tags={"sparsesweep.space": space.name}, resume_run_id=settings.parent_run_id)
+                           tags={"sparsesweep.space": space.name, **labels.parent_tags()},
+                           resume_run_id=settings.parent_run_id,
+                           run_name=labels.parent_run_name(grid_trials or plan.num_samples),
+                           note=labels.parent_note(settings.command, plan, view_link),
+                           experiment_tags={view_tag: view})
     settings.parent_run_id = parent
     if not _is_uri(settings.storage):
         _write_state(Path(sweep_path), settings)
@@ -118,7 +129,7 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
         else:
             callback = MLflowTrialCallback(
                 settings.tracking_uri, tracker.experiment_id, parent,
-                resolve_params=lambda c: plan.resolve(c).to_flat(), spool_dir=spool_dir)
+                resolve_params=lambda c: plan.resolve(c).to_flat(), spool_dir=spool_dir, labels=labels)
             tune_config, marker = _tune_config(plan, settings, metric, mode, sweep_path)
             tuner = tune.Tuner(trainable, param_space=_param_space(plan),
                                tune_config=tune_config,
@@ -144,6 +155,7 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
             print(f"\nReport: {index}" + (" (also in MLflow, the parent run's report/)" if out_dir else
                                           " (logged to the parent run's report/)"))
         print(f"\nMLflow: {runnable(tracking_ui_command(settings.tracking_uri))}")
+        print(f"This sweep in MLflow's runs table: {view_link}")
         print(f"Tune results and checkpoints: {sweep_path}")
         if diverged := count_status(df, "DIVERGED"):
             print(f"{diverged} trial(s) diverged (loss NaN/inf): stopped at once, status DIVERGED; "

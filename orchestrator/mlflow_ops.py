@@ -30,6 +30,8 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY as TRAIN_CHECKPOINT_KEY
 
+from orchestrator.mlflow_ui import param_text
+
 logger = logging.getLogger(__name__)
 
 Op = dict[str, Any]
@@ -58,6 +60,10 @@ DEFAULT_ARTIFACT_FILES: tuple[tuple[str, str, bool], ...] = (
     ("masks.parquet", "masks", False),
     ("artifacts", "", False),
 )
+
+#: Report keys that say where a report is (the x axis), not what was measured: the step of
+#: every metric, never a metric itself (MLflow's charts would plot the step against itself).
+POSITION_KEYS: frozenset[str] = frozenset({"epoch", "step"})
 
 #: Metrics whose name starts with this are logged at step = the reported ``cycle``.
 CYCLE_PREFIX = "cycle_"
@@ -134,7 +140,7 @@ def to_params(params: Mapping[str, Any]) -> list[Param]:
                 "MLflow param key %r is invalid or longer than %d; skipped", key, MAX_KEY_LEN
             )
             continue
-        text = value if isinstance(value, str) else str(value)
+        text = param_text(value)
         if len(text) > MAX_PARAM_VALUE_LEN:
             logger.warning(
                 "MLflow param %r has %d characters; truncated to %d",
@@ -183,7 +189,7 @@ def _is_finite_number(value: Any) -> bool:
 def extract_metrics(result: Mapping[str, Any]) -> tuple[dict[str, float], int]:
     """Numeric metrics a trainable reported, and their step.
 
-    Drops Tune's bookkeeping keys, ``config*``, bools, non-numbers and non-finite values;
+    Drops Tune's bookkeeping keys, the position (``epoch``, ``step``), ``config*``, bools, non-numbers and non-finite values;
     nested dicts are flattened with ``/`` (Tune's own convention). The step is the
     reported ``epoch`` when there is one (so curves line up with the paper's x axis even
     after a resume), else Tune's ``training_iteration``. See `metric_steps` for the
@@ -191,7 +197,7 @@ def extract_metrics(result: Mapping[str, Any]) -> tuple[dict[str, float], int]:
     """
     metrics: dict[str, float] = {}
     for top, value in result.items():
-        if top in BOOKKEEPING_KEYS or top.startswith("config"):
+        if top in BOOKKEEPING_KEYS or top in POSITION_KEYS or top.startswith("config"):
             continue
         for key, leaf in _flatten(top, value, "/"):
             if not _is_finite_number(leaf):
@@ -234,12 +240,16 @@ class TrialRecord:
     params: list[tuple[str, str]]
     path: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    run_name: str = ""  # the MLflow run's name (orchestrator.mlflow_ui); "" keeps `name`
 
 
 def start_op(rec: TrialRecord) -> Op:
     """Find or create the trial's child run (params, tags) and mark it RUNNING."""
-    return {"op": "start", "trial": rec.trial_id, "name": rec.name, "params": rec.params,
-            "tags": ({TRIAL_PATH_TAG: rec.path} if rec.path else {}) | rec.tags}
+    op: Op = {"op": "start", "trial": rec.trial_id, "name": rec.name, "params": rec.params,
+              "tags": ({TRIAL_PATH_TAG: rec.path} if rec.path else {}) | rec.tags}
+    if rec.run_name:
+        op["run_name"] = rec.run_name
+    return op
 
 
 def result_ops(rec: TrialRecord, result: Mapping[str, Any]) -> list[Op]:
@@ -260,10 +270,37 @@ def tags_op(rec: TrialRecord, tags: Mapping[str, Any]) -> Op:
             "tags": {str(k): str(v)[:MAX_TAG_VALUE_LEN] for k, v in tags.items()}}
 
 
-def artifacts_op(rec: TrialRecord, files: Sequence[tuple[str, str]]) -> Op:
-    """Upload files or directories (already kept by the spool) under their artifact paths."""
-    return {"op": "artifacts", "trial": rec.trial_id, "name": rec.name,
-            "files": [[str(p), a] for p, a in files]}
+def artifacts_op(rec: TrialRecord, files: Sequence[tuple[str, str]], *,
+                 mask_figure: bool = False) -> Op:
+    """Upload files or directories (already kept by the spool) under their artifact paths.
+
+    With `mask_figure`, the masks among them are then drawn (`orchestrator.mlflow_ui`) into
+    ``masks/density.png``, in the same operation: the spool drops its kept files once every
+    entry is applied, so a later entry could not read them any more."""
+    op: Op = {"op": "artifacts", "trial": rec.trial_id, "name": rec.name,
+              "files": [[str(p), a] for p, a in files]}
+    if mask_figure:
+        op["mask_figure"] = rec.run_name or rec.name
+    return op
+
+
+def inputs_op(rec: TrialRecord, datasets: Sequence[Mapping[str, str]]) -> Op:
+    """Log datasets (`orchestrator.mlflow_ui.dataset_input`) as the run's inputs; one already
+    there (same name and digest) is not logged again."""
+    return {"op": "inputs", "trial": rec.trial_id, "name": rec.name,
+            "datasets": [dict(d) for d in datasets]}
+
+
+def mask_figure_op(rec: TrialRecord, final: str | None, cycles: Sequence[tuple[int, str]],
+                   artifact_path: str = "masks") -> Op | None:
+    """Draw the mask summary PNG (`orchestrator.mlflow_ui.render_mask_figure`) from mask files
+    that stay where they are (Tune's checkpoints: `--sync-mlflow`) and upload it next to them;
+    a re-upload replaces it. Live sweeps draw it in their `artifacts_op` instead."""
+    if final is None and not cycles:
+        return None
+    return {"op": "mask_figure", "trial": rec.trial_id, "name": rec.name, "final": final,
+            "cycles": [[int(c), str(p)] for c, p in cycles], "artifact_path": artifact_path,
+            "title": rec.run_name or rec.name}
 
 
 def error_op(rec: TrialRecord, text: str, num_failures: int) -> Op:
@@ -363,14 +400,23 @@ class MlflowWriter:
         trial_name: str,
         params: Iterable[Param] = (),
         extra_tags: Mapping[str, str] | None = None,
+        run_name: str = "",
     ) -> str:
-        """Child run for a trial, looked up in the store first so ``--resume`` reuses it."""
+        """Child run for a trial, looked up in the store first so ``--resume`` reuses it.
+
+        A run found again gets the given tags and name too (a sweep logged before they
+        existed, synced with ``--sync-mlflow``, is brought up to date)."""
         run_id = self.find_child_run(trial_id)
         if run_id is not None:
             run = self.client.get_run(run_id)
             log_params(self.client, run_id, params, existing=run.data.params)
-            if run.info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
+            new_tags = [RunTag(k, str(v)) for k, v in (extra_tags or {}).items()
+                        if run.data.tags.get(k) != str(v)]
+            for batch in chunks(new_tags, MAX_PARAMS_PER_BATCH):
+                self.client.log_batch(run_id, tags=list(batch), synchronous=True)
+            rename = run_name and run.info.run_name != run_name
+            if run.info.status != "RUNNING" or rename:
+                self.client.update_run(run_id, status="RUNNING", name=run_name if rename else None)
             return run_id
         tags = {
             PARENT_TAG: self.parent_run_id,
@@ -379,16 +425,16 @@ class MlflowWriter:
             TRIAL_NAME_TAG: trial_name,
             **dict(extra_tags or {}),
         }
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=trial_name)
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name or trial_name)
         log_params(self.client, run.info.run_id, params)
         return run.info.run_id
 
     def run_for(self, trial_id: str, name: str, params: Iterable[Param] = (),
-                tags: Mapping[str, str] | None = None) -> str:
+                tags: Mapping[str, str] | None = None, run_name: str = "") -> str:
         """The child run of a trial (cached), created or re-attached when first needed."""
         run_id = self._runs.get(trial_id)
         if run_id is None:
-            run_id = self.find_or_create_child_run(trial_id, name, params, tags)
+            run_id = self.find_or_create_child_run(trial_id, name, params, tags, run_name)
             self._runs[trial_id] = run_id
             self._last_step[trial_id] = self.logged_steps(run_id)
         return run_id
@@ -416,7 +462,7 @@ class MlflowWriter:
         if kind == "start":
             params = [Param(k, v) for k, v in op["params"]]
             known = trial in self._runs
-            run_id = self.run_for(trial, op["name"], params, op.get("tags"))
+            run_id = self.run_for(trial, op["name"], params, op.get("tags"), op.get("run_name", ""))
             if known:
                 log_params(self.client, run_id, params, self.client.get_run(run_id).data.params)
                 if trial in self._ended:  # a trial retried or resumed after it ended
@@ -438,6 +484,18 @@ class MlflowWriter:
                 self.client.log_batch(run_id, tags=list(batch), synchronous=True)
         elif kind == "artifacts":
             self._upload(run_id, op["files"])
+            if op.get("mask_figure"):
+                from orchestrator.mlflow_ui import mask_files
+
+                final, cycles = mask_files([(p, a) for p, a in op["files"]])
+                if final is not None or cycles:
+                    self._mask_figure(run_id, {"name": op["name"], "title": op["mask_figure"],
+                                               "final": final, "cycles": cycles,
+                                               "artifact_path": "masks"})
+        elif kind == "inputs":
+            self._log_inputs(run_id, op["datasets"])
+        elif kind == "mask_figure":
+            self._mask_figure(run_id, op)
         elif kind == "error":
             self.client.set_tag(run_id, NUM_FAILURES_TAG, str(op["num_failures"]))
             if op.get("text"):
@@ -447,6 +505,36 @@ class MlflowWriter:
             self._ended.add(trial)
         else:
             raise ValueError(f"unknown MLflow spool operation {kind!r}")
+
+    def _log_inputs(self, run_id: str, datasets: Sequence[Mapping[str, str]]) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        run = self.client.get_run(run_id)
+        have = {(d.dataset.name, d.dataset.digest) for d in (run.inputs.dataset_inputs if run.inputs else [])}
+        todo = [DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"],
+                                     profile=d.get("profile")),
+                             tags=[InputTag(MLFLOW_DATASET_CONTEXT, d["context"])] if d.get("context") else [])
+                for d in datasets if (d["name"], d["digest"]) not in have]
+        if todo:
+            self.client.log_inputs(run_id, datasets=todo)
+
+    def _mask_figure(self, run_id: str, op: Op) -> None:
+        import tempfile
+
+        from orchestrator.mlflow_ui import MASK_FIGURE, render_mask_figure
+
+        final = Path(op["final"]) if op.get("final") else None
+        cycles = [(int(c), Path(p)) for c, p in op.get("cycles", []) if Path(p).is_file()]
+        if final is not None and not final.is_file():
+            final = None
+        if final is None and not cycles:
+            logger.warning("MLflow mask figure of run %s: its mask files no longer exist; skipped", run_id)
+            return
+        with tempfile.TemporaryDirectory(prefix="sparsesweep-mask-fig-") as tmp:
+            out = render_mask_figure(final, cycles, Path(tmp) / MASK_FIGURE, title=op.get("title") or op["name"])
+            if out is not None:
+                self.client.log_artifact(run_id, str(out), op.get("artifact_path", "masks") or None)
 
     def _upload(self, run_id: str, files: Iterable[Sequence[str]]) -> None:
         for path, artifact_path in files:

@@ -17,6 +17,10 @@ every file it wrote, Ray's session logs included.
 
 from __future__ import annotations
 
+import re
+import shlex
+from collections.abc import Sequence
+
 # Credentials Ray Tune would copy into each trial's runtime env (ray.tune.execution.class_cache).
 CLOUD_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN",
                      "AWS_SESSION_TOKEN")
@@ -29,3 +33,22 @@ def stop_credential_copies() -> None:
     copied = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)  # Ray 2.60's name (pinned)
     if copied is not None:  # another Ray: tests/test_faults.py's credential search tells
         class_cache.ENV_VARS_TO_PROPAGATE = frozenset(copied) - set(CLOUD_CREDENTIALS)
+
+
+# A URL's password (scheme://user:PASSWORD@host) and secret-looking query values or KEY=VALUE.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+(?P<at>@)")
+_SECRET_VALUE = re.compile(r"(?i)(?P<key>[\w.-]*(?:password|passwd|secret|token|api_?key|credential)[\w.-]*=)"
+                           r"(?P<value>[^&\s]+)")
+REDACTED = "***"
+
+
+def redact(text: str) -> str:
+    """`text` with URL passwords and secret-looking KEY=VALUE values replaced by ***."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}{m['at']}", text)
+    return _SECRET_VALUE.sub(lambda m: f"{m['key']}{REDACTED}", text)
+
+
+def redact_command(argv: Sequence[str], program: str = "python -m orchestrator.sweep") -> str:
+    """The command line as a shell would take it again, credentials redacted: what the parent
+    MLflow run's description records (an MLflow server is shared; a password must not be)."""
+    return " ".join([program, *(shlex.quote(redact(str(a))) for a in argv)])

@@ -53,6 +53,7 @@ class Settings:
     sampler: str = "tpe"  # orchestrator.study.SAMPLERS
     optuna_storage: str = ""  # RDB URL of the Optuna study ("": SQLite in the sweep's directory)
     reuse_actors: bool = True  # no flag: benchmarks/orchestration_overhead.py compares both
+    command: str = ""  # the command line that started the sweep (credentials redacted)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -427,10 +428,13 @@ def _sync(args: argparse.Namespace, settings: Settings, plan: Plan) -> int:
     try:
         if args.resume is None:
             raise ConfigError("--sync-mlflow: name the sweep to sync with --resume NAME")
+        from orchestrator.mlflow_ui import SweepLabels
+
         sweep_dir = Path(_tune_root(settings.storage)) / settings.name
         return sync_mlflow(settings.tracking_uri, settings.experiment, settings.parent_run_id,
                            sweep_dir, spool_dir_for(settings.storage, settings.name),
-                           lambda c: plan.resolve(c).to_flat())
+                           lambda c: plan.resolve(c).to_flat(),
+                           labels=SweepLabels.from_plan(plan, settings.name))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -453,6 +457,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.resume is None:  # the parent MLflow run's description (orchestrator.mlflow_ui)
+        from orchestrator.security import redact_command
+
+        settings.command = redact_command(sys.argv[1:] if argv is None else argv)
     if args.sync_mlflow:
         return _sync(args, settings, plan)
     if args.dry_run:

@@ -34,11 +34,14 @@ from orchestrator.mlflow_ops import (
     checkpoint_files,
     end_op,
     error_op,
+    inputs_op,
+    mask_figure_op,
     result_ops,
     start_op,
     tags_op,
     to_params,
 )
+from orchestrator.mlflow_ui import MASK_FIGURE, SweepLabels, dataset_input, mask_files
 from orchestrator.recovery import error_summary
 from orchestrator.spool import http_health
 from trainables.config import ConfigError
@@ -109,11 +112,24 @@ def read_trials(sweep_dir: Path) -> list[TuneTrial]:
     return trials
 
 
-def trial_ops(trial: TuneTrial, params: dict[str, Any], run_artifacts: set[str]) -> list[Op]:
-    """The operations a live sweep would have sent for `trial`, rebuilt from Tune's files."""
+def trial_ops(trial: TuneTrial, params: dict[str, Any], run_artifacts: set[str],
+              labels: SweepLabels | None = None) -> list[Op]:
+    """The operations a live sweep would have sent for `trial`, rebuilt from Tune's files.
+
+    `run_artifacts`: the run's artifact paths (top level and ``masks/``); with `labels`, the
+    run's name, tags, dataset input and mask figure (`orchestrator.mlflow_ui`) too."""
     rec = TrialRecord(trial.trial_id, trial.name,
                       [(p.key, p.value) for p in to_params(params)], str(trial.path))
-    ops: list[Op] = [start_op(rec)]
+    extra: list[Op] = []
+    if labels is not None:
+        rec.run_name = labels.run_name(trial.config, params, trial.trial_id)
+        rec.tags = labels.trial_tags(params, trial.trial_id)
+        try:
+            extra.append(inputs_op(rec, [dataset_input(params)]))
+        except Exception:
+            logger.warning("trial %s: its dataset is not logged as an MLflow input", trial.name,
+                           exc_info=True)
+    ops: list[Op] = [start_op(rec), *extra]
     diverged = False
     for result in trial.results():
         diverged = diverged or bool(result.get(DIVERGED_KEY))
@@ -123,6 +139,10 @@ def trial_ops(trial: TuneTrial, params: dict[str, Any], run_artifacts: set[str])
         files = checkpoint_files(ckpt, DEFAULT_ARTIFACT_FILES, trial.name)
         if files:
             ops.append(artifacts_op(rec, [(str(p), a) for p, a in files]))
+    if ckpt is not None and labels is not None and f"masks/{MASK_FIGURE}" not in run_artifacts:
+        files = checkpoint_files(ckpt, DEFAULT_ARTIFACT_FILES, trial.name)
+        if figure := mask_figure_op(rec, *mask_files([(str(p), a) for p, a in files])):
+            ops.append(figure)
     if trial.status == "ERROR":
         error_file = trial.path / "error.txt"
         text = error_file.read_text(errors="replace") if error_file.is_file() else ""
@@ -140,7 +160,8 @@ def trial_ops(trial: TuneTrial, params: dict[str, Any], run_artifacts: set[str])
 
 
 def sync_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None, sweep_dir: Path,
-                spool_dir: Path, resolve_params: Callable[[dict], dict[str, Any]]) -> int:
+                spool_dir: Path, resolve_params: Callable[[dict], dict[str, Any]],
+                labels: SweepLabels | None = None) -> int:
     """Replay the spool, then reconcile every trial; print what was done; return an exit code."""
     from orchestrator.tracking import open_outbox
 
@@ -164,7 +185,9 @@ def sync_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None, s
     for trial in trials:
         run_id = writer.find_child_run(trial.trial_id)
         present = {a.path for a in client.list_artifacts(run_id)} if run_id else set()
-        for op in trial_ops(trial, resolve_params(trial.config), present):
+        if "masks" in present:
+            present |= {a.path for a in client.list_artifacts(run_id, "masks")}
+        for op in trial_ops(trial, resolve_params(trial.config), present, labels):
             writer.apply(op)
     parent = client.get_run(parent_run_id)
     present = {a.path for a in client.list_artifacts(parent_run_id)}

@@ -74,6 +74,7 @@ from orchestrator.mlflow_ops import (
     end_op,
     error_op,
     extract_metrics,
+    inputs_op,
     is_permanent,
     log_params,
     metric_steps,
@@ -83,6 +84,13 @@ from orchestrator.mlflow_ops import (
     start_op,
     tags_op,
     to_params,
+)
+from orchestrator.mlflow_ui import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    NOTE_TAG,
+    SweepLabels,
+    dataset_input,
 )
 from orchestrator.recovery import error_summary
 from orchestrator.schedulers import STOPPED_TAG, stop_tag
@@ -245,12 +253,15 @@ class SweepTracker:
         return open_outbox(self.tracking_uri, self.experiment_id, self.run_id, self.spool_dir)
 
     def _get_or_create_experiment(self) -> str:
+        """The experiment's id; it is tagged as a machine-learning experiment (MLflow's UI then
+        opens it on the runs table, not the GenAI overview) unless it already has a kind."""
         exp = self.client.get_experiment_by_name(self.experiment_name)
         if exp is None:
             try:
                 return self.client.create_experiment(
                     self.experiment_name,
                     artifact_location=artifact_root_for(self.tracking_uri, self.storage_dir),
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
                 )
             except MlflowException:
                 # Another sweep created it between our get and create.
@@ -270,8 +281,18 @@ class SweepTracker:
         params: Mapping[str, Any],
         tags: Mapping[str, Any],
         resume_run_id: str | None = None,
+        *,
+        run_name: str | None = None,
+        note: str | None = None,
+        experiment_tags: Mapping[str, str] | None = None,
     ) -> str:
-        """Create the parent run, or re-open ``resume_run_id`` for ``--resume``; return its id."""
+        """Create the parent run, or re-open ``resume_run_id`` for ``--resume``; return its id.
+
+        `run_name` (default: the sweep's name) and `note`, the run's description (the command
+        line that started the sweep), are set when the run is created; a resumed run keeps its own.
+        """
+        for key, value in (experiment_tags or {}).items():  # e.g. a saved view (mlflow_ui)
+            self.client.set_experiment_tag(self.experiment_id, key, value)
         all_tags = {str(k): str(v) for k, v in tags.items()}
         all_tags[KIND_TAG] = "sweep"
         all_tags[SWEEP_NAME_TAG] = sweep_name
@@ -291,7 +312,9 @@ class SweepTracker:
             log_params(self.client, resume_run_id, to_params(params), existing=run.data.params)
             self._set_tags(resume_run_id, all_tags)
             return resume_run_id
-        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=sweep_name)
+        if note:
+            all_tags[NOTE_TAG] = note
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name or sweep_name)
         self._run_id = run.info.run_id
         log_params(self.client, self._run_id, to_params(params))
         return self._run_id
@@ -341,8 +364,12 @@ class MLflowTrialCallback(Callback):
         *,
         strict: bool = False,
         spool_dir: str | Path | None = None,
+        labels: SweepLabels | None = None,
     ) -> None:
+        """`labels` (from the sweep's plan) names the runs and tags them, and logs each
+        trial's dataset as an MLflow input; without it runs take Tune's trial names."""
         self.tracking_uri = tracking_uri
+        self.labels = labels
         self.experiment_id = str(experiment_id)
         self.parent_run_id = parent_run_id
         self.resolve_params = resolve_params
@@ -363,6 +390,7 @@ class MLflowTrialCallback(Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("spool_dir", None)  # callbacks pickled before the spool existed
+        state.setdefault("labels", None)  # ... or before the run names
         state.setdefault("_diverged", set())
         state.setdefault("_known", set())
         self.__dict__.update(state)
@@ -402,7 +430,17 @@ class MLflowTrialCallback(Callback):
     # ------------------------------------------------------------------ ops
 
     def _record(self, trial: Trial) -> TrialRecord:
-        return TrialRecord(trial.trial_id, str(trial), [])
+        return TrialRecord(trial.trial_id, str(trial), [], run_name=self._run_name(trial))
+
+    def _run_name(self, trial: Trial) -> str:
+        if self.labels is None:
+            return ""
+        try:
+            return self.labels.run_name(trial.config, self.resolve_params(dict(trial.config)),
+                                        trial.trial_id)
+        except Exception:  # a name is not worth a failed trial
+            logger.warning("no run name for trial %s", trial, exc_info=True)
+            return ""
 
     def _submit(self, what: str, trial: Trial | None, make: Callable[[], list[dict]]) -> None:
         """Build this event's operations and hand them to the outbox; never raise unless strict."""
@@ -417,11 +455,23 @@ class MLflowTrialCallback(Callback):
                            "Tune's own results stay in its storage", what, trial, exc_info=True)
 
     def _start_ops(self, trial: Trial) -> list[dict]:
-        params = [(p.key, p.value) for p in to_params(self.resolve_params(dict(trial.config)))]
+        flat = self.resolve_params(dict(trial.config))
+        params = [(p.key, p.value) for p in to_params(flat)]
         rec = TrialRecord(trial.trial_id, str(trial), params, str(trial.path or ""))
+        ops: list[dict] = []
+        if self.labels is not None:
+            rec.run_name = self.labels.run_name(trial.config, flat, trial.trial_id)
+            rec.tags = self.labels.trial_tags(flat, trial.trial_id)
+            try:
+                ops.append(inputs_op(rec, [dataset_input(flat)]))
+            except Exception:  # an unreadable data dir: the run goes on without its input
+                if self.strict:
+                    raise
+                logger.warning("trial %s: its dataset is not logged as an MLflow input", trial,
+                               exc_info=True)
         self._known.add(trial.trial_id)
         self._open.add(trial.trial_id)
-        return [start_op(rec)]
+        return [start_op(rec), *ops]
 
     def _ensure_started(self, trial: Trial) -> list[dict]:
         return [] if trial.trial_id in self._open else self._start_ops(trial)
@@ -554,7 +604,7 @@ class MLflowTrialCallback(Callback):
         with checkpoint.as_directory() as ckpt_dir:
             files = checkpoint_files(Path(ckpt_dir), self.artifact_files, str(trial))
             kept = self.outbox.spool.keep_files(files)  # before a remote copy's temp dir goes
-        return [artifacts_op(self._record(trial), kept)] if kept else []
+        return [artifacts_op(self._record(trial), kept, mask_figure=True)] if kept else []
 
 
 def _error_text(trial: Trial) -> str:

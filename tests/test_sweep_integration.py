@@ -90,6 +90,18 @@ def test_default_sweep_sqlite_two_concurrent_trials(tmp_path: Path) -> None:
 
     client, parent, children = runs_of(uri, "e2e")
     assert parent.info.status == "FINISHED" and parent.data.params["space"] == "ep_quick"
+    # MLflow's UI (orchestrator.mlflow_ui): runs tab, names, the command as the description
+    assert client.get_experiment_by_name("e2e").tags["mlflow.experimentKind"] == "custom_model_development"
+    assert parent.info.run_name == "ep_quick/e2e (grid; k; 2 trials)"
+    exp_id = client.get_experiment_by_name("e2e").experiment_id
+    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}?viewStateShareKey=sweep-e2e" in out
+    assert "mlflow.sharedViewState.sweep-e2e" in client.get_experiment(exp_id).tags
+    assert "python -m orchestrator.sweep --storage" in parent.data.tags["mlflow.note.content"]
+    assert parent.data.params["set.run.max_steps_per_epoch"] == "4"
+    assert sorted(c.info.run_name for c in children) == ["ep/k=0.2/seed=0", "ep/k=0.5/seed=0"]
+    for c in children:
+        assert "masks/density.png" in {a.path for a in client.list_artifacts(c.info.run_id, "masks")}
+        assert [d.dataset.name for d in c.inputs.dataset_inputs] == ["digits"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"results.csv", "results.parquet"}
     # the sweep ends with its report (orchestrator.report) in place of the old results.png
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
@@ -195,7 +207,8 @@ def test_iterative_sweep_logs_every_cycle(tmp_path: Path) -> None:
         remaining = [m.value for m in client.get_metric_history(rid, "cycle_remaining_ratio")]
         assert remaining == pytest.approx([0.8, 0.64, 0.512], abs=0.002)
         paths = {a.path for a in client.list_artifacts(rid, "masks")}
-        assert paths == {"masks/masks.parquet", *(f"masks/cycle_{c:02d}.parquet" for c in (1, 2, 3))}
+        assert paths == {"masks/masks.parquet", "masks/density.png",  # the figure: mlflow_ui
+                         *(f"masks/cycle_{c:02d}.parquet" for c in (1, 2, 3))}
         assert {a.path for a in client.list_artifacts(rid)} >= {"config.json", "masks", "ranks", "visits"}
         dest = tmp_path / rid
         last = read_masks(client.download_artifacts(rid, "masks/cycle_03.parquet", str(dest)))

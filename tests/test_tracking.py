@@ -193,7 +193,7 @@ def test_extract_metrics_drops_bookkeeping() -> None:
         "iterations_since_restore": 5, "time_since_restore": 1.0, "time_this_iter_s": 0.1,
     }  # fmt: skip
     metrics, step = extract_metrics(result)
-    assert metrics == {"epoch": 2.0, "test_acc": 0.9, "nested/a": 1.0}
+    assert metrics == {"test_acc": 0.9, "nested/a": 1.0}  # epoch: the step, not a metric
     assert step == 2
     _, step = extract_metrics({"training_iteration": 7, "x": 1.0})
     assert step == 7
@@ -203,7 +203,7 @@ def test_cycle_metrics_are_logged_at_step_cycle() -> None:
     entries = metric_steps({"epoch": 6, "cycle": 2, "test_acc": 0.9, "cycle_test_acc": 0.9,
                             "cycle_dying_ratio": 0.1, "training_iteration": 6})
     assert sorted(entries) == [("cycle", 2.0, 6), ("cycle_dying_ratio", 0.1, 2),
-                               ("cycle_test_acc", 0.9, 2), ("epoch", 6.0, 6), ("test_acc", 0.9, 6)]
+                               ("cycle_test_acc", 0.9, 2), ("test_acc", 0.9, 6)]
 
 
 # --------------------------------------------------------------------------- integration
@@ -272,8 +272,9 @@ def _check_logged(tracker: SweepTracker, results: Any, download_dir: Path) -> No
         assert [m.step for m in client.get_metric_history(rid, "dying_ratio")] == [1, 2, 3]
         assert [m.value for m in client.get_metric_history(rid, "layer/fc1")] == [0.5, 1.0, 1.5]
         logged = set(run.data.metrics)
-        assert {"test_acc", "dying_ratio", "epoch", "layer/fc1"} <= logged
-        assert not logged & {"converged", "loss_nan", "training_iteration", "time_total_s", "note"}
+        assert {"test_acc", "dying_ratio", "layer/fc1"} <= logged
+        assert not logged & {"converged", "loss_nan", "training_iteration", "time_total_s", "note",
+                             "epoch", "step"}
 
         assert sorted(a.path for a in client.list_artifacts(rid)) == ["config.json", "masks"]
         assert [a.path for a in client.list_artifacts(rid, "masks")] == ["masks/masks.parquet"]
@@ -425,3 +426,131 @@ def test_rerun_epoch_after_restore_is_logged_once(
     for key in ("test_acc", "cycle_test_acc"):
         hist = client.get_metric_history(rid, key)
         assert [(m.step, m.value) for m in hist] == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.9)], key
+
+
+# --------------------------------------------------------------------------- MLflow's UI (issue 11)
+
+
+def ui_trainable(config: dict[str, Any]) -> None:
+    """Reports as trainables.loop does (epoch, step, cycle, cycle_* at cycle ends) with real
+    mask files (mask_io format) in every checkpoint: the final mask and one per cycle."""
+    import torch
+    from ray import tune
+
+    from trainables.sparse.mask_io import write_masks
+
+    k = float(config["method.prune_rate"])
+    gen = torch.Generator().manual_seed(int(k * 1000))
+    for epoch in (1, 2):
+        masks = {"fc1.weight": torch.rand(16, 8, generator=gen) >= k * epoch / 2,
+                 "fc2.weight": torch.rand(10, 16, generator=gen) >= k}
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "config.json").write_text(json.dumps({"epoch": epoch}))
+            write_masks(Path(d, "masks.parquet"), masks)
+            for cycle in range(1, epoch + 1):
+                write_masks(Path(d, "artifacts", "masks", f"cycle_{cycle:02d}.parquet"), masks)
+            acc = 0.5 + k / 10 + epoch / 100
+            tune.report({"epoch": epoch, "step": 4 * epoch, "cycle": epoch, "test_acc": acc,
+                         "cycle_test_acc": acc, "epoch_time_s": 0.01},
+                        checkpoint=tune.Checkpoint.from_directory(d))
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_first_screen_of_mlflow_ui_on_a_server(
+    ray_local: None, mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    """What MLflow's UI shows first, read back through the server's REST API: the experiment
+    opens on runs; runs are named by what differs and tagged; the parent's description holds the
+    command; dataset and source columns fill; epoch/step are no metrics; a mask figure exists."""
+    import urllib.parse
+    import urllib.request
+
+    from ray import tune
+
+    from orchestrator.driver import _param_space
+    from orchestrator.mlflow_ui import SweepLabels, dataset_input
+    from search_spaces import get_space, make_plan
+    from trainables.config import ExperimentConfig
+
+    uri = mlflow_server.wait_healthy()
+    plan = make_plan(get_space("ep_quick"), search="grid", sets={"model.name": "mlp"},
+                     grid_overrides={"method.prune_rate": ["0.2", "0.5000"]}, num_samples=1)
+    labels = SweepLabels.from_plan(plan, "ui-sweep")
+    command = "python -m orchestrator.sweep --name ui-sweep --grid method.prune_rate=0.2,0.5000"
+    storage = tmp_path / "sweep"
+    tracker = SweepTracker(uri, "ui-test", storage)
+    parent = tracker.start("ui-sweep", {"space": "ep_quick", "set.model.name": plan.base["model.name"]},
+                           {"sparsesweep.space": "ep_quick", **labels.parent_tags()},
+                           run_name=labels.parent_run_name(2), note=labels.parent_note(command, plan),
+                           experiment_tags=dict([labels.shared_view("test_acc", "max")]))
+    callback = MLflowTrialCallback(uri, tracker.experiment_id, parent,
+                                   lambda c: plan.resolve(c).to_flat(), strict=True, labels=labels)
+    tuner = tune.Tuner(ui_trainable, param_space=_param_space(plan),
+                       tune_config=tune.TuneConfig(max_concurrent_trials=2),
+                       run_config=tune.RunConfig(name="ui", storage_path=str(storage / "ray_results"),
+                                                 callbacks=[callback], verbose=0))
+    assert not tuner.fit().errors
+    tracker.finish("FINISHED")
+
+    def rest(endpoint: str, **query: str) -> bytes:
+        with urllib.request.urlopen(f"{uri}{endpoint}?{urllib.parse.urlencode(query)}", timeout=10) as r:
+            return r.read()
+
+    exp = json.loads(rest("/api/2.0/mlflow/experiments/get", experiment_id=tracker.experiment_id))
+    exp_tags = {t["key"]: t["value"] for t in exp["experiment"]["tags"]}
+    assert exp_tags["mlflow.experimentKind"] == "custom_model_development"  # runs tab, not GenAI
+    view = json.loads(exp_tags["mlflow.sharedViewState.sweep-ui-sweep"])  # ?viewStateShareKey=
+    assert view["searchFilter"] == ("tags.`sparsesweep.sweep_name` = 'ui-sweep' and "
+                                    "tags.`sparsesweep.kind` = 'trial'")
+    assert {"params.`method.prune_rate`", "metrics.`test_acc`", "attributes.`Dataset`"} <= set(
+        view["selectedColumns"])
+    assert view["orderByKey"] == "metrics.`test_acc`" and view["orderByAsc"] is False
+    assert len(client_search := MlflowClient(tracking_uri=uri).search_runs(
+        [tracker.experiment_id], view["searchFilter"])) == 2, client_search  # the view's filter parses
+
+    client = MlflowClient(tracking_uri=uri)
+    top = client.get_run(parent)
+    assert top.info.run_name == "ep_quick/ui-sweep (grid; k; 2 trials)"
+    assert f"```\n{command}\n```" in top.data.tags["mlflow.note.content"]
+    assert "`method.prune_rate`: 0.2, 0.5" in top.data.tags["mlflow.note.content"]
+    assert {k: top.data.tags[k] for k in ("sparsesweep.family", "sparsesweep.method",
+                                          "sparsesweep.space", "sparsesweep.sweep_name")} == {
+        "sparsesweep.family": "strong_lottery", "sparsesweep.method": "ep",
+        "sparsesweep.space": "ep_quick", "sparsesweep.sweep_name": "ui-sweep"}
+
+    children = list(iter_child_runs(client, tracker.experiment_id, parent))
+    by_name = {r.info.run_name: r for r in children}
+    assert sorted(by_name) == ["ep/k=0.2/seed=0", "ep/k=0.5/seed=0"]
+    assert len({r.data.tags["mlflow.runColor"] for r in children}) == 2  # one colour each
+    for name, run in by_name.items():
+        rid, tags, params = run.info.run_id, run.data.tags, run.data.params
+        flat = plan.resolve({**plan.base, "method.prune_rate": float(name.split("=")[1][:3])}).to_flat()
+        assert {tags[k] for k in ("sparsesweep.family", "sparsesweep.method", "sparsesweep.space",
+                                  "sparsesweep.sweep_name", "sparsesweep.swept")} == {
+            "strong_lottery", "ep", "ep_quick", "ui-sweep", "method.prune_rate"}
+        assert tags["mlflow.source.name"] == "python -m orchestrator.sweep"
+        assert tags["mlflow.source.type"] == "LOCAL"
+        # params: the whole config, one text per value (numbers parse, bools are True/False)
+        assert params["method.prune_rate"] == name.split("=")[1].split("/")[0]
+        assert ExperimentConfig.from_flat(params).to_flat() == flat
+        assert {params[k] for k in ("data.augment", "run.deterministic")} <= {"True", "False"}
+        # metrics: measured values only; the epoch is the step
+        assert not {"epoch", "step", "training_iteration", "time_total_s"} & set(run.data.metrics)
+        assert [m.step for m in client.get_metric_history(rid, "test_acc")] == [1, 2]
+        # the Dataset column
+        (ds,) = run.inputs.dataset_inputs
+        want = dataset_input(flat)
+        assert (ds.dataset.name, ds.dataset.digest, ds.dataset.source_type) == (
+            "digits", want["digest"], "local")
+        assert json.loads(ds.dataset.source)["uri"].endswith("digits.csv.gz")
+        assert [(t.key, t.value) for t in ds.tags] == [("mlflow.data.context", "training")]
+        # the mask figure, next to the Parquet masks, as the UI's artifact view fetches it
+        assert {a.path for a in client.list_artifacts(rid, "masks")} == {
+            "masks/masks.parquet", "masks/cycle_01.parquet", "masks/cycle_02.parquet",
+            "masks/density.png"}
+        png = rest("/get-artifact", path="masks/density.png", run_uuid=rid)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and 2_000 < len(png) < 200_000
+    # the UI's search box: every run of the family, parent included
+    found = client.search_runs([tracker.experiment_id], "tags.`sparsesweep.family` = 'strong_lottery'")
+    assert len(found) == 3

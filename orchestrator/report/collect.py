@@ -17,13 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-PARENT_TAG = "mlflow.parentRunId"
-KIND_TAG = "sparsesweep.kind"
-SPACE_TAG = "sparsesweep.space"
-
-# method.name -> family shown in the report
-FAMILIES = {"edge_popup": "slt", "iep": "slt", "dst": "dst", "imp": "imp", "dense": "dense",
-            "dense_lrr": "dense"}
+from orchestrator.mlflow_ops import PARENT_TAG
+from orchestrator.mlflow_ui import (  # method.name -> family, as MLflow's tags say
+    FAMILIES,
+    SPACE_TAG,
+)
 
 
 class ReportError(ValueError):

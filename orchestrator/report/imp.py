@@ -17,7 +17,7 @@ ROUND_KEYS = ["cycle_round", "cycle_remaining_ratio", "cycle_test_acc", "cycle_r
 
 
 def _imp(runs: Runs) -> list[Trial]:
-    return [t for t in runs.of("imp") if "cycle_test_acc" in t.metrics]
+    return [t for t in runs.of("imp") if t.method == "imp" and "cycle_test_acc" in t.metrics]  # not dense_lrr
 
 
 def rounds(runs: Runs, trials: list[Trial]) -> pd.DataFrame:

@@ -20,7 +20,7 @@ def _ep(runs: Runs) -> list[Trial]:
 
 def _cycled(runs: Runs) -> list[Trial]:
     """Runs with several cycles (iEP, and EP/dense LRR evaluated at every cycle's ratio)."""
-    return [t for t in runs.trials if t.family in ("slt", "dense") and (t.p("method.cycles", 1) or 1) > 1
+    return [t for t in runs.trials if (t.family == "strong_lottery" or t.method == "dense_lrr") and (t.p("method.cycles", 1) or 1) > 1
             and "cycle_test_acc" in t.metrics]
 
 
@@ -223,7 +223,7 @@ def fig5b(runs: Runs) -> Figure | Missing:
 
 def table6(runs: Runs) -> Figure | Missing:
     """Dying neurons of the second-last layer at the last cycle, per method."""
-    trials = [t for t in runs.of("slt") if "cycle_dying_neurons_no_input" in t.metrics]
+    trials = [t for t in runs.of("strong_lottery") if "cycle_dying_neurons_no_input" in t.metrics]
     if not trials:
         return Missing("slt_table6", "iep_quick", "needs SLT runs with dying-neuron counts")
     df = pd.DataFrame([{"run_id": t.run_id, "method": t.slt_label, "seed": t.p("run.seed"),
