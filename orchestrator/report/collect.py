@@ -21,7 +21,14 @@ from orchestrator.mlflow_ops import PARENT_TAG
 from orchestrator.mlflow_ui import (  # method.name -> family, as MLflow's tags say
     FAMILIES,
     SPACE_TAG,
+    SWEEP_TAG,
 )
+
+
+def sweep_name(parent: Any) -> str:
+    """A parent run's sweep (--name): its tag, since the run name describes the sweep instead
+    (`ep_quick/e2e (grid; k; 2 trials)`); the run name for parents logged before the tag."""
+    return parent.data.tags.get(SWEEP_TAG) or parent.info.run_name or parent.info.run_id
 
 
 class ReportError(ValueError):

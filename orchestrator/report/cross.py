@@ -7,7 +7,7 @@ import matplotlib.ticker  # noqa: F401 - matplotlib.ticker below
 import numpy as np
 import pandas as pd
 
-from orchestrator.report.collect import Runs, Trial
+from orchestrator.report.collect import Runs, Trial, sweep_name
 from orchestrator.report.figure import Figure, Missing, axes, parents_of
 
 LABELS = {"edge_popup": "EP", "iep": "iEP", "dst": "DST", "imp": "IMP", "dense": "dense", "dense_lrr": "dense LRR"}
@@ -96,7 +96,7 @@ def sweeps(runs: Runs) -> list[Figure | Missing]:
     out: list[Figure | Missing] = []
     for parent_id, parent in runs.parents.items():
         trials = [t for t in runs.trials if t.parent_id == parent_id and "test_acc" in t.metrics]
-        name = "sweep_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in parent.info.run_name or parent_id)
+        name = "sweep_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in sweep_name(parent))
         if not trials:
             out.append(Missing(name, parent.data.params.get("space", "?"), "the sweep has no finished trial"))
             continue

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from orchestrator.report.collect import sweep_name
 from orchestrator.report.figure import Figure, Missing
 
 
@@ -17,7 +18,7 @@ def sweep_command(parent: Any, experiment: str = "") -> str:
         return next(line.strip() for line in note.splitlines() if "orchestrator.sweep" in line)
     p = parent.data.params
     parts = ["python", "-m", "orchestrator.sweep", "--space", p.get("space", "?"),
-             "--name", parent.info.run_name or ""]
+             "--name", sweep_name(parent)]
     if experiment:
         parts += ["--experiment", experiment]
     if p.get("search", "grid") != "grid":
