@@ -14,23 +14,34 @@ from trainables.config import ExperimentConfig
 from trainables.loop import run_experiment
 
 
-def run_collecting(cfg: ExperimentConfig, tmp: Path, **kw: Any) -> tuple[list[dict], list[Path]]:
-    """Reports of a run, and a copy of each checkpoint laid out as Tune does (checkpoint_00000N).
-
-    `kw` goes to run_experiment (resume_from=..., report_restored=...)."""
+def _collect(cfg: ExperimentConfig, tmp: Path, **kw: Any) -> tuple[list[dict], list[tuple[int, Path]]]:
     reports: list[dict] = []
-    ckpts: list[Path] = []
+    ckpts: list[tuple[int, Path]] = []
 
     def reporter(metrics: dict, ckpt_dir: Path | None) -> None:
         reports.append(dict(metrics))
         if ckpt_dir is not None:
             dest = tmp / f"checkpoint_{len(ckpts):06d}"
             shutil.copytree(ckpt_dir, dest)
-            ckpts.append(dest)
+            ckpts.append((int(metrics["epoch"]), dest))
 
     tmp.mkdir(parents=True, exist_ok=True)
     run_experiment(cfg, reporter=reporter, **kw)
     return reports, ckpts
+
+
+def run_collecting(cfg: ExperimentConfig, tmp: Path, **kw: Any) -> tuple[list[dict], list[Path]]:
+    """Reports of a run, and a copy of each checkpoint laid out as Tune does (checkpoint_00000N).
+
+    `kw` goes to run_experiment (resume_from=..., report_restored=...)."""
+    reports, ckpts = _collect(cfg, tmp, **kw)
+    return reports, [path for _, path in ckpts]
+
+
+def run_by_epoch(cfg: ExperimentConfig, tmp: Path, resume: Path | None = None) -> tuple[list[dict], dict[int, Path]]:
+    """Reports of every epoch and a copy of every checkpoint, by the epoch it was taken at."""
+    reports, ckpts = _collect(cfg, tmp, resume_from=resume)
+    return reports, dict(ckpts)
 
 
 def assert_refused(main: Callable[[list[str]], int], argv: list[str], message: str, storage: Path,

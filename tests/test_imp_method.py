@@ -7,12 +7,12 @@ bit-identical, ResNet-50 one-shot through the layer factory."""
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
+from engine_tools import run_by_epoch
 
 from trainables.config import ConfigError, ExperimentConfig
 from trainables.loop import run_experiment
@@ -34,19 +34,7 @@ def cfg_of(**overrides: object) -> ExperimentConfig:
     return ExperimentConfig.from_flat({k: v for k, v in flat.items() if v is not ...})
 
 
-def run(cfg: ExperimentConfig, tmp: Path, resume: Path | None = None) -> tuple[list[dict], dict[int, Path]]:
-    reports: list[dict] = []
-    ckpts: dict[int, Path] = {}
-
-    def reporter(metrics: dict, ckpt_dir: Path | None) -> None:
-        reports.append(dict(metrics))
-        if ckpt_dir is not None:
-            dest = tmp / f"ckpt{metrics['epoch']}"
-            shutil.copytree(ckpt_dir, dest)
-            ckpts[int(metrics["epoch"])] = dest
-
-    run_experiment(cfg, reporter=reporter, resume_from=resume)
-    return reports, ckpts
+run = run_by_epoch
 
 
 class Spy(Imp):

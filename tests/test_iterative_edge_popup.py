@@ -3,13 +3,13 @@ dense LR rewinding: each variant's defining property on a small net, through the
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
+from engine_tools import run_by_epoch
 
 from trainables.config import ConfigError, ExperimentConfig
 from trainables.loop import (
@@ -18,7 +18,6 @@ from trainables.loop import (
     build_state,
     load_checkpoint,
     lr_factor,
-    run_experiment,
     start_cycle,
 )
 from trainables.methods.base import Position
@@ -43,20 +42,7 @@ def cfg_of(**overrides: object) -> ExperimentConfig:
     return ExperimentConfig.from_flat({k: v for k, v in flat.items() if v is not ...})
 
 
-def run(cfg: ExperimentConfig, tmp: Path, resume: Path | None = None) -> tuple[list[dict], dict[int, Path]]:
-    """Reports of every epoch and a copy of every checkpoint, by epoch."""
-    reports: list[dict] = []
-    ckpts: dict[int, Path] = {}
-
-    def reporter(metrics: dict, ckpt_dir: Path | None) -> None:
-        reports.append(dict(metrics))
-        if ckpt_dir is not None:
-            dest = tmp / f"ckpt{metrics['epoch']}"
-            shutil.copytree(ckpt_dir, dest)
-            ckpts[int(metrics["epoch"])] = dest
-
-    run_experiment(cfg, reporter=reporter, resume_from=resume)
-    return reports, ckpts
+run = run_by_epoch
 
 
 def cycle_masks(ckpt: Path, cycles: int) -> list[dict[str, torch.Tensor]]:
