@@ -1,5 +1,5 @@
-"""Helpers shared by test modules that drive the engine (`trainables.loop`) directly, and by
-the table-driven bad-input tests of the CLI."""
+"""Helpers shared by test modules that drive the engine (`trainables.loop`) directly, by the
+table-driven bad-input tests of the CLI, and by the model tests (a recording layer factory)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from torch import nn
 
 from trainables.config import ExperimentConfig
 from trainables.loop import run_experiment
+from trainables.models.layers import DENSE, LayerFactory
 
 
 def _collect(cfg: ExperimentConfig, tmp: Path, **kw: Any) -> tuple[list[dict], list[tuple[int, Path]]]:
@@ -53,3 +55,19 @@ def assert_refused(main: Callable[[list[str]], int], argv: list[str], message: s
     assert message in err
     assert "s3cret" not in err  # a refused password is not echoed either
     assert not storage.exists() or not any(storage.rglob("*")), "bad input must not write anything"
+
+
+class RecordingFactory:
+    """A layer factory (DENSE by default) that remembers every module it made."""
+
+    def __init__(self, base: LayerFactory = DENSE) -> None:
+        self.made: list[nn.Module] = []
+        self.factory = LayerFactory(conv=self._wrap(base.conv), linear=self._wrap(base.linear),
+                                    norm=self._wrap(base.norm))
+
+    def _wrap(self, make: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        def build(*args: Any, **kwargs: Any) -> nn.Module:
+            module = make(*args, **kwargs)
+            self.made.append(module)
+            return module
+        return build

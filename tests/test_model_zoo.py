@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from engine_tools import RecordingFactory
 from safetensors.torch import save_file
 from torch import nn
 
 from trainables.config import DATASETS, MODEL_MIN_SIDE, ConfigError, ExperimentConfig
 from trainables.models import build_model
 from trainables.models.dst_small import SMALL_MLP_HIDDEN
-from trainables.models.layers import DENSE, LayerFactory
+from trainables.models.layers import DENSE
 from trainables.models.mlp import MLP
 from trainables.models.pretrained import (
     check_pretrained,
@@ -49,20 +50,6 @@ def _count(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-class Recording:
-    """Wraps a factory and remembers every module it made."""
-
-    def __init__(self, base: LayerFactory) -> None:
-        self.made: list[nn.Module] = []
-        self.factory = LayerFactory(conv=self._wrap(base.conv), linear=self._wrap(base.linear),
-                                    norm=self._wrap(base.norm))
-
-    def _wrap(self, make):
-        def build(*args, **kwargs):
-            module = make(*args, **kwargs)
-            self.made.append(module)
-            return module
-        return build
 
 
 # ----- every model, every factory, smallest input ---------------------------------------
@@ -72,7 +59,7 @@ class Recording:
 def test_smallest_input_forward_and_every_layer_from_factory(model: str, factory: str) -> None:
     side = MODEL_MIN_SIDE[model]
     cfg = _cfg(model, **{"data.resize": side})
-    rec = Recording(FACTORIES[factory])
+    rec = RecordingFactory(FACTORIES[factory])
     net = build_model(cfg, rec.factory)
     out = net(torch.randn(2, 3, side, side))
     assert out.shape == (2, 10)

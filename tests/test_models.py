@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from engine_tools import RecordingFactory
 from torch import nn
 
 from trainables.config import MODELS, ExperimentConfig
 from trainables.models import build_model
-from trainables.models.layers import DENSE, LayerFactory
-
-
-class CountingFactory:
-    """DENSE layers, remembering every module it made."""
-
-    def __init__(self) -> None:
-        self.made: list[nn.Module] = []
-        self.factory = LayerFactory(conv=self._wrap(DENSE.conv), linear=self._wrap(DENSE.linear),
-                                    norm=self._wrap(DENSE.norm))
-
-    def _wrap(self, make):
-        def build(*args, **kwargs):
-            module = make(*args, **kwargs)
-            self.made.append(module)
-            return module
-        return build
+from trainables.models.layers import DENSE
 
 
 def _cfg(model: str, dataset: str = "digits", **kw) -> ExperimentConfig:
@@ -48,7 +33,7 @@ def test_forward_shape_and_every_layer_from_factory(model: str, dataset: str, sh
     channels, side = shape
     extra = {"data.resize": side} if side != (8 if dataset == "digits" else 32) else {}
     cfg = _cfg(model, dataset, **extra)
-    counter = CountingFactory()
+    counter = RecordingFactory()
     net = build_model(cfg, counter.factory)
     out = net(torch.randn(2, channels, side, side))
     classes = 100 if dataset == "cifar100" else 10
