@@ -31,6 +31,12 @@ def sweep_name(parent: Any) -> str:
     return parent.data.tags.get(SWEEP_TAG) or parent.info.run_name or parent.info.run_id
 
 
+def differing_keys(trials: list[Trial]) -> list[str]:
+    """Config keys (other than run.*) whose value differs between the trials: what a sweep varied."""
+    keys = sorted({k for t in trials for k in t.params})
+    return [k for k in keys if not k.startswith("run.") and len({t.params.get(k) for t in trials}) > 1]
+
+
 class ReportError(ValueError):
     """Bad input (unknown experiment or parent run): one line, exit 2."""
 

@@ -7,7 +7,7 @@ import matplotlib.ticker  # noqa: F401 - matplotlib.ticker below
 import numpy as np
 import pandas as pd
 
-from orchestrator.report.collect import Runs, Trial, sweep_name
+from orchestrator.report.collect import Runs, Trial, differing_keys, sweep_name
 from orchestrator.report.figure import Figure, Missing, axes, parents_of
 
 LABELS = {"edge_popup": "EP", "iep": "iEP", "dst": "DST", "imp": "IMP", "dense": "dense", "dense_lrr": "dense LRR"}
@@ -86,11 +86,6 @@ def chart(runs: Runs) -> Figure | Missing:
 
 
 
-def _differing(trials: list[Trial]) -> list[str]:
-    keys = sorted({k for t in trials for k in t.params})
-    return [k for k in keys if not k.startswith("run.") and len({t.params.get(k) for t in trials}) > 1]
-
-
 def sweeps(runs: Runs) -> list[Figure | Missing]:
     """Per sweep: final test accuracy (and dying ratio) against what the sweep varied."""
     out: list[Figure | Missing] = []
@@ -100,7 +95,7 @@ def sweeps(runs: Runs) -> list[Figure | Missing]:
         if not trials:
             out.append(Missing(name, parent.data.params.get("space", "?"), "the sweep has no finished trial"))
             continue
-        differ = _differing(trials)
+        differ = differing_keys(trials)
         numeric = next((k for k in differ if all(isinstance(t.p(k), int | float) and not isinstance(t.p(k), bool)
                                                  for t in trials)), None)
         df = pd.DataFrame([{"run_id": t.run_id, "seed": t.p("run.seed"),

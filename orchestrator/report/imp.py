@@ -44,6 +44,14 @@ def _line(a, s: pd.DataFrame, x: str, label: str, **kw) -> str:  # noqa: ANN001
     return bars.lines[0].get_color()
 
 
+def _with_reinit(a, g: pd.DataFrame, label: str, reinit_label: str) -> None:  # noqa: ANN001
+    """IMP's accuracy against remaining weights (min/max bars) and, dashed in its colour, its reinit's."""
+    color = _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_test_acc"), "cycle_remaining_ratio", label)
+    if g["cycle_reinit_test_acc"].notna().any():
+        _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_reinit_test_acc"), "cycle_remaining_ratio",
+              reinit_label, ls="--", color=color)
+
+
 def _remaining_axis(a) -> None:  # noqa: ANN001
     a.set_xscale("log")
     a.invert_xaxis()
@@ -61,11 +69,7 @@ def fig1(runs: Runs) -> Figure | Missing:
     for i, wu in enumerate(warmups):
         a = ax[0, i]
         for bs, g in df[df["schedule.warmup_epochs"].fillna(0) == wu].groupby("data.batch_size"):
-            line = _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_test_acc"), "cycle_remaining_ratio",
-                         f"IMP bs={bs}")
-            if g["cycle_reinit_test_acc"].notna().any():
-                _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_reinit_test_acc"), "cycle_remaining_ratio",
-                      f"reinit bs={bs}", ls="--", color=line)
+            _with_reinit(a, g, f"IMP bs={bs}", f"reinit bs={bs}")
         _remaining_axis(a)
         a.set(ylabel="test accuracy", title=f"IMP and reinit, warm-up {wu:g} epochs")
         a.legend(fontsize=7)
@@ -215,11 +219,7 @@ def fig3(runs: Runs) -> Figure | Missing:
     fig, ax = axes()
     a = ax[0, 0]
     for (variant, bs), g in df.groupby(["variant", "data.batch_size"]):
-        color = _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_test_acc"), "cycle_remaining_ratio",
-                      f"{variant} bs={bs}")
-        if g["cycle_reinit_test_acc"].notna().any():
-            _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_reinit_test_acc"), "cycle_remaining_ratio",
-                  f"its reinit bs={bs}", ls="--", color=color)
+        _with_reinit(a, g, f"{variant} bs={bs}", f"its reinit bs={bs}")
     _remaining_axis(a)
     a.set(ylabel="test accuracy", title="Repellent against regular IMP (reinit dashed)")
     a.legend(fontsize=7)

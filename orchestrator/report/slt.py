@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from orchestrator.report.collect import Runs, Trial
+from orchestrator.report.collect import Runs, Trial, differing_keys
 from orchestrator.report.figure import Figure, Missing, axes, mean_se, parents_of
 
 VISITS = ["cycle_visits_0", "cycle_visits_1", "cycle_visits_2", "cycle_visits_3", "cycle_visits_4",
@@ -243,8 +243,7 @@ def table4(runs: Runs) -> Figure | Missing:
     trials = [t for t in _ep(runs) if "test_acc" in t.metrics]
     if len(trials) < 2:
         return Missing("slt_table4", "ep_hparams", "needs >= 2 EP runs")
-    keys = sorted({k for t in trials for k in t.params})
-    differ = [k for k in keys if not k.startswith("run.") and len({t.params.get(k) for t in trials}) > 1]
+    differ = differing_keys(trials)
     df = pd.DataFrame([{"run_id": t.run_id, "row": " ".join(f"{k}={t.params.get(k)}" for k in differ) or "all",
                         "seed": t.p("run.seed"), "test_acc": t.metrics["test_acc"],
                         "dying_ratio": t.metrics["dying_ratio"]} for t in trials])
