@@ -41,6 +41,17 @@ def fresh_store(migrated_db: Path, storage_dir: Path) -> str:
     return default_tracking_uri(storage_dir)
 
 
+def end_process_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM a server's process group (started with start_new_session), SIGKILL after `timeout` s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -90,13 +101,7 @@ class MlflowServer:
         return self.uri
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        end_process_group(self.proc, timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from conftest import end_process_group
+
 ROOT = Path(__file__).resolve().parents[1]
 # Small trials on digits: the mechanics (Tune, checkpoints, MLflow) are those of a real sweep.
 FAST = ["--set", "run.max_steps_per_epoch=4", "--set", "data.batch_size=32"]
@@ -201,10 +203,5 @@ class RestartableMlflowServer:
             time.sleep(0.25)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc is not None:
+            end_process_group(self.proc, timeout=15)
