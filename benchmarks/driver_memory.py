@@ -36,7 +36,7 @@ def child(trials: int, cores: int) -> None:
 
     with tempfile.TemporaryDirectory(prefix="driver-mem-") as tmp:
         args = build_parser().parse_args([
-            "--storage", tmp, "--name", "mem", "--num-samples", str(trials),
+            "--space", "ep_quick", "--storage", tmp, "--name", "mem", "--num-samples", str(trials),
             "--grid", "method.prune_rate=0.5", "--max-concurrent", str(cores),
             "--cpus-per-worker", "0.5", "--set", "schedule.epochs=1"])
         settings = settings_from_args(args)

@@ -31,7 +31,7 @@ def sweep(model: str, trials: int, epochs: int, gpus: str, concurrent: int, cpus
           device: str = "cuda") -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="gpu-packing-") as tmp:
         args = build_parser().parse_args([
-            "--storage", tmp, "--name", "pack", "--num-samples", str(trials), "--grid", "method.prune_rate=0.5",
+            "--space", "ep_quick", "--storage", tmp, "--name", "pack", "--num-samples", str(trials), "--grid", "method.prune_rate=0.5",
             "--max-concurrent", str(concurrent), "--gpus-per-worker", gpus, "--cpus-per-worker", str(cpus),
             "--set", f"model.name={model}", "--set", "data.resize=32", "--set", "data.batch_size=128",
             "--set", f"schedule.epochs={epochs}", "--set", f"run.device={device}"])
@@ -60,7 +60,7 @@ def main() -> None:
               "(--cpu-smoke checks the script without one)")
         return
     plan = build_plan(settings_from_args(build_parser().parse_args(
-        ["--dry-run", "--set", f"model.name={args.model}", "--set", "data.resize=32",
+        ["--space", "ep_quick", "--dry-run", "--set", f"model.name={args.model}", "--set", "data.resize=32",
          "--set", "data.batch_size=128"])))
     share = gpu_share(plan.trial_configs()[0])
     per_gpu = round(1 / share)

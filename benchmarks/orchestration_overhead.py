@@ -35,7 +35,7 @@ from orchestrator.sweep import build_parser, build_plan, settings_from_args
 def one_sweep(trials: int, epochs: int, steps: int, reuse: bool, cores: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
         args = build_parser().parse_args([
-            "--storage", tmp, "--name", "overhead", "--num-samples", str(trials),
+            "--space", "ep_quick", "--storage", tmp, "--name", "overhead", "--num-samples", str(trials),
             "--grid", "method.prune_rate=0.5", "--max-concurrent", str(cores),
             "--set", f"schedule.epochs={epochs}", "--set", f"run.max_steps_per_epoch={steps}",
             "--set", "data.batch_size=32"])

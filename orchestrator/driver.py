@@ -59,7 +59,7 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
         trial_resources,
         worker_gpus,
     )
-    from orchestrator.results import results_table, show_results
+    from orchestrator.results import results_table, show_results, unfinished_trials
     from orchestrator.tracking import (
         MLflowTrialCallback,
         SweepTracker,
@@ -142,7 +142,8 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
         results = tuner.fit()  # returns early, state saved, when interrupted (Ctrl-C)
         df = results_table(results, plan, metric, mode)
         errors = int((df["status"] == "ERROR").sum()) if len(df) else 0
-        incomplete = int((df["status"] == "INCOMPLETE").sum()) if len(df) else 0
+        # an interrupt between two trials leaves the next one not yet created: not in `df` at all
+        incomplete = unfinished_trials(df, plan)
         status = "KILLED" if incomplete else ("FINISHED" if errors == 0 else "FAILED")
         out_dir = None if _is_uri(settings.storage) else Path(sweep_path)
         for path in show_results(df, results, plan, metric, mode, out_dir, figures=False):

@@ -67,6 +67,25 @@ def results_table(results: Any, plan: Plan, metric: str, mode: str) -> Any:
     return df
 
 
+def per_group_text(summary: Any) -> str:
+    """The per-cycle table, one block per method when methods log different metrics (iEP's dying
+    ratios, IMP's distances): one wide table would be mostly NaN."""
+    if summary.index.nlevels < 2:
+        return summary.to_string()
+    groups = list(dict.fromkeys(summary.index.get_level_values(0)))
+    blocks = [summary.xs(g, level=0, drop_level=False).dropna(axis=1, how="all") for g in groups]
+    if len(groups) < 2 or all(list(b.columns) == list(summary.columns) for b in blocks):
+        return summary.to_string()
+    return "\n\n".join(b.to_string() for b in blocks)
+
+
+def unfinished_trials(df: Any, plan: Plan) -> int:
+    """Trials to resume: those that ran but did not finish, and those an interrupt kept Tune
+    from creating (Optuna suggests the next trial only after one completes)."""
+    ran = int((df["status"] == "INCOMPLETE").sum()) if len(df) else 0
+    return ran + max(0, plan.trial_count() - len(df))
+
+
 def trial_frame(df: Any, results: Any, plan: Plan) -> Any:
     """The full trial table: status, node, every resolved config key and every final metric.
 
@@ -299,7 +318,7 @@ def show_results(df: Any, results: Any, plan: Plan, metric: str, mode: str,
         if summary is not None:
             se = " (mean, standard error over seeds)" if "cycle_test_acc_se" in summary else ""
             print(f"\nPer cycle{se}:")
-            print(summary.to_string())
+            print(per_group_text(summary))
     ok = [r for r in results if r.error is None and r.metrics and metric in r.metrics]
     if ok:
         best = max(ok, key=lambda r: r.metrics[metric] * (1 if mode == "max" else -1))

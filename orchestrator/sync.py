@@ -49,7 +49,8 @@ from trainables.config import ConfigError
 logger = logging.getLogger(__name__)
 
 # Files of the sweep directory that the parent run holds (results tables and figures).
-PARENT_FILES = ("results.csv", "results.png", "cycles.csv", "cycles_summary.csv", "cycles.png")
+PARENT_FILES = ("results.csv", "results.parquet", "results.png", "cycles.csv", "cycles_summary.csv",
+                "cycles.png")
 
 
 @dataclass
@@ -195,6 +196,11 @@ def sync_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None, s
                 if (sweep_dir / name).is_file() and name not in present]
     for name in uploaded:
         client.log_artifact(parent_run_id, str(sweep_dir / name))
+    report = None
+    if "report" not in present:  # the sweep ended while MLflow was down: the report read nothing
+        from orchestrator.report.sweep_end import report_sweep
+
+        report = report_sweep(tracking_uri, experiment, parent_run_id, sweep_dir / "report")
     if parent.info.status == "RUNNING":
         statuses = {t.status for t in trials}
         final = ("KILLED" if statuses - {"TERMINATED", "ERROR"} else
@@ -203,4 +209,6 @@ def sync_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None, s
     print(f"MLflow synced: {spooled} spooled entr(ies) replayed, {len(trials)} trial(s) checked "
           f"against Tune's results, {len(uploaded)} sweep file(s) uploaded "
           f"(experiment {experiment!r}, run {parent_run_id})")
+    if report is not None:
+        print(f"Report: {report} (also in MLflow, the parent run's report/)")
     return 0

@@ -8,7 +8,7 @@ from trainables.config import ConfigError
 
 REGISTRY: dict[str, SearchSpace] = {s.name: s for s in (*edge_popup.SPACES, *baselines.SPACES, *dst.SPACES,
                                                  *imp.SPACES, *tour.SPACES)}
-DEFAULT_SPACE = "ep_quick"
+DEFAULT_SPACE = "tour"
 
 
 def get_space(name: str) -> SearchSpace:

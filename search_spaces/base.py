@@ -64,6 +64,10 @@ class Plan:
                 out.append(point)
         return out
 
+    def trial_count(self) -> int:
+        """Trials the sweep is made of: every grid point, or Optuna's `num_samples`."""
+        return len(self.points()) if self.search == "grid" else self.num_samples
+
     def resolve(self, point: Mapping[str, Any]) -> ExperimentConfig:
         return resolve_tune_config(point, self.variants)
 

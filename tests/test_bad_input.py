@@ -26,6 +26,7 @@ from trainables.config import describe_keys
 
 DST = ["--space", "dense_quick", "--set", "method.name=dst"]  # a space whose axes DST keeps
 IMP = ["--space", "imp_quick"]
+EP = ["--space", "ep_quick"]  # the bad values below are checked against its base
 # imp_quick varies the repellent loss in its variants (a --set of those keys is refused): a space that does not
 IMP_WD = ["--space", "imp_weight_decay", "--set", "data.dataset=digits", "--set", "model.name=mlp"]
 
@@ -58,8 +59,8 @@ IMP_WD = ["--space", "imp_weight_decay", "--set", "data.dataset=digits", "--set"
     (["--space", "iep_quick", "--set", "method.cycles=2000"], "method.cycles: 2000 must be <= 1000 (allowed range [1, 1000])"),
     (["--space", "dense_quick", "--set", "method.name=dense_lrr", "--set", "method.cycles=0"],
      "method.cycles: 0 must be >= 1"),
-    (["--set", "method.prune_rate=nan"], "method.prune_rate: expected a finite number, got 'nan'"),
-    (["--set", "optim.lr=inf"], "optim.lr: expected a finite number, got 'inf'"),
+    ([*EP, "--set", "method.prune_rate=nan"], "method.prune_rate: expected a finite number, got 'nan'"),
+    ([*EP, "--set", "optim.lr=inf"], "optim.lr: expected a finite number, got 'inf'"),
     # IMP: rounds, pruning, rewinding, repellent loss, stability knobs (batch size, warm-up, decay)
     ([*IMP, "--set", "method.rounds=0"], "method.rounds: 0 must be >= 1 (allowed range [1, 1000])"),
     ([*IMP, "--set", "method.rounds=two"], "method.rounds: expected an integer, got 'two'"),

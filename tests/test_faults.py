@@ -100,7 +100,7 @@ def test_driver_sigkill_then_resume_keeps_everything_once(tmp_path: Path) -> Non
     latest checkpoint cut short afterwards); `--resume` finishes the sweep bit-identically."""
     storage = tmp_path / "runs"
     sweep_dir = storage / "tune" / "kill"
-    args = ["--storage", str(storage), "--name", "kill", "--experiment", "kill",
+    args = ["--space", "ep_quick", "--storage", str(storage), "--name", "kill", "--experiment", "kill",
             "--grid", "schedule.epochs=3,40,41", "--set", "method.prune_rate=0.5", *MLP,
             "--max-concurrent", "3", "--num-cpus", "3", *FAST]
     log = tmp_path / "first.log"
@@ -195,7 +195,7 @@ def killed_and_restarted(tmp_path: Path, name: str, extra: list[str], pick_pid: 
     storage = tmp_path / "runs"
     sweep_dir = storage / "tune" / name
     log = tmp_path / f"{name}.log"
-    proc = start_sweep("--storage", str(storage), "--name", name, "--experiment", name,
+    proc = start_sweep("--space", "ep_quick", "--storage", str(storage), "--name", name, "--experiment", name,
                        "--max-failures", "1", "--set", "model.name=mlp", "--set", "method.prune_rate=0.5",
                        "--set", f"schedule.epochs={epochs}", *FAST, *extra, env=env, log=log)
     try:
@@ -391,7 +391,7 @@ def test_mlflow_outage_is_buffered_replayed_and_synced(
     uri = server.start()
     proc = None
     try:
-        proc = start_sweep("--storage", str(storage), "--name", "out", "--experiment", "out",
+        proc = start_sweep("--space", "ep_quick", "--storage", str(storage), "--name", "out", "--experiment", "out",
                            "--tracking-uri", uri, *MLP, "--set", "method.prune_rate=0.5",
                            "--set", f"schedule.epochs={epochs}", *FAST, log=log)
         client = MlflowClient(tracking_uri=uri)
@@ -463,7 +463,10 @@ def test_mlflow_outage_is_buffered_replayed_and_synced(
             assert run.info.status == "FINISHED" and run.data.tags[STATUS_TAG] == "finished"
             assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"config.json", "masks"}
             assert parent.info.status == "FINISHED"
-            assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"results.csv"}
+            # the report the sweep could not make while MLflow was down, made and logged now
+            assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+                "results.csv", "results.parquet", "report"}
+            assert "report/index.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
         assert (sweep_dir / "mlflow-spool.jsonl").stat().st_size == 0
     finally:
         server.stop()
@@ -498,7 +501,7 @@ def test_full_disk_mid_sweep_says_so_and_resumes(tmp_path: Path) -> None:
         sweep_dir = storage / "tune" / "full"
         log = tmp_path / "full.log"
         epochs = 60
-        proc = start_sweep("--storage", str(storage), "--name", "full", "--experiment", "full", *MLP,
+        proc = start_sweep("--space", "ep_quick", "--storage", str(storage), "--name", "full", "--experiment", "full", *MLP,
                            "--set", "method.prune_rate=0.5", "--set", f"schedule.epochs={epochs}",
                            *FAST, log=log)
         try:

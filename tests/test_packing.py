@@ -124,7 +124,7 @@ def test_estimate_counts_steps_and_packing() -> None:
 
 
 def test_dry_run_prints_the_cost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--dry-run", "--storage", str(tmp_path / "s"), "--gpus-per-worker", "auto"]) == 0
+    assert main(["--space", "ep_quick", "--dry-run", "--storage", str(tmp_path / "s"), "--gpus-per-worker", "auto"]) == 0
     out = capsys.readouterr().out
     assert "cost estimate (3 trials, training steps only):" in out
     assert "GPU-hours unpacked" in out and "hours of training at the CPU speed" in out

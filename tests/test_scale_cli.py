@@ -14,6 +14,7 @@ import pytest
 from orchestrator.sweep import main, runnable
 
 ROOT = Path(__file__).resolve().parents[1]
+EP = ["--space", "ep_quick"]  # the bad values below are checked against its base
 IMAGENET = ["--set", "data.dataset=imagenet", "--set", "model.name=resnet50"]
 
 
@@ -23,7 +24,7 @@ IMAGENET = ["--set", "data.dataset=imagenet", "--set", "model.name=resnet50"]
     (["--scheduler", "hyperband"], "--scheduler: 'hyperband' is not one of fifo, asha"),
     (["--grace-period", "2"], "--grace-period: applies to --scheduler asha only"),
     (["--scheduler", "asha", "--grace-period", "x"], "--grace-period: 'x' is not a whole number"),
-    (["--scheduler", "asha", "--grace-period", "15"],
+    ([*EP, "--scheduler", "asha", "--grace-period", "15"],
      "--grace-period: 15 leaves no rung before the end (the shortest trial trains 15 epochs); use 1..14"),
     (["--scheduler", "asha", "--space", "iep_quick", "--grace-period", "8"],
      "--grace-period: 8 leaves no rung before the end (the shortest trial trains 8 cycles)"),

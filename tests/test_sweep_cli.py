@@ -12,6 +12,7 @@ from engine_tools import assert_refused
 from orchestrator.sweep import main
 
 ROOT = Path(__file__).resolve().parents[1]
+EP = ["--space", "ep_quick"]  # the bad values below are checked against its base
 
 
 def test_list_spaces(capsys: pytest.CaptureFixture[str]) -> None:
@@ -27,7 +28,7 @@ def test_list_keys(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_dry_run_prints_trials_without_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--dry-run", "--storage", str(tmp_path / "s"), "--grid", "method.prune_rate=0.2,0.5",
+    code = main([*EP, "--dry-run", "--storage", str(tmp_path / "s"), "--grid", "method.prune_rate=0.2,0.5",
                  "--num-samples", "2"])
     assert code == 0
     out = capsys.readouterr().out
@@ -36,18 +37,18 @@ def test_dry_run_prints_trials_without_ray(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--dry-run", "--search", "optuna", "--num-samples", "7"]) == 0
+    assert main([*EP, "--dry-run", "--search", "optuna", "--num-samples", "7"]) == 0
     out = capsys.readouterr().out
     assert "7 Optuna trials over:" in out and "method.prune_rate: FloatDistribution" in out
 
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--set", "optim.lrr=0.1"], "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"),
-    (["--set", "optim.lr=abc"], "optim.lr: expected a number, got 'abc'"),
-    (["--set", "optim.lr=-0.1"], "optim.lr: -0.1 must be > 0"),
-    (["--set", "method.prune_rate=1"], "method.prune_rate: 1.0 must be < 1 (allowed range [0, 1))"),
+    ([*EP, "--set", "optim.lr=abc"], "optim.lr: expected a number, got 'abc'"),
+    ([*EP, "--set", "optim.lr=-0.1"], "optim.lr: -0.1 must be > 0"),
+    ([*EP, "--set", "method.prune_rate=1"], "method.prune_rate: 1.0 must be < 1 (allowed range [0, 1))"),
     (["--set", "model.name=vgg99"], "model.name: 'vgg99' is not one of"),
-    (["--set", "optim.name=adagrad"], "optim.name: 'adagrad' is not one of sgd, adam, lars"),
+    ([*EP, "--set", "optim.name=adagrad"], "optim.name: 'adagrad' is not one of sgd, adam, lars"),
     (["--set", "data.dataset=imagenet21k"], "data.dataset: 'imagenet21k' is not one of"),
     (["--set", "noequals"], "--set 'noequals': expected KEY=VALUE"),
     (["--space", "ep_nope"], "--space: 'ep_nope' is not one of ep_quick"),
@@ -62,10 +63,10 @@ def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
     (["--tracking-uri", "http://127.0.0.1:9"], "--tracking-uri: no MLflow server answers at http://127.0.0.1:9"),
     (["--address", "127.0.0.1:9"], "--address: no Ray cluster answers at 127.0.0.1:9"),
     (["--address", "nohost"], "--address: 'nohost' is not auto, HOST:PORT or ray://HOST:PORT"),
-    (["--set", "data.batch_size=2000"], "data.batch_size: 2000 is larger than the 1437 training images of digits"),
-    (["--set", "schedule.name=step", "--set", "schedule.milestones=15"], "schedule.milestones: [15] must lie in [1, schedule.epochs=15)"),
+    ([*EP, "--set", "data.batch_size=2000"], "data.batch_size: 2000 is larger than the 1437 training images of digits"),
+    ([*EP, "--set", "schedule.name=step", "--set", "schedule.milestones=15"], "schedule.milestones: [15] must lie in [1, schedule.epochs=15)"),
     (["--workers-per-trial", "2", "--gpus-per-worker", "0.5"], "--gpus-per-worker: 0.5 is a GPU share"),
-    (["--set", "method.name=dense"], "--set method.name=dense: space 'ep_quick' sweeps method.prune_rate"),
+    ([*EP, "--set", "method.name=dense"], "--set method.name=dense: space 'ep_quick' sweeps method.prune_rate"),
     (["--max-failures", "-1"], "--max-failures: -1 must be >= 0"),
     # the strong-lottery family's keys
     (["--space", "iep_quick", "--set", "method.cycles=0"], "method.cycles: 0 must be >= 1"),
@@ -82,9 +83,9 @@ def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
     (["--space", "iep_quick", "--set", "method.coats=0"], "method.coats: 0 must be >= 1"),
     (["--set", "method.progressive_stages=0"], "method.progressive_stages: 0 must be >= 1"),
     (["--set", "method.progressive_schedule=cubic"], "method.progressive_schedule: 'cubic' is not one of exp, lin"),
-    (["--set", "method.weight_init=pretrained"], "method.pretrained_path: weight_init=pretrained needs a weights file"),
+    ([*EP, "--set", "method.weight_init=pretrained"], "method.pretrained_path: weight_init=pretrained needs a weights file"),
     (["--set", "method.pretrained_path=/x.pt"], "method.pretrained_path: only read with method.weight_init=pretrained"),
-    (["--set", "method.weight_init=pretrained", "--set", "method.pretrained_path=/nonexistent/w.pt"],
+    ([*EP, "--set", "method.weight_init=pretrained", "--set", "method.pretrained_path=/nonexistent/w.pt"],
      "method.pretrained_path: no file at '/nonexistent/w.pt'"),
 ])
 def test_bad_input_exits_2_with_one_line_and_starts_nothing(
@@ -107,7 +108,7 @@ def test_unwritable_storage_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_module_entry_point_exit_code(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "--set", "optim.lr=x",
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", *EP, "--set", "optim.lr=x",
                            "--storage", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: optim.lr: expected a number, got 'x'"
@@ -133,6 +134,24 @@ def test_seed_summary_means_over_seeds_only() -> None:
                                                       grid_overrides={}, num_samples=1)) is None
 
 
+def test_unfinished_trials_count_the_ones_an_interrupt_kept_from_starting() -> None:
+    """Ctrl-C between two Optuna trials leaves the next one uncreated: still a sweep to resume."""
+    import pandas as pd
+
+    from orchestrator.results import unfinished_trials
+    from search_spaces import get_space, make_plan
+
+    optuna = make_plan(get_space("ep_quick"), search="optuna", sets={}, grid_overrides={}, num_samples=4)
+    ran = pd.DataFrame({"status": ["OK", "STOPPED"]})
+    assert unfinished_trials(ran, optuna) == 2  # two finished, two never created
+    assert unfinished_trials(pd.DataFrame({"status": ["OK", "ERROR", "INCOMPLETE"]}), optuna) == 2
+    assert unfinished_trials(pd.DataFrame({"status": ["OK"] * 3 + ["DIVERGED"]}), optuna) == 0
+    assert unfinished_trials(pd.DataFrame(), optuna) == 4
+    grid = make_plan(get_space("ep_quick"), search="grid", sets={}, grid_overrides={}, num_samples=2)
+    assert grid.trial_count() == 2 * len(grid.grid["method.prune_rate"]) * max(1, len(grid.variants))
+    assert unfinished_trials(pd.DataFrame({"status": ["OK"] * grid.trial_count()}), grid) == 0
+
+
 def test_pretrained_file_of_another_architecture_is_refused(tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     import torch
@@ -140,8 +159,43 @@ def test_pretrained_file_of_another_architecture_is_refused(tmp_path: Path,
     wrong = tmp_path / "mlp.pt"
     torch.save({"net.1.weight": torch.zeros(300, 64)}, wrong)  # an MLP's layer, not Conv-4's
     storage = tmp_path / "runs"
-    assert main(["--set", "method.weight_init=pretrained", "--set", f"method.pretrained_path={wrong}",
+    assert main([*EP, "--set", "method.weight_init=pretrained", "--set", f"method.pretrained_path={wrong}",
                  "--storage", str(storage)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: method.pretrained_path: mlp.pt does not fit model.name=conv4")
     assert err.count("\n") == 1 and not storage.exists()
+
+
+def test_per_cycle_table_is_split_by_method_when_their_metrics_differ() -> None:
+    import pandas as pd
+
+    from orchestrator.results import per_group_text
+
+    index = pd.MultiIndex.from_tuples([("imp", 1), ("imp", 3), ("soft_iep", 1)], names=["variant", "cycle"])
+    summary = pd.DataFrame({"cycle_test_acc": [0.9, 0.8, 0.7], "cycle_threshold": [0.01, 0.02, None],
+                            "cycle_dying_ratio": [None, None, 0.25]}, index=index)
+    imp, iep = per_group_text(summary).split("\n\n")
+    assert "cycle_threshold" in imp and "cycle_dying_ratio" not in imp and "0.02" in imp
+    assert "cycle_dying_ratio" in iep and "cycle_threshold" not in iep and "0.25" in iep
+    same = summary.fillna(0.5)  # every method logs every column: one table
+    assert per_group_text(same) == same.to_string()
+
+
+def test_the_default_sweep_is_the_cross_family_tour_at_one_density(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from search_spaces import get_space, make_plan
+
+    assert main(["--dry-run", "--storage", str(tmp_path / "s")]) == 0  # no --space: the tour
+    out = capsys.readouterr().out
+    assert "tour" in out and all(v in out for v in ("dense", "ep", "soft_iep", "dst_rigl", "imp"))
+    plan = make_plan(get_space("tour"), search="grid", sets={}, grid_overrides={}, num_samples=1)
+    final_density = {"dense": lambda m: 1.0, "edge_popup": lambda m: 1 - m.prune_rate,
+                     "iep": lambda m: (1 - m.shrinkage) ** m.cycles, "dst": lambda m: m.density,
+                     "imp": lambda m: (1 - m.prune_fraction) ** (m.rounds - 1)}
+    final = {}
+    for point in plan.points():
+        method = plan.resolve(point).method
+        final[point["variant"]] = final_density[method.name](method)
+    assert final.pop("dense") == 1.0
+    assert set(final) == {"ep", "soft_iep", "dst_rigl", "imp"}
+    assert all(abs(d - 0.8 ** 5) < 1e-3 for d in final.values()), final  # matched densities

@@ -79,7 +79,7 @@ def scores_from_checkpoint(ckpt_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_default_sweep_sqlite_two_concurrent_trials(tmp_path: Path) -> None:
     storage = tmp_path / "runs"
-    proc = sweep("--storage", str(storage), "--name", "e2e", "--experiment", "e2e",
+    proc = sweep("--space", "ep_quick", "--storage", str(storage), "--name", "e2e", "--experiment", "e2e",
                  "--grid", "method.prune_rate=0.2,0.5", "--max-concurrent", "2", *FAST)
     assert proc.returncode == 0
     out = proc.stdout
@@ -127,7 +127,7 @@ def test_default_sweep_sqlite_two_concurrent_trials(tmp_path: Path) -> None:
 
 def test_ddp_trial_against_mlflow_server(tmp_path: Path, mlflow_server: MlflowServer) -> None:
     uri = mlflow_server.wait_healthy()
-    proc = sweep("--storage", str(tmp_path / "runs"), "--tracking-uri", uri, "--experiment", "ddp",
+    proc = sweep("--space", "ep_quick", "--storage", str(tmp_path / "runs"), "--tracking-uri", uri, "--experiment", "ddp",
                  "--workers-per-trial", "2", "--cpus-per-worker", "0.5",
                  "--grid", "method.prune_rate=0.5", *FAST)
     assert proc.returncode == 0
@@ -141,7 +141,7 @@ def test_ddp_trial_against_mlflow_server(tmp_path: Path, mlflow_server: MlflowSe
 
 def test_optuna_search(tmp_path: Path) -> None:
     storage = tmp_path / "runs"
-    proc = sweep("--storage", str(storage), "--experiment", "opt", "--search", "optuna",
+    proc = sweep("--space", "ep_quick", "--storage", str(storage), "--experiment", "opt", "--search", "optuna",
                  "--num-samples", "3", "--max-concurrent", "2", *FAST)
     assert proc.returncode == 0
     client, _, children = runs_of(f"sqlite:///{storage.resolve()}/mlflow.db", "opt")
@@ -154,7 +154,7 @@ def test_optuna_search(tmp_path: Path) -> None:
 
 def test_interrupted_sweep_resumes_from_checkpoints(tmp_path: Path) -> None:
     storage = tmp_path / "runs"
-    args = ["--storage", str(storage), "--name", "intr", "--experiment", "intr",
+    args = ["--space", "ep_quick", "--storage", str(storage), "--name", "intr", "--experiment", "intr",
             "--grid", "method.prune_rate=0.3,0.6", "--max-concurrent", "1",
             "--set", "schedule.epochs=40", "--set", "data.batch_size=32", "--set", "run.max_steps_per_epoch=6"]
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args], cwd=ROOT,
@@ -216,3 +216,17 @@ def test_iterative_sweep_logs_every_cycle(tmp_path: Path) -> None:
         assert all(torch.equal(last[k], final[k]) for k in final)
     table = (storage / "tune" / "cyc" / "cycles.csv").read_text().splitlines()
     assert len(table) == 1 + 3 * 3  # header + one row per trial and cycle
+
+
+def test_default_sweep_is_the_tour_and_ends_with_the_cross_family_chart(tmp_path: Path) -> None:
+    """`python -m orchestrator.sweep` with no space: one run per family, then the report with
+    the cross-family chart (steps cut short; the tour's own epochs and densities kept)."""
+    storage = tmp_path / "runs"
+    proc = sweep("--storage", str(storage), "--name", "tour", "--experiment", "tour",
+                 "--set", "run.max_steps_per_epoch=3", "--max-concurrent", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, _, children = runs_of(f"sqlite:///{storage.resolve()}/mlflow.db", "tour")
+    # run names are <method>/<variant>/seed=<s>
+    assert sorted(c.info.run_name.split("/")[1] for c in children) == ["dense", "dst_rigl", "ep", "imp", "soft_iep"]
+    chart = storage / "tune" / "tour" / "report" / "cross_families.png"
+    assert chart.stat().st_size > 10_000 and f"Report: {chart.parent / 'index.html'}" in proc.stdout

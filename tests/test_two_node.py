@@ -122,7 +122,7 @@ def test_sweep_runs_trials_on_both_nodes(cluster: TwoNodes, mlflow_server: Mlflo
     assert len(nodes) == 2, nodes
     uri = mlflow_server.wait_healthy()
     storage = tmp_path / "shared-runs"  # one machine: both nodes read and write it
-    proc = sweep(cluster, "--storage", str(storage), "--name", "two", "--experiment", "two-nodes",
+    proc = sweep(cluster, "--space", "ep_quick", "--storage", str(storage), "--name", "two", "--experiment", "two-nodes",
                  "--tracking-uri", uri, "--grid", "method.prune_rate=0.2,0.4,0.6,0.8", "--max-concurrent", "2",
                  *FAST)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
@@ -141,7 +141,7 @@ def test_sweep_runs_trials_on_both_nodes(cluster: TwoNodes, mlflow_server: Mlflo
 
 def test_a_shell_without_the_token_mode_gets_one_line(cluster: TwoNodes, tmp_path: Path) -> None:
     storage = tmp_path / "runs"
-    proc = sweep(cluster, "--storage", str(storage), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+    proc = sweep(cluster, "--space", "ep_quick", "--storage", str(storage), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
                  *FAST, auth=False)
     assert proc.returncode == 2, (proc.stdout[-2000:], proc.stderr[-2000:])
     assert proc.stderr.count("\n") == 1, proc.stderr
