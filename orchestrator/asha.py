@@ -44,6 +44,35 @@ class StopMarker(Callback):
             result[STOPPED_PREFIX + self.unit] = int(at)
 
 
+class RungState(Callback):
+    """Keeps ASHA's rungs across `--resume`.
+
+    Tune checkpoints its searcher and its callbacks, but not its scheduler: a restored sweep
+    starts ASHA with empty rungs, so a resumed trial is compared with nothing and runs on where
+    the uninterrupted sweep would have stopped it. This callback carries the rungs in Tune's
+    callback state. It shares the scheduler object with TuneConfig in Tune's pickled Tuner, so
+    `Tuner.restore` hands back both, still joined, before it re-adds the trials."""
+
+    def __init__(self, scheduler: ASHAScheduler) -> None:
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any] | None:
+        brackets = self.scheduler._brackets
+        index = {id(b): i for i, b in enumerate(brackets)}
+        return {"rungs": [[(milestone, dict(recorded)) for milestone, recorded in b._rungs] for b in brackets],
+                "trial_bracket": {t: index[id(b)] for t, b in self.scheduler._trial_info.items()},
+                "num_stopped": self.scheduler._num_stopped}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        brackets = self.scheduler._brackets
+        if len(state["rungs"]) != len(brackets):
+            return  # another ASHA shape: nothing of the old rungs applies
+        for bracket, rungs in zip(brackets, state["rungs"], strict=True):
+            bracket._rungs = [(milestone, dict(recorded)) for milestone, recorded in rungs]
+        self.scheduler._trial_info.update({t: brackets[i] for t, i in state["trial_bracket"].items()})
+        self.scheduler._num_stopped = state["num_stopped"]
+
+
 def build_scheduler(plan: Plan, *, grace_period: int | None, reduction_factor: float | None
                     ) -> tuple[ASHAScheduler, StopMarker]:
     """ASHA over the plan's unit (metric and mode come from TuneConfig: Tune refuses both)."""

@@ -218,11 +218,11 @@ def _tune_config(plan: Plan, settings: Settings, metric: str, mode: str,
         search_alg = allow_missing_metric(search_alg)  # a diverged trial ends with no score: pruned
     scheduler, marker = None, []
     if settings.scheduler == "asha":
-        from orchestrator.asha import build_scheduler
+        from orchestrator.asha import RungState, build_scheduler
 
         scheduler, stop_marker = build_scheduler(plan, grace_period=settings.grace_period,
                                                  reduction_factor=settings.reduction_factor)
-        marker = [stop_marker]
+        marker = [stop_marker, RungState(scheduler)]  # the rungs survive --resume
     # reuse_actors: a trial's process (torch, data code already imported) runs the next trial of
     # the same resource shape; benchmarks/orchestration_overhead.py measures the difference.
     return tune.TuneConfig(metric=metric, mode=mode, search_alg=search_alg, scheduler=scheduler,

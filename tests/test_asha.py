@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,7 @@ from mlflow import MlflowClient
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from orchestrator.asha import CycleASHA, StopMarker, build_scheduler
+from orchestrator.asha import CycleASHA, RungState, StopMarker, build_scheduler
 from orchestrator.schedulers import STOPPED_TAG, describe_stops, stop_tag, stopped_at, time_unit
 from orchestrator.tracking import KIND_TAG, iter_child_runs
 from search_spaces import get_space, make_plan
@@ -119,3 +120,86 @@ def test_asha_sweep_records_stopped_trials(tmp_path: Path) -> None:
         assert run.data.tags.get("sparsesweep.status") == "stopped"
         assert run.data.metrics["stopped_at_epoch"] == 1
         assert [m.step for m in client.get_metric_history(run.info.run_id, "test_acc")] == [1]
+
+
+# --------------------------------------------------------------------------- --resume keeps the rungs
+
+
+def test_rung_state_round_trips_through_a_fresh_scheduler() -> None:
+    def asha() -> ASHAScheduler:
+        s = ASHAScheduler(time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2, stop_last_trials=False)
+        s.set_search_properties("score", "max")
+        return s
+
+    first = asha()
+    a, b, c = trials(3)
+    for t, score in ((a, 0.5), (b, 0.9)):
+        first.on_trial_add(None, t)
+        assert first.on_trial_result(None, t, {"epoch": 1, "score": score}) == "CONTINUE"
+    state = RungState(first).get_state()
+    fresh = asha()
+    fresh.on_trial_add(None, c)
+    # what a restored sweep without the state does: nothing to compare with, c runs on
+    assert fresh.on_trial_result(None, c, {"epoch": 1, "score": 0.0}) == "CONTINUE"
+    restored = asha()
+    RungState(restored).set_state(state)
+    restored.on_trial_add(None, c)
+    assert restored.on_trial_result(None, c, {"epoch": 1, "score": 0.0}) == "STOP"  # below the median of 0.5, 0.9, 0.0
+    assert RungState(restored).get_state()["rungs"] != state["rungs"]  # c recorded now
+
+
+def crash_once_trainable(config: dict) -> None:
+    """Scores `x` at every epoch; the x = 0 trial crashes once, before its first report."""
+    from ray import tune
+
+    for epoch in range(1, 5):
+        if config["x"] == 0.0 and not Path(config["flag"]).exists():
+            Path(config["flag"]).write_text("crashed")
+            raise RuntimeError("crash once")
+        tune.report({"score": config["x"], "epoch": epoch})
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    import ray
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    old = os.environ.get("RAY_AUTH_MODE")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # see test_tracking.ray_local
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        if old is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = old
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_restored_sweep_keeps_asha_rungs(ray_local: None, tmp_path: Path) -> None:
+    """Real Tune: two trials (0.5, then 0.9: neither below its rung's median) fill rung 1, the third crashes before its first report and the
+    sweep ends; `Tuner.restore` re-runs it, and ASHA stops it at rung 1 as the uninterrupted
+    sweep would have (with the rungs lost it would train all 4 epochs)."""
+    from ray import tune
+
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2, stop_last_trials=False)
+    callbacks = [RungState(scheduler)]  # without it the x = 0 trial trains all 4 epochs (checked)
+    flag = str(tmp_path / "flag")
+    tuner = tune.Tuner(crash_once_trainable,
+                       param_space={"x": tune.grid_search([0.5, 0.9, 0.0]), "flag": flag},
+                       tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=scheduler,
+                                                   max_concurrent_trials=1),
+                       run_config=tune.RunConfig(name="rungs", storage_path=str(tmp_path), callbacks=callbacks,
+                                                 verbose=0))
+    first = tuner.fit()
+    assert len(first.errors) == 1
+    restored = tune.Tuner.restore(str(tmp_path / "rungs"), trainable=crash_once_trainable, resume_errored=True)
+    results = restored.fit()
+    assert not results.errors
+    epochs = {r.config["x"]: r.metrics["epoch"] for r in results}
+    assert epochs == {0.5: 4, 0.9: 4, 0.0: 1}, epochs
