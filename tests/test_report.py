@@ -220,6 +220,13 @@ def test_csv_holds_what_the_client_returns(report: tuple[Path, str]) -> None:
     for row in i1.itertuples():
         hist = {m.step: m.value for m in client.get_metric_history(row.run_id, "cycle_test_acc")}
         assert hist[row.cycle] == row.cycle_test_acc
+    f4 = pd.read_csv(out / "imp_fig4.csv")  # one panel per setting, mean over its seeds
+    assert f4["setting"].nunique() == 2 and set(f4["runs"]) == {2}
+    x2 = torch.randn(50, generator=torch.Generator().manual_seed(2))  # what log_imp logged for r02
+    pair = f4[(f4["a"] == "r01") & (f4["b"] == "r02")]
+    assert list(pair["angular"]) == pytest.approx([distance_row("imp", "r01", "r02", x2, x2 + 0.1)["angular"]] * 2)
+    f5 = pd.read_csv(out / "imp_fig5.csv")
+    assert f5["setting"].nunique() == 2 and set(f5["round"]) == {3}  # round 10 not reached: the last
     cd = pd.read_csv(out / "dst_fig3_all.csv")
     assert list(cd["criterion"])[-1] == "snip"  # the worst criterion ranks last
 

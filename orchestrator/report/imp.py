@@ -4,6 +4,7 @@ and maximum over seeds, so these are too."""
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -144,70 +145,112 @@ def fig8(runs: Runs) -> Figure | Missing:
                   "understanding-imp.txt Fig. 8", df, fig, parents_of(trials))
 
 
+def _setting(t: Trial) -> tuple[bool, int, int, str]:
+    """IMP's settings in the paper's order: regular IMP first, then by batch size and warm-up."""
+    return (t.imp_label != "IMP", int(t.p("data.batch_size") or 0), int(t.p("schedule.warmup_epochs") or 0),
+            t.imp_label)
+
+
+def _setting_name(key: tuple[bool, int, int, str]) -> str:
+    return f"{key[3]} bs={key[1]}" + (f" warm-up={key[2]}" if key[2] else "")
+
+
+def _heatmap(a, m: np.ndarray, labels: list[str], vmax: float) -> Any:  # noqa: ANN001
+    im = a.imshow(m, cmap="magma_r", vmin=0, vmax=vmax)
+    a.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
+    a.set_yticks(range(len(labels)), labels, fontsize=7)
+    if len(labels) <= 12:  # the values stay readable
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if np.isfinite(m[i, j]):
+                    a.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=5,
+                           color="w" if m[i, j] > vmax / 2 else "k")
+    return im
+
+
+MAX_PANELS = 6  # settings drawn side by side; the CSV holds them all
+
+
 def fig4(runs: Runs) -> Figure | Missing:
-    """Angular distances between the retrained networks of every round pair and θ0."""
+    """Angular distances between the retrained networks of every round pair and θ0: one panel
+    per setting (batch size, warm-up, repellent) and kind (IMP, its reinit), mean over seeds."""
     from trainables.metrics.distances import distance_matrix
 
-    trials = _imp(runs)
-    if not trials:
+    by_setting: dict[tuple, list[Trial]] = {}
+    for t in _imp(runs):
+        by_setting.setdefault(_setting(t), []).append(t)
+    panels, rows, used = [], [], []
+    for key in sorted(by_setting):
+        for kind in ("imp", "reinit"):
+            mats, labels = [], None
+            for t in by_setting[key]:
+                paths = runs.artifacts(t, "distances")
+                local = runs.artifact(t, paths[-1]) if paths else None
+                if local is None:
+                    continue
+                lab, m = distance_matrix(pq.read_table(local), kind, "angular")
+                if len(lab) > 1 and (labels is None or lab == labels):
+                    labels = lab
+                    mats.append(m)
+                    used.append(t)
+            if not mats or labels is None:
+                continue
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a pair no run measured stays NaN
+                m = np.nanmean(np.stack(mats), axis=0)
+            name = _setting_name(key) + (" (reinit)" if kind == "reinit" else "")
+            panels.append((name, labels, m, len(mats)))
+            rows += [{"setting": _setting_name(key), "kind": kind, "a": labels[i], "b": labels[j],
+                      "angular": m[i, j], "runs": len(mats)}
+                     for i in range(len(labels)) for j in range(len(labels))]
+    if not panels:
         return Missing("imp_fig4", "imp_quick", "needs IMP runs with distances/ artifacts")
-    # one setting (the paper's: regular IMP, one batch size), averaged over its seeds
-    key = min({(t.imp_label != "IMP", t.p("data.batch_size"), t.imp_label) for t in trials})
-    trials = [t for t in trials if (t.imp_label != "IMP", t.p("data.batch_size"), t.imp_label) == key]
-    mats, used, labels = [], [], None
-    for t in trials:
-        paths = runs.artifacts(t, "distances")
-        local = runs.artifact(t, paths[-1]) if paths else None
-        if local is None:
-            continue
-        lab, m = distance_matrix(pq.read_table(local), "imp", "angular")
-        if labels is None or lab == labels:
-            labels, _ = lab, mats.append(m)
-            used.append(t)
-    if not mats or labels is None:
-        return Missing("imp_fig4", "imp_quick", "needs IMP runs with distances/ artifacts")
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a pair no run measured stays NaN
-        m = np.nanmean(np.stack(mats), axis=0)
-    data = pd.DataFrame(m, index=labels, columns=labels).reset_index().rename(columns={"index": "row"})
-    fig, ax = axes(w=1.5 + 0.5 * len(labels), h=1 + 0.45 * len(labels))
-    a = ax[0, 0]
-    im = a.imshow(m, cmap="magma_r", vmin=0)
-    a.set_xticks(range(len(labels)), labels, rotation=45, fontsize=8)
-    a.set_yticks(range(len(labels)), labels, fontsize=8)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            if np.isfinite(m[i, j]):
-                a.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                       color="w" if m[i, j] > np.nanmax(m) / 2 else "k")
-    fig.colorbar(im, ax=a, label="angular distance 2∠/π")
-    a.set_title(f"Angular distances, {key[2]} bs={key[1]} ({len(mats)} seed(s))", fontsize=10)
+    shown = panels[:MAX_PANELS]
+    size = max(len(p[1]) for p in shown)
+    fig, ax = axes(ncols=len(shown), w=1.6 + 0.42 * size, h=1.2 + 0.42 * size)
+    vmax = max(float(np.nanmax(p[2])) for p in shown) or 1.0
+    for a, (name, labels, m, n) in zip(ax[0], shown, strict=True):
+        im = _heatmap(a, m, labels, vmax)
+        a.set_title(f"{name}\n{n} seed(s)", fontsize=8)
+    fig.colorbar(im, ax=list(ax[0]), label="angular distance 2∠/π", shrink=0.8)
+    more = f"; {len(panels) - len(shown)} more setting(s) in the CSV" if len(panels) > len(shown) else ""
     return Figure("imp_fig4", "Angular distances between retrained networks",
-                  "2∠(θ_a⊙m, θ_b⊙m)/π on shared weights between the IMP optima of every pair of rounds; the "
-                  "last row/column is θ0 (mean over runs of one setting).",
-                  "understanding-imp.txt Fig. 4", data, fig, parents_of(used))
+                  "2∠(θ_a⊙m, θ_b⊙m)/π on shared weights between the optima of every pair of rounds, per setting "
+                  f"(IMP, then its random reinit); the last row/column is θ0; mean over seeds{more}.",
+                  "understanding-imp.txt Fig. 4", pd.DataFrame(rows), fig, parents_of(used))
+
+
+HIST_ROUND = 10  # the paper's Fig. 5: after 10 pruning rounds
 
 
 def fig5(runs: Runs) -> Figure | Missing:
-    """Histogram of the surviving weights at the last round, IMP against its reinit."""
-    trials = sorted(_imp(runs), key=lambda t: (t.imp_label != "IMP", t.p("data.batch_size") or 0))
-    t = next((t for t in trials if runs.artifacts(t, "histograms")), None)
-    if t is None:
+    """Histograms of the surviving weights after round 10 (or the last one a run reached), IMP
+    filled against its reinit, one panel per setting (its first seed)."""
+    first: dict[tuple, Trial] = {}
+    for t in sorted(_imp(runs), key=lambda t: (_setting(t), t.p("run.seed") or 0)):
+        if _setting(t) not in first and runs.artifacts(t, "histograms"):
+            first[_setting(t)] = t
+    if not first:
         return Missing("imp_fig5", "imp_quick", "needs IMP runs with histograms/ artifacts")
-    tables = [pq.read_table(runs.artifact(t, p)).to_pandas() for p in runs.artifacts(t, "histograms")]
-    df = pd.concat(tables, ignore_index=True)
-    last = int(df["round"].max())
-    pick = df[df["round"] == last]
-    fig, ax = axes()
-    a = ax[0, 0]
-    for kind, g in pick.groupby("kind"):
-        a.stairs(g["count"].to_numpy(), np.append(g["left"].to_numpy(), g["right"].iloc[-1]), label=kind,
-                 fill=kind == "imp", alpha=0.6)
-    a.set(xlabel="weight value", ylabel="count", title=f"Surviving weights, round {last} ({t.imp_label}, bs={t.p('data.batch_size')})")
-    a.legend()
-    return Figure("imp_fig5", "Weight histograms", f"Histogram of the surviving weights after round {last} "
-                  "for IMP and its reinit baseline (one run).", "understanding-imp.txt Fig. 5",
-                  df.assign(run_id=t.run_id), fig, [t.parent_id])
+    picks = []
+    for key, t in first.items():
+        tables = [pq.read_table(runs.artifact(t, p)).to_pandas() for p in runs.artifacts(t, "histograms")]
+        df = pd.concat(tables, ignore_index=True)
+        shown_round = min(HIST_ROUND, int(df["round"].max()))
+        picks.append((key, t, df[df["round"] == shown_round].assign(setting=_setting_name(key), run_id=t.run_id)))
+    shown = picks[:MAX_PANELS]
+    fig, ax = axes(ncols=len(shown), w=4.2, h=3.2)
+    for a, (key, _, pick) in zip(ax[0], shown, strict=True):
+        for kind, g in pick.groupby("kind"):
+            a.stairs(g["count"].to_numpy(), np.append(g["left"].to_numpy(), g["right"].iloc[-1]), label=kind,
+                     fill=kind == "imp", alpha=0.6)
+        a.set(xlabel="weight value", ylabel="count")
+        a.set_title(f"{_setting_name(key)}, round {int(pick['round'].iloc[0])}", fontsize=9)
+        a.legend(fontsize=7)
+    data = pd.concat([p[2] for p in picks], ignore_index=True)
+    return Figure("imp_fig5", "Weight histograms", f"Histogram of the surviving weights after round {HIST_ROUND} "
+                  "(or the last round a run reached) for IMP (filled) and its reinit baseline, one run per "
+                  "setting.", "understanding-imp.txt Fig. 5", data, fig, [t.parent_id for _, t, _ in picks])
 
 
 def fig3(runs: Runs) -> Figure | Missing:
