@@ -184,5 +184,15 @@ DST_QUICK = SearchSpace(
     | {"method.criterion": CategoricalDistribution(DST_CRITERIA)},
 )
 
-SPACES = (DST_QUICK, DST_CRITERIA_SPACE, DST_UPDATE_PERIOD, DST_MEST_LAMBDA, DST_BATCH_SIZE, DST_SCHEDULE,
+DST_DT_QUICK = SearchSpace(
+    name="dst_dt_quick",
+    description="DST accuracy and ITOP against the update period Δt = 10 ... 100 steps at D = 0.2 on bundled digits "
+                "(magnitude pruning, random and gradient growth; static and dense)",
+    paper="fantastic-weights-dst.txt Fig. 5 and Fig. 11, scaled down (Δt = 50 steps ≈ the paper's 800 at CIFAR-10)",
+    base={**DST_QUICK.base, "schedule.epochs": 20},
+    variants=criteria_points(("magnitude",), (0.2,), (10, 25, 50, 100)),
+    optuna=DST_QUICK.optuna,
+)
+
+SPACES = (DST_QUICK, DST_DT_QUICK, DST_CRITERIA_SPACE, DST_UPDATE_PERIOD, DST_MEST_LAMBDA, DST_BATCH_SIZE, DST_SCHEDULE,
           DST_GLOBAL_LOCAL)

@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -218,39 +217,3 @@ def test_iterative_sweep_logs_every_cycle(tmp_path: Path) -> None:
     table = (storage / "tune" / "cyc" / "cycles.csv").read_text().splitlines()
     assert len(table) == 1 + 3 * 3  # header + one row per trial and cycle
 
-
-def test_default_sweep_is_the_tour_and_ends_with_the_cross_family_chart(tmp_path: Path) -> None:
-    """`python -m orchestrator.sweep` with no space: one run per family, then the report with
-    the cross-family chart (steps cut short; the tour's own epochs and densities kept)."""
-    storage = tmp_path / "runs"
-    proc = sweep("--storage", str(storage), "--name", "tour", "--experiment", "tour",
-                 "--set", "run.max_steps_per_epoch=6", "--max-concurrent", "2")  # DST: 60 steps, one update
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    client, _, children = runs_of(f"sqlite:///{storage.resolve()}/mlflow.db", "tour")
-    # run names are <method>/<variant>/seed=<s>
-    assert sorted(c.info.run_name.split("/")[1] for c in children) == ["dense", "dst_rigl", "ep", "imp", "soft_iep"]
-    report = storage / "tune" / "tour" / "report"
-    assert f"Report: {report / 'index.html'}" in proc.stdout
-    # every figure these runs allow, each PNG non-empty with its numbers beside it
-    expected = {"cross_families", "slt_fig3b", "slt_fig5a", "slt_fig6", "imp_fig1", "imp_fig4", "imp_fig5",
-                "imp_fig6", "imp_fig8", "dst_fig6a"}
-    written = {p.stem for p in report.glob("*.png") if p.stat().st_size > 5_000}
-    assert expected <= written, expected - written
-    assert all((report / f"{name}.csv").stat().st_size > 0 for name in expected)
-    html = (report / "index.html").read_text()
-    assert all(f"{name}.png" in html for name in expected)
-    # the CSVs hold what the MLflow client returns: final metrics, and per-cycle ones at step = cycle
-    cross = pd.read_csv(report / "cross_families.csv")
-    finals = cross[cross["cycle"].isna()]
-    assert sorted(finals["method"]) == ["DST", "EP", "IMP", "dense", "soft iEP"]
-    for row in finals.itertuples():
-        logged = client.get_run(row.run_id).data.metrics
-        assert row.test_acc == pytest.approx(logged["test_acc"], abs=1e-12)
-        assert row.density == pytest.approx(logged.get("density", 1.0), abs=1e-12)  # dense: no mask
-    for name, key in (("slt_fig3b", "cycle_test_acc"), ("imp_fig1", "cycle_test_acc")):
-        table = pd.read_csv(report / f"{name}.csv")
-        assert len(table) >= 5
-        for run_id, rows in table.groupby("run_id"):
-            history = {m.step: m.value for m in client.get_metric_history(run_id, key)}
-            assert dict(zip(rows["cycle"], rows[key], strict=True)) == pytest.approx(
-                {c: history[c] for c in rows["cycle"]}, abs=1e-12)

@@ -66,7 +66,7 @@ def _by_period(runs: Runs, metric: str, name: str, ylabel: str, title: str, capt
     df = _frame(trials, metric)
     dyn = df[~df["label"].isin(["static", "dense"])] if len(df) else df
     if dyn.empty or dyn["update_period"].nunique() < 2:
-        return Missing(name, "dst_update_period", "needs DST runs at >= 2 update periods Δt")
+        return Missing(name, "dst_dt_quick", "needs DST runs at >= 2 update periods Δt (dst_update_period at paper scale)")
     panels = sorted({(g, d) for g, d in zip(dyn["growth"], dyn["density"], strict=True)})
     fig, ax = axes(ncols=len(panels))
     for i, (growth, density) in enumerate(panels):
