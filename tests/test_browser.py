@@ -220,6 +220,7 @@ def test_parent_description_links_to_the_sweep(swept: Swept, page: Any) -> None:
     page.goto(href)
     for name in CHILDREN:
         page.get_by_text(name, exact=True).wait_for()
+    assert "/runs?" in page.url and "searchFilter=tags." in page.url  # the saved view, as in the table test
 
 
 def test_compare_view_of_the_trials(swept: Swept, shots: Path, page: Any) -> None:
