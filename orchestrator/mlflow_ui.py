@@ -10,8 +10,13 @@ Why each piece (issue 11, "MLflow UI usability"), checked against MLflow 3.17.2'
 - ``mlflow.runColor``: the UI's colour of a run in charts. Without it the UI hashes the run id
   into a 29-colour palette, so two of three runs can share a colour; here the n-th trial of the
   sweep takes the n-th colour of a 10-colour palette.
-- ``mlflow.experimentKind = custom_model_development``: with no such tag the UI infers the
-  experiment's kind and may open on the GenAI overview/traces; with it, the runs table opens.
+- ``mlflow.experimentKind = custom_model_development``: the experiment's kind for UIs that read
+  it. 3.17.2's bundled UI does not: its "GenAI / Model training" switch decides (the URL's
+  ``workflowType``, else the browser's saved choice, GenAI by default), and a fresh browser
+  opens any experiment on the GenAI overview (seen in headless Chromium, tests/test_browser.py).
+  So the links printed here (`view_url`) carry ``workflowType=machine_learning`` and go to the
+  ``/runs`` page itself: on ``#/experiments/ID?…`` the UI redirects to ``/runs`` and drops the
+  shared view's key.
 - ``mlflow.source.name`` / ``mlflow.source.type`` (and ``mlflow.source.git.commit`` when the code
   is a git checkout) fill the Source column; the dataset input (`dataset_input`) the Dataset one.
 - ``mlflow.note.content`` is the run's description (markdown): the parent's holds the command
@@ -263,7 +268,7 @@ class SweepLabels:
 
     def shared_view(self, metric: str, mode: str) -> tuple[str, str]:
         """(experiment tag, value) of a view of the runs table that MLflow's UI opens from
-        ``#/experiments/ID?viewStateShareKey=KEY`` (`view_url`): this sweep's trials only, sorted
+        ``#/experiments/ID/runs?viewStateShareKey=KEY`` (`view_url`): this sweep's trials only, sorted
         by its metric, with the Dataset and Source columns, the swept params and the main
         metrics shown. Its default shows only Source, Models and Dataset; the UI's own "Share"
         button saves views the same way (tag ``mlflow.sharedViewState.KEY``, JSON, read back
@@ -281,11 +286,17 @@ class SweepLabels:
         return VIEW_TAG_PREFIX + self.view_key(), json.dumps(state)
 
 
+#: The UI's "Model training" side of its GenAI / Model training switch (URL parameter).
+WORKFLOW_QUERY = "workflowType=machine_learning"
+
+
 def view_url(tracking_uri: str, experiment_id: str, key: str) -> str:
-    """Where the saved view opens: the server's URL, or `mlflow ui`'s default address."""
+    """Where the saved view opens: the server's URL, or `mlflow ui`'s default address. The runs
+    page itself in the "Model training" mode (see the module docstring: without both a fresh
+    browser gets the GenAI overview, or the runs table without the view)."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) \
         else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment_id}?viewStateShareKey={key}"
+    return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}&{WORKFLOW_QUERY}"
 
 
 def _short_names(keys: Sequence[str]) -> dict[str, str]:

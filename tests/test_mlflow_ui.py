@@ -92,8 +92,8 @@ def test_saved_view_of_the_runs_table() -> None:
     assert view["selectedColumns"][4] == "metrics.`test_loss`" and view["orderByAsc"] is True
     assert view["searchFilter"] == "tags.`sparsesweep.sweep_name` = 'd q1' and tags.`sparsesweep.kind` = 'trial'"
     assert view_url("sqlite:////x/mlflow.db", "3", "k") == \
-        "http://127.0.0.1:5000/#/experiments/3?viewStateShareKey=k"
-    assert view_url("http://head:5000/", "3", "k").startswith("http://head:5000/#/experiments/3?")
+        "http://127.0.0.1:5000/#/experiments/3/runs?viewStateShareKey=k&workflowType=machine_learning"
+    assert view_url("http://head:5000/", "3", "k").startswith("http://head:5000/#/experiments/3/runs?")
 
 
 def test_command_line_is_redacted() -> None:

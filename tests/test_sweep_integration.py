@@ -94,7 +94,7 @@ def test_default_sweep_sqlite_two_concurrent_trials(tmp_path: Path) -> None:
     assert client.get_experiment_by_name("e2e").tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.info.run_name == "ep_quick/e2e (grid; k; 2 trials)"
     exp_id = client.get_experiment_by_name("e2e").experiment_id
-    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}?viewStateShareKey=sweep-e2e" in out
+    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?viewStateShareKey=sweep-e2e&workflowType=machine_learning" in out
     assert "mlflow.sharedViewState.sweep-e2e" in client.get_experiment(exp_id).tags
     assert "python -m orchestrator.sweep --storage" in parent.data.tags["mlflow.note.content"]
     assert parent.data.params["set.run.max_steps_per_epoch"] == "4"
