@@ -92,7 +92,7 @@ def swept(browser: Any, mlflow_server: MlflowServer, tmp_path_factory: pytest.Te
     uri = mlflow_server.wait_healthy()
     storage = tmp_path_factory.mktemp("browser-sweep") / "runs"
     args = ["--storage", str(storage), "--tracking-uri", uri, "--experiment", EXPERIMENT, "--name", SWEEP,
-            "--grid", "method.prune_rate=0.2,0.5", "--max-concurrent", "2",
+            "--space", "ep_quick", "--grid", "method.prune_rate=0.2,0.5", "--max-concurrent", "2",
             "--set", "run.max_steps_per_epoch=4", "--set", "schedule.epochs=2", "--set", "data.batch_size=32"]
     proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", *args], cwd=ROOT,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=400)
