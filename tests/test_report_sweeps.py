@@ -58,6 +58,7 @@ def test_default_sweep_is_the_tour_and_ends_with_the_cross_family_chart(tmp_path
     assert all((report / f"{name}.csv").stat().st_size > 0 for name in expected)
     html = (report / "index.html").read_text()
     assert all(f"{name}.png" in html for name in expected)
+    assert "sparsesweep report: tour / tour" in html  # the sweep's name, not its parent run's id
     # the CSVs hold what the MLflow client returns: final metrics, and per-cycle ones at step = cycle
     cross = pd.read_csv(report / "cross_families.csv")
     finals = cross[cross["cycle"].isna()]

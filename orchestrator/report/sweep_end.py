@@ -17,13 +17,14 @@ def report_sweep(tracking_uri: str, experiment: str, parent_run_id: str, out_dir
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from orchestrator.report.build import build, log_to_parents
-    from orchestrator.report.collect import load_runs
+    from orchestrator.report.collect import load_runs, sweep_name
 
     out = out_dir or Path(tempfile.mkdtemp(prefix="sparsesweep-report-"))
     try:
         runs = load_runs(tracking_uri, experiment, parent_run_id)
         try:
-            report = build(runs, out, f"sparsesweep report: {experiment} / {parent_run_id}", quiet_missing=True)
+            name = sweep_name(runs.parents[parent_run_id]) if parent_run_id in runs.parents else parent_run_id
+            report = build(runs, out, f"sparsesweep report: {experiment} / {name}", quiet_missing=True)
             log_to_parents(runs, report)
         finally:
             runs.close()
