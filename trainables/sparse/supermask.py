@@ -35,6 +35,7 @@ __all__ = [
     "MaskedWeight",
     "SupermaskMixin",
     "coat_mask",
+    "fast_coat_mask",
     "selection_key",
     "supermask_modules",
     "topk_mask",
@@ -186,6 +187,80 @@ def coat_mask(scores: Tensor, keeps: tuple[int, ...], allowed: Tensor | None = N
     return out.view(scores.shape)
 
 
+def _radix_depth(key: Tensor, keeps: tuple[int, ...], offset: bool, dtype: torch.dtype) -> Tensor | None:
+    """Σ_i [key >= v_i], v_i the keeps[i]-th largest key, when every top-keeps[i] set is unique.
+
+    `key` is flat, float32, contiguous, NaN-free and >= 0 (or exactly -1 outside a search
+    space: then `offset`). For non-negative floats the int32 bit pattern orders like the
+    value, so its top 16 bits (sign, exponent, 7 mantissa bits) are a bucket of relative
+    width <= 2^-7. One `bincount` of the buckets places every threshold in its bucket; only
+    the keys of those few buckets are gathered and sorted, which gives each v_i exactly. A
+    key outside them is above or below every threshold of a bucket, so a lookup table by
+    bucket gives its depth; the gathered keys get theirs by comparison. A key tied with some
+    v_i makes that coat ambiguous (`topk` breaks such ties its own way): None.
+    """
+    n = key.numel()
+    hi = key.view(torch.int32) >> 16
+    if offset:  # -1.0 (outside the search space) -> bucket 0, below every key >= 0
+        hi = hi.clamp_min_(-1).add_(1)
+    counts = torch.bincount(hi)
+    nb = counts.numel()
+    at_or_above = counts.flip(0).cumsum(0)  # [j]: keys in buckets >= nb - 1 - j
+    wanted = [k for k in keeps if 0 < k < n]
+    js = torch.searchsorted(at_or_above, torch.tensor(wanted, dtype=at_or_above.dtype)).tolist()
+    of_coat = [nb - 1 - j for j in js]  # each threshold's bucket
+    buckets = sorted(set(of_coat))
+    sizes = counts[buckets].tolist()
+    if sum(sizes) > max(n // 8, 4096):  # a crowded bucket (e.g. many equal keys): leave it to topk
+        return None
+    start = dict(zip(buckets, [sum(sizes[:i]) for i in range(len(sizes))], strict=True))
+    size = dict(zip(buckets, sizes, strict=True))
+    base = float(keeps.count(n))  # coats that keep everything
+    table = torch.full((nb,), base, dtype=dtype)
+    for b in of_coat:
+        table[b + 1:] += 1  # a bucket above a threshold's bucket is in that coat
+    table[buckets] = -1.0  # marks the thresholds' buckets: their keys are compared one by one
+    depth = table.index_select(0, hi)  # (a gather from a float table; a bool one is ~5x slower)
+    idx = (depth < 0).nonzero().squeeze(1)
+    cand = key[idx]
+    ranked = cand.sort().values  # ascending: bucket after bucket
+    cand_depth = torch.full_like(cand, base)
+    for k, j, b in zip(wanted, js, of_coat, strict=True):
+        r = k - (int(at_or_above[j - 1]) if j > 0 else 0)  # v is the r-th largest key of bucket b
+        pos = start[b] + size[b] - r
+        v = ranked[pos]
+        if r < size[b] and bool(ranked[pos - 1] == v):
+            return None
+        cand_depth += cand >= v
+    depth[idx] = cand_depth
+    return depth
+
+
+def fast_coat_mask(scores: Tensor, keeps: tuple[int, ...], allowed: Tensor | None = None) -> Tensor | None:
+    """`coat_mask(scores, keeps, allowed)` exactly, without a top-k; or None.
+
+    When the top-`keep` set of every coat is unique (no key tied at its threshold v), coat i
+    is {key >= v_i}: nested, and the one the nested top-k's of `coat_mask` return. All N
+    thresholds and the depth come from one bucket count of the keys (`_radix_depth`) instead
+    of N top-k's. None (ties at a threshold, a NaN key, a crowded bucket, not float32 on
+    CPU) leaves the selection to `coat_mask`. About 10x faster than `coat_mask` for 4 coats
+    on a 2.4 M layer (1 thread).
+    """
+    if scores.device.type != "cpu" or scores.dtype != torch.float32:
+        return None
+    if any(a < b for a, b in zip(keeps, keeps[1:], strict=False)):
+        raise ValueError(f"coat keep counts must descend, got {keeps}")
+    key = selection_key(scores, allowed).flatten().contiguous()
+    n = key.numel()
+    _check_keep(keeps[0], n, allowed)
+    if not any(0 < k < n for k in keeps):
+        return torch.full_like(scores, float(sum(k == n for k in keeps)))
+    if bool(torch.isnan(key.sum())):  # NaN: topk ranks it on its own terms
+        return None
+    depth = _radix_depth(key, keeps, allowed is not None, scores.dtype)
+    return None if depth is None else depth.view(scores.shape)
+
+
 # Fused optimizers (e.g. Adam(fused=True), SGD(fused=True)) update parameters without bumping
 # their version counter, so the cache key also counts optimizer steps process-wide.
 _step_count = 0
@@ -318,7 +393,9 @@ class SupermaskMixin:
                 self._cached_weight = w * mask.to(s.dtype)  # θ0 ⊙ m: every forward until the next update
             else:
                 keeps = tuple(kept_count(n, k) for k in self._coats)
-                depth = coat_mask(s, keeps, allowed)
+                depth = fast_coat_mask(s, keeps, allowed)
+                if depth is None:
+                    depth = coat_mask(s, keeps, allowed)
                 self._cached_bool = depth > 0
                 self._cached_float = depth
                 self._cached_weight = w * depth
