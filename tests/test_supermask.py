@@ -402,7 +402,8 @@ def test_multicoat_layer_uses_the_fast_path_and_matches_coat_mask_step_after_ste
 
     monkeypatch.setattr(sm, "coat_mask", counting)
     g = torch.Generator().manual_seed(4)
-    layer = SupermaskConv2d(8, 16, 3, prune_rate=0.5)
+    layer = SupermaskConv2d(48, 48, 3, prune_rate=0.5)  # 20736 weights: at least FAST_COATS_MIN
+    assert layer.scores.numel() >= sm.FAST_COATS_MIN
     layer.coat_rates = (0.5, 0.625, 0.75, 0.875)
     n = layer.scores.numel()
     keeps = tuple(n - math.floor(k * n) for k in layer.coat_rates)

@@ -8,7 +8,9 @@ straight-through estimator: every score, selected or not, receives ∂L/∂(m⊙
 Selection costs a top-k over the layer, so the mask is computed once per score update and
 cached (ANCHORS item 3), instead of a full sort in every forward as in hidden-networks. On
 CPU a one-coat layer first searches a band around its last threshold (`band_topk_mask`),
-which returns exactly `topk_mask`'s mask or defers to it.
+which returns exactly `topk_mask`'s mask or defers to it; a multicoat layer finds its N
+thresholds with one bucket count of the keys (`fast_coat_mask`), exactly `coat_mask`'s
+result or a deferral to it.
 With the mask the cache keeps θ0 ⊙ m itself: every forward until the next score update
 reuses it, and one fused autograd node (`MaskedWeight`) passes the straight-through
 gradient back to the scores.
@@ -187,11 +189,11 @@ def coat_mask(scores: Tensor, keeps: tuple[int, ...], allowed: Tensor | None = N
     return out.view(scores.shape)
 
 
-def _radix_depth(key: Tensor, keeps: tuple[int, ...], offset: bool, dtype: torch.dtype) -> Tensor | None:
+def _radix_depth(key: Tensor, keeps: tuple[int, ...], clamp: bool, dtype: torch.dtype) -> Tensor | None:
     """Σ_i [key >= v_i], v_i the keeps[i]-th largest key, when every top-keeps[i] set is unique.
 
     `key` is flat, float32, contiguous, NaN-free and >= 0 (or exactly -1 outside a search
-    space: then `offset`). For non-negative floats the int32 bit pattern orders like the
+    space: then `clamp`). For non-negative floats the int32 bit pattern orders like the
     value, so its top 16 bits (sign, exponent, 7 mantissa bits) are a bucket of relative
     width <= 2^-7. One `bincount` of the buckets places every threshold in its bucket; only
     the keys of those few buckets are gathered and sorted, which gives each v_i exactly. A
@@ -201,8 +203,8 @@ def _radix_depth(key: Tensor, keeps: tuple[int, ...], offset: bool, dtype: torch
     """
     n = key.numel()
     hi = key.view(torch.int32) >> 16
-    if offset:  # -1.0 (outside the search space) -> bucket 0, below every key >= 0
-        hi = hi.clamp_min_(-1).add_(1)
+    if clamp:  # -1.0 (outside the search space) -> bucket 0, with 0 and the subnormals: still in order
+        hi = hi.clamp_min_(0)
     counts = torch.bincount(hi)
     nb = counts.numel()
     at_or_above = counts.flip(0).cumsum(0)  # [j]: keys in buckets >= nb - 1 - j
@@ -260,6 +262,9 @@ def fast_coat_mask(scores: Tensor, keeps: tuple[int, ...], allowed: Tensor | Non
     depth = _radix_depth(key, keeps, allowed is not None, scores.dtype)
     return None if depth is None else depth.view(scores.shape)
 
+
+#: Layers from this many weights up select their coats with `fast_coat_mask`.
+FAST_COATS_MIN = 16384
 
 # Fused optimizers (e.g. Adam(fused=True), SGD(fused=True)) update parameters without bumping
 # their version counter, so the cache key also counts optimizer steps process-wide.
@@ -393,9 +398,7 @@ class SupermaskMixin:
                 self._cached_weight = w * mask.to(s.dtype)  # θ0 ⊙ m: every forward until the next update
             else:
                 keeps = tuple(kept_count(n, k) for k in self._coats)
-                depth = fast_coat_mask(s, keeps, allowed)
-                if depth is None:
-                    depth = coat_mask(s, keeps, allowed)
+                depth = self._select_coats(s, keeps, allowed)
                 self._cached_bool = depth > 0
                 self._cached_float = depth
                 self._cached_weight = w * depth
@@ -417,6 +420,12 @@ class SupermaskMixin:
             self._sel_width = min(4 * width, 0.5)  # the threshold moved further: a wider band
         self._sel_hint = float(selection_key(s, allowed).flatten()[mask.flatten()].min())
         return mask
+
+    def _select_coats(self, s: Tensor, keeps: tuple[int, ...], allowed: Tensor | None) -> Tensor:
+        """`coat_mask(s, keeps, allowed)`; through `fast_coat_mask` (no top-k) where it pays."""
+        # Below ~16 k weights the bucket search's fixed cost (~0.2 ms) exceeds the top-k's.
+        depth = fast_coat_mask(s, keeps, allowed) if s.numel() >= FAST_COATS_MIN else None
+        return coat_mask(s, keeps, allowed) if depth is None else depth
 
     def current_mask(self) -> Tensor:
         """Bool mask of the current scores (cached; treat it as read-only)."""
