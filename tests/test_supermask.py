@@ -347,26 +347,42 @@ def test_fast_coat_mask_equals_coat_mask_and_the_topk_reference(n: int) -> None:
             assert not bool(fast[~allowed].any())
 
 
-def test_fast_coat_mask_under_ties_is_coat_mask_or_defers() -> None:
-    """Keys tied at a threshold: None (coat_mask's top-k breaks the tie); ties away from every
-    threshold, zeros, negative zeros, inf: still exact. NaN, float64, a crowded bucket: None."""
-    from trainables.sparse.supermask import coat_mask, fast_coat_mask
+def test_fast_coat_mask_under_ties_is_coat_mask() -> None:
+    """Keys tied at a threshold: coat_mask's nested top-k's decide up to the last tied coat
+    (their tie break), the thresholds the rest; the depth is always coat_mask's. Ties away
+    from every threshold, zeros, negative zeros, inf: exact too. NaN, float64, a crowded
+    bucket: None (coat_mask decides)."""
+    from trainables.sparse.supermask import _radix_depth, coat_mask, fast_coat_mask
 
     g = torch.Generator().manual_seed(2)
     tied = torch.randint(-6, 7, (5000,), generator=g).float()  # 7 distinct keys 0..6, ~770 each
-    keys = tied.abs()
     n = tied.numel()
-    hits = 0
-    for keeps in _keep_sets(n) + [(int((keys >= 4).sum()), int((keys >= 6).sum()))]:
+    seen_tied = 0
+    for keeps in _keep_sets(n) + [(int((tied.abs() >= 4).sum()), int((tied.abs() >= 6).sum()))]:
         fast = fast_coat_mask(tied, keeps)
-        unique = all(k in (0, n) or bool((keys >= keys.sort(descending=True).values[k - 1]).sum() == k)
-                     for k in keeps)
-        assert (fast is not None) == unique, keeps
-        if fast is not None:
-            hits += 1
-            assert torch.equal(fast, coat_mask(tied, keeps))
-            assert torch.equal(fast, _nested_topk_reference(tied, keeps))
-    assert hits >= 4  # keep = 0 / n sets, and the two cut between tie groups
+        assert fast is not None and torch.equal(fast, coat_mask(tied, keeps)), keeps
+        found = _radix_depth(tied.abs(), keeps, False, tied.dtype)
+        seen_tied += found is not None and any(found[2])
+    assert seen_tied >= 3
+    # one tie at a time at each coat's threshold (and at two), among distinct keys
+    n = 70001
+    pool = torch.randn(4 * n, generator=g).abs().unique()
+    keys = pool[torch.randperm(pool.numel(), generator=g)[:n]]
+    keeps = (35001, 26251, 17501, 8751)
+    order = keys.argsort(descending=True)
+    for at in ((0,), (1,), (2,), (3,), (0, 2), (1, 3)):
+        k = keys.clone()
+        for i in at:
+            k[order[keeps[i]]] = k[order[keeps[i] - 1]]  # the (keep+1)-th key = the keep-th
+        scores = torch.where(torch.rand(n, generator=g) < 0.5, k, -k)
+        found = _radix_depth(k, keeps, False, k.dtype)
+        assert found is not None and found[2] == [i in at for i in range(4)], at
+        fast = fast_coat_mask(scores, keeps)
+        assert fast is not None and torch.equal(fast, coat_mask(scores, keeps)), at
+        allowed = torch.ones(n, dtype=torch.bool)
+        allowed[order[-5:]] = False  # outside the search space: the smallest keys
+        fast = fast_coat_mask(scores, keeps, allowed)
+        assert fast is not None and torch.equal(fast, coat_mask(scores, keeps, allowed)), at
     s = torch.randn(3000, generator=g)
     s[:500] = 0.0
     s[500:1000] = -0.0
@@ -377,8 +393,9 @@ def test_fast_coat_mask_under_ties_is_coat_mask_or_defers() -> None:
     fast = fast_coat_mask(s, keeps)
     assert fast is not None and torch.equal(fast, coat_mask(s, keeps))
     assert torch.equal(fast, _nested_topk_reference(s, keeps))
-    assert fast_coat_mask(s, (2000, 10)) is None  # 10 of the 20 infs
-    assert fast_coat_mask(s, (2500, 10)) is None  # the 2500th key is a zero, tied with 999 others
+    for keeps in ((2500, 10), (2000, 10), (2500, 2000, 1900, 1700)):  # ties among 0, inf, 0.25
+        fast = fast_coat_mask(s, keeps)
+        assert fast is not None and torch.equal(fast, coat_mask(s, keeps)), keeps
     nan = torch.randn(100, generator=g)
     nan[7] = float("nan")
     assert fast_coat_mask(nan, (50, 10)) is None

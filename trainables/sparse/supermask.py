@@ -180,18 +180,24 @@ def coat_mask(scores: Tensor, keeps: tuple[int, ...], allowed: Tensor | None = N
     flat = selection_key(scores, allowed).flatten()
     n = flat.numel()
     _check_keep(keeps[0], n, allowed)
-    out = torch.zeros(n, dtype=scores.dtype, device=flat.device)
+    return _nested_topk(flat, keeps, scores.dtype).view(scores.shape)
+
+
+def _nested_topk(flat: Tensor, keeps: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """`coat_mask`'s selection on the flat keys: nested unsorted top-k's, the depth as `dtype`."""
+    out = torch.zeros(flat.numel(), dtype=dtype, device=flat.device)
     idx = torch.topk(flat, keeps[0], largest=True, sorted=False).indices
     out.scatter_(0, idx, 1.0)
     for keep in keeps[1:]:
         if keep < idx.numel():
             idx = idx[torch.topk(flat[idx], keep, largest=True, sorted=False).indices]
         out.scatter_add_(0, idx, torch.ones(idx.numel(), dtype=out.dtype, device=out.device))
-    return out.view(scores.shape)
+    return out
 
 
-def _radix_depth(key: Tensor, keeps: tuple[int, ...], clamp: bool, dtype: torch.dtype) -> Tensor | None:
-    """Σ_i [key >= v_i], v_i the keeps[i]-th largest key, when every top-keeps[i] set is unique.
+def _radix_depth(key: Tensor, keeps: tuple[int, ...], clamp: bool,
+                 dtype: torch.dtype) -> tuple[Tensor | None, list[float | None], list[bool]] | None:
+    """Σ_i [key >= v_i], v_i the keeps[i]-th largest key, found without a top-k.
 
     `key` is flat, float32, contiguous, NaN-free and >= 0 (or exactly -1 outside a search
     space: then `clamp`). For non-negative floats the int32 bit pattern orders like the
@@ -199,8 +205,11 @@ def _radix_depth(key: Tensor, keeps: tuple[int, ...], clamp: bool, dtype: torch.
     width <= 2^-7. One `bincount` of the buckets places every threshold in its bucket; only
     the keys of those few buckets are gathered and sorted, which gives each v_i exactly. A
     key outside them is above or below every threshold of a bucket, so a lookup table by
-    bucket gives its depth; the gathered keys get theirs by comparison. A key tied with some
-    v_i makes that coat ambiguous (`topk` breaks such ties its own way): None.
+    bucket gives its depth; the gathered keys get theirs by comparison.
+
+    Returns (depth, v, tied) per coat (v None for keep 0 or n). A key tied with v_i makes
+    coat i's top-k set ambiguous (`topk` breaks such ties its own way): tied[i] is True and
+    depth None. None when a threshold's bucket is crowded (e.g. many equal keys).
     """
     n = key.numel()
     hi = key.view(torch.int32) >> 16
@@ -214,7 +223,7 @@ def _radix_depth(key: Tensor, keeps: tuple[int, ...], clamp: bool, dtype: torch.
     of_coat = [nb - 1 - j for j in js]  # each threshold's bucket
     buckets = sorted(set(of_coat))
     sizes = counts[buckets].tolist()
-    if sum(sizes) > max(n // 8, 4096):  # a crowded bucket (e.g. many equal keys): leave it to topk
+    if sum(sizes) > max(n // 8, 4096):  # a crowded bucket: leave it to topk
         return None
     start = dict(zip(buckets, [sum(sizes[:i]) for i in range(len(sizes))], strict=True))
     size = dict(zip(buckets, sizes, strict=True))
@@ -227,16 +236,22 @@ def _radix_depth(key: Tensor, keeps: tuple[int, ...], clamp: bool, dtype: torch.
     idx = (depth < 0).nonzero().squeeze(1)
     cand = key[idx]
     ranked = cand.sort().values  # ascending: bucket after bucket
-    cand_depth = torch.full_like(cand, base)
+    found: dict[int, tuple[float, bool]] = {}
     for k, j, b in zip(wanted, js, of_coat, strict=True):
         r = k - (int(at_or_above[j - 1]) if j > 0 else 0)  # v is the r-th largest key of bucket b
         pos = start[b] + size[b] - r
         v = ranked[pos]
-        if r < size[b] and bool(ranked[pos - 1] == v):
-            return None
-        cand_depth += cand >= v
+        found[k] = (float(v), r < size[b] and bool(ranked[pos - 1] == v))
+    values = [found[k][0] if k in found else None for k in keeps]
+    tied = [found[k][1] if k in found else False for k in keeps]
+    if any(tied):
+        return None, values, tied
+    cand_depth = torch.full_like(cand, base)
+    for v in values:
+        if v is not None:
+            cand_depth += cand >= v
     depth[idx] = cand_depth
-    return depth
+    return depth, values, tied
 
 
 def fast_coat_mask(scores: Tensor, keeps: tuple[int, ...], allowed: Tensor | None = None) -> Tensor | None:
@@ -260,8 +275,20 @@ def fast_coat_mask(scores: Tensor, keeps: tuple[int, ...], allowed: Tensor | Non
         return torch.full_like(scores, float(sum(k == n for k in keeps)))
     if bool(torch.isnan(key.sum())):  # NaN: topk ranks it on its own terms
         return None
-    depth = _radix_depth(key, keeps, allowed is not None, scores.dtype)
-    return None if depth is None else depth.view(scores.shape)
+    found = _radix_depth(key, keeps, allowed is not None, scores.dtype)
+    if found is None:
+        return None
+    depth, values, tied = found
+    if depth is None:
+        # Ties: coat_mask's own nested top-k's up to the last tied coat (a later coat's tie
+        # break depends on the order of the top-k before it), then the unique coats below
+        # it by their thresholds: each is inside the last tied one, as in coat_mask.
+        last = max(i for i, t in enumerate(tied) if t)
+        depth = _nested_topk(key, keeps[:last + 1], scores.dtype)
+        for v in values[last + 1:]:
+            if v is not None:  # (keep = n cannot follow a tied coat; keep = 0 adds nothing)
+                depth.add_(key >= v)
+    return depth.view(scores.shape)
 
 
 #: Layers from this many weights up select their coats with `fast_coat_mask`.
