@@ -9,7 +9,8 @@ Every ratio is measured side by side in one run (variants interleaved round-robi
 time: other jobs on a shared machine do not count; BENCH_CLOCK=wall for wall time). Rows:
   steps     training step / dense step (weights trainable in dense), Conv-8 and ResNet-18 on
             32x32: edge-popup (goal <= 1.15), the original full-sort selection (reference),
-            soft iEP, multicoat N = 4 and its full-sort reference  (benchmarks.training_steps)
+            soft iEP, multicoat N = 4, its nested top-k's (the selection before
+            fast_coat_mask) and its full-sort reference  (benchmarks.training_steps)
   tracking  edge-popup with its history (ever bits + visit counts) / without (goal <= 1.03),
             and the bytes per weight the history holds
   dst       ResNet-56: one topology update in ms, and training with updates every
@@ -63,12 +64,13 @@ def steps_rows(models: list[str], batch: int, repeats: int) -> list[Row]:
     from benchmarks.training_steps import measure
 
     rows: list[Row] = []
-    variants = ["ep", "ep_naive", "ep_notrack", "soft_iep", "multicoat", "multicoat_naive"]
+    variants = ["ep", "ep_naive", "ep_notrack", "soft_iep", "multicoat", "multicoat_topk", "multicoat_naive"]
     for model in models:
         med = measure(model, batch, repeats, variants)
         d = med["dense"]
         for name, label, goal in (("ep", "edge-popup", 1.15), ("ep_naive", "edge-popup, full sort (ref.)", None),
                                   ("soft_iep", "soft iEP", 1.15), ("multicoat", "multicoat N=4", 1.15),
+                                  ("multicoat_topk", "multicoat N=4, nested top-k's (ref.)", None),
                                   ("multicoat_naive", "multicoat N=4, full sorts (ref.)", None)):
             r = med[name] / d
             rows.append((f"{label} / dense, {model} b{batch}", f"{med[name] * 1e3:.0f} vs {d * 1e3:.0f} ms",

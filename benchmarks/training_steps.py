@@ -18,7 +18,9 @@ Variants (all on the same model and batch):
                every forward (GetSubnet), no history; implemented here only
   ep_notrack   edge-popup with the history off (no ever bits, no visit counts)
   soft_iep     iterative edge-popup, soft pruning (cycle 1: EP at k_1, plus its history)
-  multicoat    edge-popup with N = 4 coats (one sorted top-k per update)
+  multicoat    edge-popup with N = 4 coats (all N thresholds from one bucket count per
+               update: `fast_coat_mask`)
+  multicoat_topk  the same with N nested top-k's per update (`coat_mask`, before fast_coat_mask)
   multicoat_naive  N full sorts in every forward (the multicoated-supermasks code path)
   dst          DST (magnitude / random growth, ERK at D = 0.2), a step without an update
   dst_update   the same DST step with a topology update in it (Δt = 1): its extra cost is the
@@ -43,7 +45,7 @@ from trainables.config import ExperimentConfig
 from trainables.loop import TrainState, build_state
 from trainables.methods.base import Position, StepContext
 from trainables.sparse.density import kept_count
-from trainables.sparse.supermask import SupermaskMixin, supermask_modules
+from trainables.sparse.supermask import SupermaskMixin, coat_mask, supermask_modules
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "dense": {"method.name": "dense"},
@@ -52,6 +54,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ep_notrack": {"method.name": "edge_popup"},
     "soft_iep": {"method.name": "iep", "method.pruning": "soft"},
     "multicoat": {"method.name": "edge_popup", "method.coats": 4},
+    "multicoat_topk": {"method.name": "edge_popup", "method.coats": 4},
     "multicoat_naive": {"method.name": "edge_popup", "method.coats": 4},
     "dst": {"method.name": "dst", "method.update_period": 800},
     "dst_update": {"method.name": "dst", "method.update_period": 1},
@@ -92,6 +95,12 @@ def _naive_masked_weight(self: SupermaskMixin) -> torch.Tensor:
     return self.weight * mask
 
 
+def _nested_topk_coats(self: SupermaskMixin, s: torch.Tensor, keeps: tuple[int, ...],
+                       allowed: torch.Tensor | None) -> torch.Tensor:
+    """The coats by N nested top-k's (`coat_mask`), as before `fast_coat_mask`."""
+    return coat_mask(s, keeps, allowed)
+
+
 def _no_history(self: Any, model: torch.nn.Module, ctx: StepContext) -> None:
     """before_step with the exploration history off (non-progressive EP sets no rate per step)."""
 
@@ -128,6 +137,9 @@ def build_variant(name: str, model: str, batch: int, *, compile_model: bool = Fa
     if name.endswith("_naive"):
         for layer in supermask_modules(state.model).values():
             layer.masked_weight = types.MethodType(_naive_masked_weight, layer)  # type: ignore[method-assign]
+    if name == "multicoat_topk":
+        for layer in supermask_modules(state.model).values():
+            layer._select_coats = types.MethodType(_nested_topk_coats, layer)  # type: ignore[method-assign]
     if name in ("ep_naive", "ep_notrack", "multicoat_naive"):
         state.method.before_step = types.MethodType(_no_history, state.method)  # type: ignore[method-assign]
     state.method.on_train_start(state.model, Position(step=0, epoch=0, cycle=1, steps_per_epoch=10**6))

@@ -11,7 +11,7 @@ import trainables.sparse.supermask as sm
 from trainables.config import ExperimentConfig
 from trainables.methods import Dense, EdgePopup, build_method
 from trainables.methods.base import Position, StepContext
-from trainables.metrics import dying_ratio
+from trainables.metrics import dying_ratio, visit_histogram
 from trainables.models.layers import DENSE, LayerFactory
 from trainables.sparse.supermask import SupermaskConv2d, SupermaskLinear, supermask_modules
 
@@ -150,6 +150,12 @@ def test_state_dict_round_trip() -> None:
     state["ever"]["0.weight"][:] = False  # the state is a copy, not the live history
     assert bool(method.ever["0.weight"].any())
     assert dying_ratio(fresh.ever) == dying_ratio(method.ever)
+    assert all(t.dtype == torch.int32 for t in state["visits"].values())  # the file format, as before
+    assert all(torch.equal(fresh.visits[n], method.visits[n]) for n in method.visits)
+    old = {n: t.to(torch.int32) + 256 * (t > 0) for n, t in state["visits"].items()}  # unbounded counts
+    fresh.load_state_dict({**state, "visits": old})
+    assert all(fresh.visits[n].dtype == torch.uint8 for n in old)
+    assert visit_histogram(fresh.visits) == visit_histogram(old)
 
 
 def test_edge_popup_factory_layers() -> None:

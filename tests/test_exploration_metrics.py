@@ -78,6 +78,30 @@ def test_visit_buckets() -> None:
         visit_histogram(torch.zeros(3))
 
 
+def test_saturated_visit_counts_give_the_unbounded_buckets() -> None:
+    """uint8 counts capped at VISIT_CAP (1 byte per edge) = int32 counts in every bucket, also
+    past 255 steps (no wrap-around); an edge selected every step sits at the cap."""
+    from trainables.metrics.visits import VISIT_CAP, add_visit
+
+    g = torch.Generator().manual_seed(1)
+    n = 5000
+    p = torch.rand(n, generator=g) * 0.03  # per-edge chance: counts from 0 to ~15 over 300 steps
+    p[:10] = 1.0
+    exact = torch.zeros(n, dtype=torch.int32)
+    saturated = torch.zeros(n, dtype=torch.uint8)
+    for step in range(300):
+        mask = torch.rand(n, generator=g) < p
+        exact += mask
+        add_visit(saturated, mask)
+        if step in (5, 50, 299):
+            assert visit_histogram(saturated) == visit_histogram(exact)
+    assert int(saturated.max()) == VISIT_CAP and bool((saturated[:10] == VISIT_CAP).all())
+    assert torch.equal(saturated.long(), exact.clamp(max=VISIT_CAP).long())
+    assert all(visit_histogram(exact)[b] > 0 for b in ("0", "1", "5", "gt5"))
+    with pytest.raises(TypeError):
+        add_visit(exact, mask)
+
+
 def test_dying_neurons_by_hand() -> None:
     # producer (4 neurons x 3 inputs): neurons 1 and 3 receive no edge
     producer = torch.tensor([[T, F, F], [F, F, F], [F, T, T], [F, F, F]])

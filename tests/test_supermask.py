@@ -299,3 +299,138 @@ def test_band_selection_equals_topk_mask_step_after_step() -> None:
     assert band_topk_mask(tied, keep, 1.0, 0.01) is None  # not unique: topk_mask decides
     s[3] = float("nan")
     assert band_topk_mask(s, keep, v, 0.01) is None
+
+
+# ----- multicoat selection without top-k (fast_coat_mask) ---------------------------------
+
+
+def _nested_topk_reference(scores: torch.Tensor, keeps: tuple[int, ...],
+                           allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ_i topk_mask(scores, keeps[i]): the plain definition (it nests when no key ties)."""
+    return sum((topk_mask(scores, k, allowed).to(scores.dtype) for k in keeps), torch.zeros_like(scores))
+
+
+def _keep_sets(n: int) -> list[tuple[int, ...]]:
+    from trainables.sparse.density import kept_count
+
+    spanned = tuple(kept_count(n, 0.5 + 0.125 * j) for j in range(4))  # the benchmark's N = 4
+    sets = [spanned, (n, n, n, n), (0, 0, 0, 0), (n, n // 2, 1, 0), (n, n - 1, 1, 1), (n - 1,), (1,),
+            (n, 0), (n // 3, n // 3, n // 5)]
+    return [k for k in sets if list(k) == sorted(k, reverse=True)]  # (n = 1 drops one)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 135, 4096, 70001])
+def test_fast_coat_mask_equals_coat_mask_and_the_topk_reference(n: int) -> None:
+    """Distinct keys: the bucket search finds every threshold (no fallback) and gives exactly
+    coat_mask's depth, which is the sum of plain topk masks; also inside a search space."""
+    from trainables.sparse.supermask import coat_mask, fast_coat_mask
+
+    g = torch.Generator().manual_seed(n)
+    for pool in (torch.randn(4 * n, generator=g), torch.rand(4 * n, generator=g).mul(1e-3),
+                 torch.randn(4 * n, generator=g).mul(1e30)):
+        keys = pool.abs().unique()  # distinct keys: every top-k set is unique
+        keys = keys[torch.randperm(keys.numel(), generator=g)[:n]]
+        scores = torch.where(torch.rand(n, generator=g) < 0.5, keys, -keys)
+        assert scores.abs().unique().numel() == n
+        for keeps in _keep_sets(n):
+            fast = fast_coat_mask(scores, keeps)
+            assert fast is not None, (n, keeps)
+            assert torch.equal(fast, coat_mask(scores, keeps)), (n, keeps)
+            assert torch.equal(fast, _nested_topk_reference(scores, keeps)), (n, keeps)
+        allowed = torch.rand(n, generator=g) < 0.7
+        allowed[0] = True
+        m = int(allowed.sum())
+        for keeps in ((m, m // 2, m // 4), (max(m // 2, 1), 1, 0), (1,)):
+            fast = fast_coat_mask(scores, keeps, allowed)
+            assert fast is not None and torch.equal(fast, coat_mask(scores, keeps, allowed)), (n, keeps)
+            assert torch.equal(fast, _nested_topk_reference(scores, keeps, allowed))
+            assert not bool(fast[~allowed].any())
+
+
+def test_fast_coat_mask_under_ties_is_coat_mask() -> None:
+    """Keys tied at a threshold: coat_mask's nested top-k's decide up to the last tied coat
+    (their tie break), the thresholds the rest; the depth is always coat_mask's. Ties away
+    from every threshold, zeros, negative zeros, inf: exact too. NaN, float64, a crowded
+    bucket: None (coat_mask decides)."""
+    from trainables.sparse.supermask import _radix_depth, coat_mask, fast_coat_mask
+
+    g = torch.Generator().manual_seed(2)
+    tied = torch.randint(-6, 7, (5000,), generator=g).float()  # 7 distinct keys 0..6, ~770 each
+    n = tied.numel()
+    seen_tied = 0
+    for keeps in _keep_sets(n) + [(int((tied.abs() >= 4).sum()), int((tied.abs() >= 6).sum()))]:
+        fast = fast_coat_mask(tied, keeps)
+        assert fast is not None and torch.equal(fast, coat_mask(tied, keeps)), keeps
+        found = _radix_depth(tied.abs(), keeps, False, tied.dtype)
+        seen_tied += found is not None and any(found[2])
+    assert seen_tied >= 3
+    # one tie at a time at each coat's threshold (and at two), among distinct keys
+    n = 70001
+    pool = torch.randn(4 * n, generator=g).abs().unique()
+    keys = pool[torch.randperm(pool.numel(), generator=g)[:n]]
+    keeps = (35001, 26251, 17501, 8751)
+    order = keys.argsort(descending=True)
+    for at in ((0,), (1,), (2,), (3,), (0, 2), (1, 3)):
+        k = keys.clone()
+        for i in at:
+            k[order[keeps[i]]] = k[order[keeps[i] - 1]]  # the (keep+1)-th key = the keep-th
+        scores = torch.where(torch.rand(n, generator=g) < 0.5, k, -k)
+        found = _radix_depth(k, keeps, False, k.dtype)
+        assert found is not None and found[2] == [i in at for i in range(4)], at
+        fast = fast_coat_mask(scores, keeps)
+        assert fast is not None and torch.equal(fast, coat_mask(scores, keeps)), at
+        allowed = torch.ones(n, dtype=torch.bool)
+        allowed[order[-5:]] = False  # outside the search space: the smallest keys
+        fast = fast_coat_mask(scores, keeps, allowed)
+        assert fast is not None and torch.equal(fast, coat_mask(scores, keeps, allowed)), at
+    s = torch.randn(3000, generator=g)
+    s[:500] = 0.0
+    s[500:1000] = -0.0
+    s[1000:1010] = float("inf")
+    s[1010:1020] = -float("inf")
+    s[1500:1900] = 0.25  # a tie group: coat 1 takes all of it, coat 2 none
+    keeps = (int((s.abs() >= 0.25).sum()), int((s.abs() > 0.25).sum()), 1020, 20)  # 20: the infs
+    fast = fast_coat_mask(s, keeps)
+    assert fast is not None and torch.equal(fast, coat_mask(s, keeps))
+    assert torch.equal(fast, _nested_topk_reference(s, keeps))
+    for keeps in ((2500, 10), (2000, 10), (2500, 2000, 1900, 1700)):  # ties among 0, inf, 0.25
+        fast = fast_coat_mask(s, keeps)
+        assert fast is not None and torch.equal(fast, coat_mask(s, keeps)), keeps
+    nan = torch.randn(100, generator=g)
+    nan[7] = float("nan")
+    assert fast_coat_mask(nan, (50, 10)) is None
+    assert fast_coat_mask(torch.randn(100, generator=g).double(), (50, 10)) is None
+    crowded = 1.0 + torch.rand(100000, generator=g) * 1e-4  # all keys in one bucket of 2^-7
+    assert fast_coat_mask(crowded, (50000, 1000)) is None
+
+
+def test_multicoat_layer_uses_the_fast_path_and_matches_coat_mask_step_after_step(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 4-coat layer along drifting scores (and with a search space): its depth is coat_mask's
+    every step, and the selection never fell back to coat_mask (no ties in random scores)."""
+    import trainables.sparse.supermask as sm
+
+    fallbacks = [0]
+    real = sm.coat_mask
+
+    def counting(*a, **kw):  # type: ignore[no-untyped-def]
+        fallbacks[0] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(sm, "coat_mask", counting)
+    g = torch.Generator().manual_seed(4)
+    layer = SupermaskConv2d(48, 48, 3, prune_rate=0.5)  # 20736 weights: at least FAST_COATS_MIN
+    assert layer.scores.numel() >= sm.FAST_COATS_MIN
+    layer.coat_rates = (0.5, 0.625, 0.75, 0.875)
+    n = layer.scores.numel()
+    keeps = tuple(n - math.floor(k * n) for k in layer.coat_rates)
+    for step in range(8):
+        with torch.no_grad():
+            layer.scores.add_(0.01 * torch.randn(layer.scores.shape, generator=g))
+            if step == 4:
+                layer.set_allowed(torch.rand(layer.weight.shape, generator=g) < 0.8)
+        depth = layer.coat_depth()
+        assert torch.equal(depth, real(layer.scores, keeps, layer.allowed))
+        assert torch.equal(layer.current_mask(), depth > 0)
+        assert torch.equal(layer.masked_weight(), layer.weight * depth)
+    assert fallbacks[0] == 0

@@ -8,8 +8,9 @@ only its cycle boundary.
 
 Exploration history (soft-iep.txt §3, appendix C.3): before every step the mask that step's
 forward uses is OR-ed into `ever` (all cycles) and `ever_cycle` (this cycle; the paper
-counts dying edges per cycle, §5), and added to `visits` (steps selected this cycle); the
-mask at each epoch's end is OR-ed in too. `trainables.metrics` turns these into d_t (eq. 2),
+counts dying edges per cycle, §5), and added to `visits` (steps selected this cycle, 1 byte
+per edge, saturated at 6: Fig. 17's last bucket is "more than 5"); the mask at each epoch's
+end is OR-ed in too. `trainables.metrics` turns these into d_t (eq. 2),
 the apparent dying ratio of hard pruning and the visit buckets of Fig. 17. Both "ever"
 histories are kept bit-packed (`trainables.sparse.bits.PackedBits`, 1 bit per weight; the
 mask is packed once per step and ORed into both); `ever` / `ever_cycle` unpack them for the
@@ -34,7 +35,7 @@ from trainables.methods.base import CycleEnd, Method, Position, StepContext
 from trainables.metrics.dying import dying_ratio
 from trainables.metrics.neurons import dying_neurons, second_last_pair
 from trainables.metrics.ranks import rank_table, sample_edges
-from trainables.metrics.visits import BUCKETS, visit_histogram
+from trainables.metrics.visits import BUCKETS, VISIT_CAP, add_visit, visit_histogram
 from trainables.models.layers import LayerFactory
 from trainables.sparse.bits import PackedBits, pack_bits
 from trainables.sparse.init import init_scores, init_weight
@@ -173,7 +174,7 @@ class EdgePopup(Method):
             else:
                 self._ever_cycle[name] = self._ever[name]
             if self.method_cfg.track_visits:
-                self.visits[name] = self._restored(self.visits.get(name), mask, torch.int32, fill=0)
+                self.visits[name] = self._restored(self.visits.get(name), mask, torch.uint8, fill=0)
 
     @staticmethod
     def _restored_bits(past: PackedBits | None, mask: Tensor) -> PackedBits:
@@ -214,7 +215,7 @@ class EdgePopup(Method):
             mask = layer.current_mask()  # cached: the forward reuses this selection
             self._record(name, mask)
             if track:
-                self.visits[name].add_(mask)
+                add_visit(self.visits[name], mask)
 
     @property
     def _progressive(self) -> bool:
@@ -299,7 +300,7 @@ class EdgePopup(Method):
         if self.multi_cycle:
             state["ever_cycle"] = cpu(self.ever_cycle)
         if self.visits:
-            state["visits"] = cpu(self.visits)
+            state["visits"] = {n: t.to(torch.int32) for n, t in cpu(self.visits).items()}  # int32, as before
         if self.initial_scores:
             state["initial_scores"] = cpu(self.initial_scores)
         return state
@@ -308,6 +309,7 @@ class EdgePopup(Method):
         """Restore the histories; `on_train_start` moves them to the model's device."""
         self._ever = {name: PackedBits.of(t.detach().cpu()) for name, t in state["ever"].items()}
         self._ever_cycle = {name: PackedBits.of(t.detach().cpu()) for name, t in state.get("ever_cycle", {}).items()}
-        self.visits = {name: t.detach().to(torch.int32).clone() for name, t in state.get("visits", {}).items()}
+        self.visits = {name: t.detach().clamp(max=VISIT_CAP).to(torch.uint8)  # old files: unbounded counts
+                       for name, t in state.get("visits", {}).items()}
         if "initial_scores" in state:
             self.initial_scores = {name: t.detach().clone() for name, t in state["initial_scores"].items()}

@@ -8,7 +8,9 @@ straight-through estimator: every score, selected or not, receives ∂L/∂(m⊙
 Selection costs a top-k over the layer, so the mask is computed once per score update and
 cached (ANCHORS item 3), instead of a full sort in every forward as in hidden-networks. On
 CPU a one-coat layer first searches a band around its last threshold (`band_topk_mask`),
-which returns exactly `topk_mask`'s mask or defers to it.
+which returns exactly `topk_mask`'s mask or defers to it; a multicoat layer finds its N
+thresholds with one bucket count of the keys (`fast_coat_mask`), exactly `coat_mask`'s
+result or a deferral to it.
 With the mask the cache keeps θ0 ⊙ m itself: every forward until the next score update
 reuses it, and one fused autograd node (`MaskedWeight`) passes the straight-through
 gradient back to the scores.
@@ -35,6 +37,7 @@ __all__ = [
     "MaskedWeight",
     "SupermaskMixin",
     "coat_mask",
+    "fast_coat_mask",
     "selection_key",
     "supermask_modules",
     "topk_mask",
@@ -152,14 +155,15 @@ def band_topk_mask(scores: Tensor, keep: int, hint: float, width: float,
     if c_hi >= keep:
         return None
     band = flat >= hint * (1 - width)
-    band &= ~above
+    band ^= above  # above ⊂ band: drops them without a negated copy
     candidates = flat[band]
     r = keep - c_hi  # v is the r-th largest of the band
     if r > candidates.numel():
         return None
     v = torch.kthvalue(candidates, candidates.numel() - r + 1).values
     mask = flat >= v
-    if int(torch.count_nonzero(mask)) != keep or bool(torch.isnan(v)) or bool(torch.isnan(flat).any()):
+    # keys are >= 0 or -1, so their sum is NaN exactly when one is (a reduction, no bool copy)
+    if int(torch.count_nonzero(mask)) != keep or bool(torch.isnan(v)) or bool(torch.isnan(flat.sum())):
         return None
     return mask.view(scores.shape), float(v)
 
@@ -176,15 +180,119 @@ def coat_mask(scores: Tensor, keeps: tuple[int, ...], allowed: Tensor | None = N
     flat = selection_key(scores, allowed).flatten()
     n = flat.numel()
     _check_keep(keeps[0], n, allowed)
-    out = torch.zeros(n, dtype=scores.dtype, device=flat.device)
+    return _nested_topk(flat, keeps, scores.dtype).view(scores.shape)
+
+
+def _nested_topk(flat: Tensor, keeps: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """`coat_mask`'s selection on the flat keys: nested unsorted top-k's, the depth as `dtype`."""
+    out = torch.zeros(flat.numel(), dtype=dtype, device=flat.device)
     idx = torch.topk(flat, keeps[0], largest=True, sorted=False).indices
     out.scatter_(0, idx, 1.0)
     for keep in keeps[1:]:
         if keep < idx.numel():
             idx = idx[torch.topk(flat[idx], keep, largest=True, sorted=False).indices]
         out.scatter_add_(0, idx, torch.ones(idx.numel(), dtype=out.dtype, device=out.device))
-    return out.view(scores.shape)
+    return out
 
+
+def _radix_depth(key: Tensor, keeps: tuple[int, ...], clamp: bool,
+                 dtype: torch.dtype) -> tuple[Tensor | None, list[float | None], list[bool]] | None:
+    """Σ_i [key >= v_i], v_i the keeps[i]-th largest key, found without a top-k.
+
+    `key` is flat, float32, contiguous, NaN-free and >= 0 (or exactly -1 outside a search
+    space: then `clamp`). For non-negative floats the int32 bit pattern orders like the
+    value, so its top 16 bits (sign, exponent, 7 mantissa bits) are a bucket of relative
+    width <= 2^-7. One `bincount` of the buckets places every threshold in its bucket; only
+    the keys of those few buckets are gathered and sorted, which gives each v_i exactly. A
+    key outside them is above or below every threshold of a bucket, so a lookup table by
+    bucket gives its depth; the gathered keys get theirs by comparison.
+
+    Returns (depth, v, tied) per coat (v None for keep 0 or n). A key tied with v_i makes
+    coat i's top-k set ambiguous (`topk` breaks such ties its own way): tied[i] is True and
+    depth None. None when a threshold's bucket is crowded (e.g. many equal keys).
+    """
+    n = key.numel()
+    hi = key.view(torch.int32) >> 16
+    if clamp:  # -1.0 (outside the search space) -> bucket 0, with 0 and the subnormals: still in order
+        hi = hi.clamp_min_(0)
+    counts = torch.bincount(hi)
+    nb = counts.numel()
+    at_or_above = counts.flip(0).cumsum(0)  # [j]: keys in buckets >= nb - 1 - j
+    wanted = [k for k in keeps if 0 < k < n]
+    js = torch.searchsorted(at_or_above, torch.tensor(wanted, dtype=at_or_above.dtype)).tolist()
+    of_coat = [nb - 1 - j for j in js]  # each threshold's bucket
+    buckets = sorted(set(of_coat))
+    sizes = counts[buckets].tolist()
+    if sum(sizes) > max(n // 8, 4096):  # a crowded bucket: leave it to topk
+        return None
+    start = dict(zip(buckets, [sum(sizes[:i]) for i in range(len(sizes))], strict=True))
+    size = dict(zip(buckets, sizes, strict=True))
+    base = float(keeps.count(n))  # coats that keep everything
+    table = torch.full((nb,), base, dtype=dtype)
+    for b in of_coat:
+        table[b + 1:] += 1  # a bucket above a threshold's bucket is in that coat
+    table[buckets] = -1.0  # marks the thresholds' buckets: their keys are compared one by one
+    depth = table.index_select(0, hi)  # (a gather from a float table; a bool one is ~5x slower)
+    idx = (depth < 0).nonzero().squeeze(1)
+    cand = key[idx]
+    ranked = cand.sort().values  # ascending: bucket after bucket
+    found: dict[int, tuple[float, bool]] = {}
+    for k, j, b in zip(wanted, js, of_coat, strict=True):
+        r = k - (int(at_or_above[j - 1]) if j > 0 else 0)  # v is the r-th largest key of bucket b
+        pos = start[b] + size[b] - r
+        v = ranked[pos]
+        found[k] = (float(v), r < size[b] and bool(ranked[pos - 1] == v))
+    values = [found[k][0] if k in found else None for k in keeps]
+    tied = [found[k][1] if k in found else False for k in keeps]
+    if any(tied):
+        return None, values, tied
+    cand_depth = torch.full_like(cand, base)
+    for v in values:
+        if v is not None:
+            cand_depth += cand >= v
+    depth[idx] = cand_depth
+    return depth, values, tied
+
+
+def fast_coat_mask(scores: Tensor, keeps: tuple[int, ...], allowed: Tensor | None = None) -> Tensor | None:
+    """`coat_mask(scores, keeps, allowed)` exactly, without a top-k; or None.
+
+    When the top-`keep` set of every coat is unique (no key tied at its threshold v), coat i
+    is {key >= v_i}: nested, and the one the nested top-k's of `coat_mask` return. All N
+    thresholds and the depth come from one bucket count of the keys (`_radix_depth`) instead
+    of N top-k's. None (ties at a threshold, a NaN key, a crowded bucket, not float32 on
+    CPU) leaves the selection to `coat_mask`. About 10x faster than `coat_mask` for 4 coats
+    on a 2.4 M layer (1 thread).
+    """
+    if scores.device.type != "cpu" or scores.dtype != torch.float32:
+        return None
+    if any(a < b for a, b in zip(keeps, keeps[1:], strict=False)):
+        raise ValueError(f"coat keep counts must descend, got {keeps}")
+    key = selection_key(scores, allowed).flatten().contiguous()
+    n = key.numel()
+    _check_keep(keeps[0], n, allowed)
+    if not any(0 < k < n for k in keeps):
+        return torch.full_like(scores, float(sum(k == n for k in keeps)))
+    if bool(torch.isnan(key.sum())):  # NaN: topk ranks it on its own terms
+        return None
+    found = _radix_depth(key, keeps, allowed is not None, scores.dtype)
+    if found is None:
+        return None
+    depth, values, tied = found
+    if depth is None:
+        # Ties: coat_mask's own nested top-k's up to the last tied coat (a later coat's tie
+        # break depends on the order of the top-k before it), then the unique coats below
+        # it by their thresholds: each is inside the last tied one, as in coat_mask.
+        last = max(i for i, t in enumerate(tied) if t)
+        depth = _nested_topk(key, keeps[:last + 1], scores.dtype)
+        for v in values[last + 1:]:
+            if v is not None:  # (keep = n cannot follow a tied coat; keep = 0 adds nothing)
+                depth.add_(key >= v)
+    return depth.view(scores.shape)
+
+
+#: Layers from this many weights up select their coats with `fast_coat_mask`.
+FAST_COATS_MIN = 16384
 
 # Fused optimizers (e.g. Adam(fused=True), SGD(fused=True)) update parameters without bumping
 # their version counter, so the cache key also counts optimizer steps process-wide.
@@ -315,10 +423,12 @@ class SupermaskMixin:
                 mask = self._select(s, allowed)
                 self._cached_bool = mask
                 self._cached_float = None  # one coat: made on demand (coat_depth), not kept
-                self._cached_weight = w * mask.to(s.dtype)  # θ0 ⊙ m: every forward until the next update
+                # θ0 ⊙ m: every forward until the next update. (bool -> uint8 view -> float: the
+                # same 0/1 values, ~3x faster on CPU than converting the bool tensor itself)
+                self._cached_weight = w * mask.view(torch.uint8).to(s.dtype)
             else:
                 keeps = tuple(kept_count(n, k) for k in self._coats)
-                depth = coat_mask(s, keeps, allowed)
+                depth = self._select_coats(s, keeps, allowed)
                 self._cached_bool = depth > 0
                 self._cached_float = depth
                 self._cached_weight = w * depth
@@ -340,6 +450,12 @@ class SupermaskMixin:
             self._sel_width = min(4 * width, 0.5)  # the threshold moved further: a wider band
         self._sel_hint = float(selection_key(s, allowed).flatten()[mask.flatten()].min())
         return mask
+
+    def _select_coats(self, s: Tensor, keeps: tuple[int, ...], allowed: Tensor | None) -> Tensor:
+        """`coat_mask(s, keeps, allowed)`; through `fast_coat_mask` (no top-k) where it pays."""
+        # Below ~16 k weights the bucket search's fixed cost (~0.2 ms) exceeds the top-k's.
+        depth = fast_coat_mask(s, keeps, allowed) if s.numel() >= FAST_COATS_MIN else None
+        return coat_mask(s, keeps, allowed) if depth is None else depth
 
     def current_mask(self) -> Tensor:
         """Bool mask of the current scores (cached; treat it as read-only)."""
