@@ -71,7 +71,6 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
         spool_hint,
         tracking_ui_command,
     )
-    from trainables.tune import Runtime, trial
 
     space = plan.space
     metric = settings.metric or space.metric
@@ -91,7 +90,8 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     spool_dir = spool_dir_for(settings.storage, settings.name)  # MLflow writes wait here in an outage
     fail_fast_http()
     # Ray's start (processes to spawn and wait for) and MLflow's (a new SQLite store migrates
-    # its schema: seconds of Python) overlap: the driver's fixed cost, before any trial runs.
+    # its schema: seconds of Python; the trainable's imports) overlap: the driver's fixed cost,
+    # before any trial runs.
     with ThreadPoolExecutor(1, thread_name_prefix="sparsesweep-mlflow") as pool:
         mlflow_ready = pool.submit(_open_tracking, settings, plan, spool_dir)
         connect(address, num_cpus)
@@ -102,6 +102,7 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
             ray.shutdown()
             raise
     from orchestrator.mlflow_ui import view_url
+    from trainables.tune import Runtime, trial  # imported by _open_tracking, while Ray started
 
     grid_trials = len(plan.points()) if plan.search == "grid" else 0
     view_tag, view = labels.shared_view(metric, mode)
@@ -190,7 +191,9 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
 def _open_tracking(settings: Settings, plan: Plan,
                    spool_dir: Path | None) -> tuple[SweepTracker, SweepLabels]:
     """MLflow's store and experiment, the runs' labels, and each data config's MLflow dataset
-    (`dataset_input` keeps it for the sweep: the trials' first start does not compute it)."""
+    (`dataset_input` keeps it for the sweep: the trials' first start does not compute it).
+    Imports the trainable's module first (torch's compiler stack, ray.train: ~1.5 s)."""
+    import trainables.tune  # noqa: F401
     from orchestrator.mlflow_ui import SweepLabels, dataset_input
     from orchestrator.tracking import SweepTracker
 
