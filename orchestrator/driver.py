@@ -6,8 +6,10 @@ starts; what can still fail here (the cluster, the storage, a trial) ends in one
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,10 +22,13 @@ from orchestrator.sweep import (
     check_tracking_server,
     runnable,
 )
-from trainables.config import ConfigError
 
 if TYPE_CHECKING:
+    from orchestrator.mlflow_ui import SweepLabels
+    from orchestrator.tracking import SweepTracker
     from search_spaces import Plan
+
+logger = logging.getLogger(__name__)
 
 
 def _write_state(sweep_dir: Path, settings: Settings) -> None:
@@ -62,11 +67,10 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     from orchestrator.results import results_table, show_results, unfinished_trials
     from orchestrator.tracking import (
         MLflowTrialCallback,
-        SweepTracker,
+        fail_fast_http,
         spool_hint,
         tracking_ui_command,
     )
-    from trainables.tune import Runtime, trial
 
     space = plan.space
     metric = settings.metric or space.metric
@@ -83,18 +87,23 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     check_address(address)
     check_auth(address)
 
-    connect(address, num_cpus)
-    try:
-        gpus = check_resources(settings, plan, ray.cluster_resources(), remote=address is not None)
-    except ConfigError:
-        ray.shutdown()
-        raise
-
     spool_dir = spool_dir_for(settings.storage, settings.name)  # MLflow writes wait here in an outage
-    tracker = SweepTracker(settings.tracking_uri, settings.experiment, Path(settings.storage), spool_dir)
-    from orchestrator.mlflow_ui import SweepLabels, view_url
+    fail_fast_http()
+    # Ray's start (processes to spawn and wait for) and MLflow's (a new SQLite store migrates
+    # its schema: seconds of Python; the trainable's imports) overlap: the driver's fixed cost,
+    # before any trial runs.
+    with ThreadPoolExecutor(1, thread_name_prefix="sparsesweep-mlflow") as pool:
+        mlflow_ready = pool.submit(_open_tracking, settings, plan, spool_dir)
+        connect(address, num_cpus)
+        try:
+            gpus = check_resources(settings, plan, ray.cluster_resources(), remote=address is not None)
+            tracker, labels = mlflow_ready.result()
+        except BaseException:
+            ray.shutdown()
+            raise
+    from orchestrator.mlflow_ui import view_url
+    from trainables.tune import Runtime, trial  # imported by _open_tracking, while Ray started
 
-    labels = SweepLabels.from_plan(plan, settings.name)  # run names, tags, note (MLflow's UI)
     grid_trials = len(plan.points()) if plan.search == "grid" else 0
     view_tag, view = labels.shared_view(metric, mode)
     view_link = view_url(settings.tracking_uri, tracker.experiment_id, labels.view_key())
@@ -119,7 +128,9 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
     runtime = Runtime(workers=settings.workers_per_trial, use_gpu=worker_gpus(gpus) > 0,
                       cpus_per_worker=settings.cpus_per_worker, gpus_per_worker=worker_gpus(gpus),
                       ddp_storage=f"{sweep_path}/ddp")
-    fn = tune.with_parameters(trial_fn or trial, variants=plan.variants, runtime=runtime)
+    # the trial draws its mask figure, titled with its run name (the driver only uploads it)
+    fn = tune.with_parameters(trial_fn or trial, variants=plan.variants, runtime=runtime,
+                              **({} if trial_fn else {"figure_title": labels.run_name}))
     trainable = tune.with_resources(with_node_id(fn), trial_resources(settings, gpus, plan))
     status = "FAILED"
     try:
@@ -176,6 +187,29 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
         if hint := spool_hint(tracker.outbox, settings.storage, settings.name):
             print(f"\n{hint}", file=sys.stderr)
         ray.shutdown()
+
+
+def _open_tracking(settings: Settings, plan: Plan,
+                   spool_dir: Path | None) -> tuple[SweepTracker, SweepLabels]:
+    """MLflow's store and experiment, the runs' labels, and each data config's MLflow dataset
+    (`dataset_input` keeps it for the sweep: the trials' first start does not compute it).
+    Imports the trainable's module first (torch's compiler stack, ray.train: ~1.5 s)."""
+    import trainables.tune  # noqa: F401
+    from orchestrator.mlflow_ui import SweepLabels, dataset_input
+    from orchestrator.tracking import SweepTracker
+
+    tracker = SweepTracker(settings.tracking_uri, settings.experiment, Path(settings.storage), spool_dir)
+    labels = SweepLabels.from_plan(plan, settings.name)  # run names, tags, note (MLflow's UI)
+    # one config per distinct data setting (data.* keys, variant) of the grid; Optuna's base
+    points = plan.points() if plan.search == "grid" else [dict(plan.base)]
+    distinct = {json.dumps(sorted((k, str(v)) for k, v in p.items()
+                                  if k.startswith("data.") or k == "variant")): p for p in points}
+    try:
+        for point in distinct.values():
+            dataset_input(plan.resolve(point).to_flat())
+    except Exception:  # an unreadable data dir: each trial's start says so (tracking)
+        logger.debug("dataset inputs not prepared", exc_info=True)
+    return tracker, labels
 
 
 def _state_backup(settings: Settings, sweep_path: str) -> list[Any]:

@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY as TRAIN_CHECKPOINT_KEY
 
 from orchestrator.mlflow_ui import param_text
+from trainables.mask_figure import MASK_FIGURE
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +55,12 @@ DIVERGED_KEY = "diverged"
 
 #: (file or directory in the last checkpoint, artifact path, required). A directory is
 #: uploaded with its tree: ``artifacts/masks/cycle_01.parquet`` -> ``masks/cycle_01.parquet``.
-#: Dense training has no mask, and single-cycle methods may write no cycle files.
+#: Dense training has no mask, and single-cycle methods may write no cycle files. The mask
+#: figure is drawn by the trial into its final checkpoint (`trainables.tune`).
 DEFAULT_ARTIFACT_FILES: tuple[tuple[str, str, bool], ...] = (
     ("config.json", "", True),
     ("masks.parquet", "masks", False),
+    (MASK_FIGURE, "masks", False),
     ("artifacts", "", False),
 )
 
@@ -276,12 +279,18 @@ def artifacts_op(rec: TrialRecord, files: Sequence[tuple[str, str]], *,
 
     With `mask_figure`, the masks among them are then drawn (`orchestrator.mlflow_ui`) into
     ``masks/density.png``, in the same operation: the spool drops its kept files once every
-    entry is applied, so a later entry could not read them any more."""
+    entry is applied, so a later entry could not read them any more. Not needed when the
+    files hold the figure the trial drew (`has_mask_figure`)."""
     op: Op = {"op": "artifacts", "trial": rec.trial_id, "name": rec.name,
               "files": [[str(p), a] for p, a in files]}
     if mask_figure:
         op["mask_figure"] = rec.run_name or rec.name
     return op
+
+
+def has_mask_figure(files: Sequence[tuple[str | Path, str]]) -> bool:
+    """True when the files to upload hold the trial's own mask figure (``masks/density.png``)."""
+    return any(Path(p).name == MASK_FIGURE and a == "masks" for p, a in files)
 
 
 def inputs_op(rec: TrialRecord, datasets: Sequence[Mapping[str, str]]) -> Op:
@@ -359,6 +368,10 @@ class MlflowWriter:
         # trial_id -> metric key -> last step in the run: a trial restored from a checkpoint
         # older than its last report re-runs epochs whose metrics are already logged.
         self._last_step: dict[str, dict[str, int]] = {}
+        # run id -> (name, digest) of its dataset inputs, for runs this writer created or read
+        # once: a run's inputs are not read back from the store per trial
+        self._inputs: dict[str, set[tuple[str, str]]] = {}
+        self._created: set[str] = set()  # run ids this writer created: no metrics to read back
 
     @property
     def client(self) -> MlflowClient:
@@ -427,6 +440,8 @@ class MlflowWriter:
         }
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name or trial_name)
         log_params(self.client, run.info.run_id, params)
+        self._created.add(run.info.run_id)
+        self._inputs[run.info.run_id] = set()  # a new run: no inputs yet
         return run.info.run_id
 
     def run_for(self, trial_id: str, name: str, params: Iterable[Param] = (),
@@ -436,7 +451,7 @@ class MlflowWriter:
         if run_id is None:
             run_id = self.find_or_create_child_run(trial_id, name, params, tags, run_name)
             self._runs[trial_id] = run_id
-            self._last_step[trial_id] = self.logged_steps(run_id)
+            self._last_step[trial_id] = {} if run_id in self._created else self.logged_steps(run_id)
         return run_id
 
     def logged_steps(self, run_id: str) -> dict[str, int]:
@@ -510,14 +525,18 @@ class MlflowWriter:
         from mlflow.entities import Dataset, DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        run = self.client.get_run(run_id)
-        have = {(d.dataset.name, d.dataset.digest) for d in (run.inputs.dataset_inputs if run.inputs else [])}
+        have = self._inputs.get(run_id)
+        if have is None:
+            run = self.client.get_run(run_id)
+            have = {(d.dataset.name, d.dataset.digest) for d in (run.inputs.dataset_inputs if run.inputs else [])}
+            self._inputs[run_id] = have
         todo = [DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"],
                                      profile=d.get("profile")),
                              tags=[InputTag(MLFLOW_DATASET_CONTEXT, d["context"])] if d.get("context") else [])
                 for d in datasets if (d["name"], d["digest"]) not in have]
         if todo:
             self.client.log_inputs(run_id, datasets=todo)
+            have |= {(d.dataset.name, d.dataset.digest) for d in todo}
 
     def _mask_figure(self, run_id: str, op: Op) -> None:
         import tempfile

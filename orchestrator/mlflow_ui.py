@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainables.mask_figure import MASK_FIGURE, render_mask_figure  # noqa: F401 (re-exported)
+
 if TYPE_CHECKING:
     from search_spaces import Plan
 
@@ -373,81 +375,9 @@ def _dataset_input(flat: Mapping[str, Any]) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- mask figure
 
-#: Where a trial's mask summary goes, next to ``masks/masks.parquet``.
-MASK_FIGURE = "density.png"
-
-
-def _densities(path: Path) -> list[tuple[str, int, float]]:
-    """(layer, numel, density) rows of a mask file, read without decoding a mask; none for a
-    file that is not a mask file (`trainables.sparse.mask_io`, versions 1 and 2)."""
-    import pyarrow.parquet as pq
-
-    columns = ["layer", "numel", "density"]
-    if not set(columns) <= set(pq.read_schema(path).names):
-        return []
-    table = pq.read_table(path, columns=columns)
-    return list(zip(*(table.column(c).to_pylist() for c in ("layer", "numel", "density")), strict=True))
-
-
-def render_mask_figure(final: Path | None, cycles: Sequence[tuple[int, Path]], out: Path,
-                       title: str = "") -> Path | None:
-    """A small PNG of a trial's masks: density per layer of the final mask (bars) and, when
-    masks of two or more cycles (rounds) exist, density per layer and cycle (a heatmap).
-    Returns `out`, or None when there is no mask to draw. Matplotlib's Agg, no pyplot state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows = _densities(final) if final is not None else []
-    per_cycle = [(c, _densities(p)) for c, p in sorted(cycles)]
-    if not rows and per_cycle:
-        rows = per_cycle[-1][1]
-    if not rows:
-        return None
-    layers = [r[0] for r in rows]
-    total = sum(r[1] for r in rows)
-    overall = sum(r[1] * r[2] for r in rows) / total if total else 0.0
-    wide = len(per_cycle) >= 2
-    height = min(2.0 + 0.22 * len(layers), 12.0)
-    fig = Figure(figsize=(10.0 if wide else 6.0, height), dpi=80, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2 if wide else 1, squeeze=False)[0]
-    ax = axes[0]
-    y = range(len(layers))
-    ax.barh(list(y), [r[2] for r in rows], color="#1f77b4")
-    ax.set_yticks(list(y), [f"{n} ({m:,})" for n, m, _ in rows], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("density (kept fraction)")
-    ax.axvline(overall, color="#d62728", lw=1, ls="--", label=f"overall {overall:.3f}")
-    ax.legend(loc="lower right", fontsize=7)
-    ax.set_title("final mask: density per layer", fontsize=9)
-    if wide:
-        import numpy as np
-
-        ax2 = axes[1]
-        index = {name: i for i, name in enumerate(layers)}
-        grid = np.full((len(layers), len(per_cycle)), np.nan)
-        for j, (_, dens) in enumerate(per_cycle):
-            for name, _, d in dens:
-                if name in index:
-                    grid[index[name], j] = d
-        im = ax2.imshow(grid, aspect="auto", vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
-        if grid.size <= 240:  # small enough to print each value
-            for (i, j), d in np.ndenumerate(grid):
-                if not np.isnan(d):
-                    ax2.text(j, i, f"{d:.2f}", ha="center", va="center", fontsize=6,
-                             color="white" if d < 0.6 else "black")
-        ax2.set_xticks(range(len(per_cycle)), [str(c) for c, _ in per_cycle], fontsize=7)
-        ax2.set_yticks([])
-        ax2.set_xlabel("cycle (masks/cycle_XX.parquet)")
-        ax2.set_title("density per layer and cycle", fontsize=9)
-        fig.colorbar(im, ax=ax2, shrink=0.8, label="density")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
-
+# `MASK_FIGURE` and `render_mask_figure` live in `trainables.mask_figure` (imported above): a
+# trial draws its figure into its final checkpoint; the driver draws it only for checkpoints
+# without one (`--sync-mlflow`, a trial stopped before its last epoch, an older checkpoint).
 
 def mask_files(kept: Sequence[tuple[str, str]]) -> tuple[str | None, list[tuple[int, str]]]:
     """The final mask and the per-cycle masks among files uploaded from a checkpoint

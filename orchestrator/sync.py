@@ -34,6 +34,7 @@ from orchestrator.mlflow_ops import (
     checkpoint_files,
     end_op,
     error_op,
+    has_mask_figure,
     inputs_op,
     mask_figure_op,
     result_ops,
@@ -141,8 +142,11 @@ def trial_ops(trial: TuneTrial, params: dict[str, Any], run_artifacts: set[str],
         if files:
             ops.append(artifacts_op(rec, [(str(p), a) for p, a in files]))
     if ckpt is not None and labels is not None and f"masks/{MASK_FIGURE}" not in run_artifacts:
-        files = checkpoint_files(ckpt, DEFAULT_ARTIFACT_FILES, trial.name)
-        if figure := mask_figure_op(rec, *mask_files([(str(p), a) for p, a in files])):
+        files = [(str(p), a) for p, a in checkpoint_files(ckpt, DEFAULT_ARTIFACT_FILES, trial.name)]
+        if has_mask_figure(files):  # the trial drew it: uploaded with the checkpoint's files
+            if "config.json" in run_artifacts:  # ... which went up before, without it
+                ops.append(artifacts_op(rec, [(p, a) for p, a in files if has_mask_figure([(p, a)])]))
+        elif figure := mask_figure_op(rec, *mask_files(files)):
             ops.append(figure)
     if trial.status == "ERROR":
         error_file = trial.path / "error.txt"

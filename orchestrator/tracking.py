@@ -74,6 +74,7 @@ from orchestrator.mlflow_ops import (
     end_op,
     error_op,
     extract_metrics,
+    has_mask_figure,
     inputs_op,
     is_permanent,
     log_params,
@@ -604,7 +605,9 @@ class MLflowTrialCallback(Callback):
         with checkpoint.as_directory() as ckpt_dir:
             files = checkpoint_files(Path(ckpt_dir), self.artifact_files, str(trial))
             kept = self.outbox.spool.keep_files(files)  # before a remote copy's temp dir goes
-        return [artifacts_op(self._record(trial), kept, mask_figure=True)] if kept else []
+        # the trial drew its figure into its final checkpoint; else (a checkpoint before the
+        # last epoch: ASHA, a stop criterion) the driver draws it here
+        return [artifacts_op(self._record(trial), kept, mask_figure=not has_mask_figure(kept))] if kept else []
 
 
 def _error_text(trial: Trial) -> str:

@@ -15,7 +15,13 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import fresh_store
-from orchestrator.mlflow_ops import MlflowWriter, extract_metrics
+from orchestrator.mlflow_ops import (
+    DEFAULT_ARTIFACT_FILES,
+    MlflowWriter,
+    checkpoint_files,
+    extract_metrics,
+    has_mask_figure,
+)
 from orchestrator.mlflow_ui import (
     RUN_COLORS,
     SweepLabels,
@@ -30,6 +36,9 @@ from orchestrator.security import redact, redact_command
 from orchestrator.sync import TuneTrial, trial_ops
 from orchestrator.tracking import SweepTracker
 from search_spaces import get_space, make_plan
+from trainables.checkpoint_io import verify_checkpoint, write_manifest
+from trainables.config import ExperimentConfig
+from trainables.mask_figure import MASK_FIGURE
 from trainables.sparse.mask_io import write_masks
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -142,6 +151,31 @@ def test_mask_figure_is_a_small_png(tmp_path: Path) -> None:
 
     pq.write_table(pa.table({"x": [1]}), other)
     assert render_mask_figure(other, [], tmp_path / "none.png") is None
+
+
+def test_trial_draws_the_figure_into_its_final_checkpoint(tmp_path: Path) -> None:
+    """The trial process draws `density.png` into its last checkpoint (listed in the manifest),
+    so the driver uploads it with the masks instead of drawing it (trainables.tune)."""
+    from trainables.tune import _with_mask_figure
+
+    ckpt, _ = _write_trial(tmp_path / "t", cycles=2)
+    write_manifest(ckpt, epoch=2, step=10)
+    cfg = ExperimentConfig.from_flat({"schedule.epochs": 2})
+    sent: list[tuple[float, bool]] = []
+    report = _with_mask_figure(
+        lambda m, d: sent.append((m["epoch"], d is not None and (d / MASK_FIGURE).is_file())),
+        cfg, "ep/k=0.5/seed=0")
+    report({"epoch": 1.0}, ckpt)  # an earlier epoch's checkpoint: no figure
+    assert sent == [(1.0, False)] and not has_mask_figure(
+        [(str(p), a) for p, a in checkpoint_files(ckpt, DEFAULT_ARTIFACT_FILES, "t")])
+    report({"epoch": 2.0}, ckpt)
+    assert sent[-1] == (2.0, True) and (ckpt / MASK_FIGURE).read_bytes()[:8] == PNG
+    manifest = verify_checkpoint(ckpt)  # the figure is listed; the epoch and step kept
+    assert MASK_FIGURE in manifest["files"] and (manifest["epoch"], manifest["step"]) == (2, 10)
+    files = [(str(p), a) for p, a in checkpoint_files(ckpt, DEFAULT_ARTIFACT_FILES, "t")]
+    assert (str(ckpt / MASK_FIGURE), "masks") in files and has_mask_figure(files)
+    report({"epoch": 2.0}, None)  # a report without a checkpoint: nothing to draw into
+    assert sent[-1] == (2.0, False)
 
 
 @pytest.mark.integration

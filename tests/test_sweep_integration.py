@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 
 from conftest import MlflowServer
 from orchestrator.tracking import KIND_TAG, PARENT_TAG, iter_child_runs
+from trainables.checkpoint_io import verify_checkpoint
 from trainables.config import ExperimentConfig
 from trainables.sparse.density import kept_count
 from trainables.sparse.mask_io import read_masks
@@ -102,6 +103,10 @@ def test_default_sweep_sqlite_two_concurrent_trials(tmp_path: Path) -> None:
     for c in children:
         assert "masks/density.png" in {a.path for a in client.list_artifacts(c.info.run_id, "masks")}
         assert [d.dataset.name for d in c.inputs.dataset_inputs] == ["digits"]
+    # the trial drew it into its last checkpoint (trainables.tune), the driver only uploaded it
+    for trial_dir in (storage / "tune" / "e2e").glob("trial_*"):
+        first, last = sorted(trial_dir.glob("checkpoint_*"))
+        assert "density.png" in verify_checkpoint(last)["files"] and not (first / "density.png").exists()
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"results.csv", "results.parquet"}
     # the sweep ends with its report (orchestrator.report) in place of the old results.png
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}

@@ -13,15 +13,21 @@ Faults handled here, because only the trial process sees them:
   (no test metric: Optuna records the trial as pruned, not as a number);
 - an allocation failure (CPU or CUDA) and a full or unwritable storage fail the trial with a
   one-line reason that says what to change; the other trials go on.
+
+The trial also draws its mask figure (`trainables.mask_figure`) into its final checkpoint
+(`density.png`, listed in the checkpoint's manifest), titled with its MLflow run name: the
+sweep's driver then only uploads it to ``masks/density.png`` instead of drawing every trial's
+figure itself, one after another, while Tune waits (benchmarks/orchestration_overhead.py).
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +38,24 @@ import ray.train
 import ray.tune
 import torch
 
-from trainables.checkpoint_io import usable_checkpoint
+from trainables.checkpoint_io import MANIFEST_FILE, usable_checkpoint, write_manifest
 from trainables.config import ExperimentConfig, resolve_tune_config
-from trainables.loop import REPLAYED_KEY, DistContext, read_reports, run_experiment
+from trainables.loop import (
+    ARTIFACTS_DIR,
+    MASKS_FILE,
+    REPLAYED_KEY,
+    DistContext,
+    Reporter,
+    read_reports,
+    run_experiment,
+)
+from trainables.mask_figure import MASK_FIGURE, render_mask_figure
+
+logger = logging.getLogger(__name__)
+
+#: (Tune config, its flat ExperimentConfig, trial id) -> the title of the trial's mask figure
+#: (the driver passes its MLflow run name: `orchestrator.mlflow_ui.SweepLabels.run_name`).
+FigureTitle = Callable[[Mapping[str, Any], Mapping[str, Any], str], str]
 
 # Leading keys of every report: Tune's live table shows the first four metrics it sees, so a
 # diverged trial is visible there (diverged = 1) next to its loss and accuracy.
@@ -87,6 +108,52 @@ def _train_reporter(metrics: dict[str, float], ckpt_dir: Path | None) -> None:
     with _storage_errors():
         ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
         ray.train.report(for_tune(metrics), checkpoint=ckpt)
+
+
+def add_mask_figure(ckpt_dir: Path, title: str) -> Path | None:
+    """Draw the mask figure of the checkpoint's masks (final and per cycle) into it as
+    `density.png`, and list it in the checkpoint's manifest; None when it holds no mask.
+
+    A figure is not worth a failed trial: on any error it is left out (the driver draws it
+    from the uploaded masks instead) and the trial's log says why."""
+    final = ckpt_dir / MASKS_FILE
+    cycles = [(int(f.stem.removeprefix("cycle_")), f)
+              for f in sorted((ckpt_dir / ARTIFACTS_DIR / "masks").glob("cycle_*.parquet"))
+              if f.stem.removeprefix("cycle_").isdigit()]
+    out = ckpt_dir / MASK_FIGURE
+    try:
+        drawn = render_mask_figure(final if final.is_file() else None, cycles, out, title=title)
+        if drawn is not None:
+            body = json.loads((ckpt_dir / MANIFEST_FILE).read_text())
+            write_manifest(ckpt_dir, **{k: v for k, v in body.items() if k not in ("version", "files")})
+        return drawn
+    except Exception:
+        logger.warning("mask figure of %s not drawn; the driver draws it", ckpt_dir, exc_info=True)
+        out.unlink(missing_ok=True)
+        return None
+
+
+def _with_mask_figure(reporter: Reporter, cfg: ExperimentConfig, title: str) -> Reporter:
+    """`reporter`, drawing the mask figure into the last epoch's checkpoint before it is sent."""
+
+    def send(metrics: dict[str, float], ckpt_dir: Path | None) -> None:
+        if ckpt_dir is not None and metrics.get("epoch", 0) >= cfg.total_epochs:
+            add_mask_figure(Path(ckpt_dir), title)
+        reporter(metrics, ckpt_dir)
+
+    return send
+
+
+def _figure_title(figure_title: FigureTitle | None, config: Mapping[str, Any],
+                  cfg: ExperimentConfig) -> str:
+    """The trial's MLflow run name (Tune's trial name without one, or if it fails)."""
+    ctx = ray.tune.get_context()
+    if figure_title is not None:
+        try:
+            return figure_title(config, cfg.to_flat(), ctx.get_trial_id()) or ctx.get_trial_name()
+        except Exception:  # a title is not worth a failed trial
+            logger.warning("no mask figure title for trial %s", ctx.get_trial_name(), exc_info=True)
+    return ctx.get_trial_name()
 
 
 def _oserror_in(exc: BaseException) -> OSError | None:
@@ -178,33 +245,37 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     ctx = DistContext(rank=ctx_ray.get_world_rank(), world_size=ctx_ray.get_world_size(),
                       local_rank=ctx_ray.get_local_rank())
     checkpoint = ray.train.get_checkpoint()
+    reporter = _with_mask_figure(_train_reporter, cfg, loop_config.get("figure_title", ""))
     with _out_of_memory_hint(cfg):
         if checkpoint is None:
-            run_experiment(cfg, reporter=_train_reporter, ctx=ctx)
+            run_experiment(cfg, reporter=reporter, ctx=ctx)
             return
         with checkpoint.as_directory() as d:
-            _resume(cfg, d, replay=False, reporter=_train_reporter, ctx=ctx)  # the trial replayed
+            _resume(cfg, d, replay=False, reporter=reporter, ctx=ctx)  # the trial replayed
 
 
 def trial(config: dict[str, Any], *, variants: Mapping[str, Mapping[str, Any]] | None = None,
-          runtime: Runtime | None = None) -> None:
-    """Ray Tune function trainable (wrap with `tune.with_parameters`)."""
+          runtime: Runtime | None = None, figure_title: FigureTitle | None = None) -> None:
+    """Ray Tune function trainable (wrap with `tune.with_parameters`); `figure_title` names the
+    mask figure of the final checkpoint (the trial's name without it)."""
     _quiet_ray_loggers()
     runtime = runtime or Runtime()
     cfg = resolve_tune_config(config, variants or {})
+    title = _figure_title(figure_title, config, cfg)
     if runtime.workers <= 1:
         checkpoint = ray.tune.get_checkpoint()
+        reporter = _with_mask_figure(_tune_reporter, cfg, title)
         with _out_of_memory_hint(cfg):
             if checkpoint is None:
-                run_experiment(cfg, reporter=_tune_reporter)
+                run_experiment(cfg, reporter=reporter)
                 return
             with checkpoint.as_directory() as d:
-                _resume(cfg, d, replay=True, reporter=_tune_reporter)
+                _resume(cfg, d, replay=True, reporter=reporter)
         return
-    _fit_ddp(cfg, runtime)
+    _fit_ddp(cfg, runtime, title)
 
 
-def _fit_ddp(cfg: ExperimentConfig, runtime: Runtime) -> None:
+def _fit_ddp(cfg: ExperimentConfig, runtime: Runtime, title: str = "") -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -217,7 +288,7 @@ def _fit_ddp(cfg: ExperimentConfig, runtime: Runtime) -> None:
         resources["GPU"] = runtime.gpus_per_worker or 1.0
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"flat": cfg.to_flat()},
+        train_loop_config={"flat": cfg.to_flat(), "figure_title": title},
         torch_config=TorchConfig(backend="nccl" if runtime.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=runtime.workers, use_gpu=runtime.use_gpu,
                                                resources_per_worker=resources),

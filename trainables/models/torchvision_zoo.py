@@ -18,7 +18,6 @@ The registered names (config.TORCHVISION_MODELS) are torchvision's own builder n
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from trainables.models.layers import LayerFactory
@@ -27,7 +26,13 @@ __all__ = ["torchvision_model", "use_factory_layers"]
 
 
 def torchvision_model(name: str, layers: LayerFactory, num_classes: int) -> nn.Module:
-    """torchvision's `name` (untrained) for `num_classes` classes, built from `layers`."""
+    """torchvision's `name` (untrained) for `num_classes` classes, built from `layers`.
+
+    torchvision is imported here, not with the module: its import (torch._dynamo through
+    torchvision.ops) costs seconds, in the driver and in every trial process, and only these
+    models need it."""
+    import torchvision
+
     with torch.device("meta"):
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     return use_factory_layers(model, layers)
