@@ -45,7 +45,7 @@ from trainables.config import ExperimentConfig
 from trainables.loop import TrainState, build_state
 from trainables.methods.base import Position, StepContext
 from trainables.sparse.density import kept_count
-from trainables.sparse.supermask import SupermaskMixin, coat_mask, supermask_modules
+from trainables.sparse.supermask import SupermaskMixin, coat_mask, compile_ready, supermask_modules
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "dense": {"method.name": "dense"},
@@ -149,6 +149,8 @@ def build_variant(name: str, model: str, batch: int, *, compile_model: bool = Fa
     x = torch.randn(batch, 3, 32, 32, generator=g).to(DEVICE)
     y = torch.randint(0, 10, (batch,), generator=g).to(DEVICE)
     # the method's hooks keep the plain module (its layer names); only the forward is compiled
+    if compile_model:
+        compile_ready()  # the supermask layers' mask cache stays out of the graph
     v = Variant(name, state, x, y, net=torch.compile(state.model) if compile_model else None)
     if name == "dst_update":
         v.step = 1  # step 0 never updates

@@ -96,6 +96,7 @@ from orchestrator.mlflow_ui import (
 from orchestrator.recovery import error_summary
 from orchestrator.schedulers import STOPPED_TAG, stop_tag
 from orchestrator.spool import Outbox, Spool, http_health
+from orchestrator.sqlite_store import seed_sqlite_store
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -235,6 +236,7 @@ class SweepTracker:
             # SQLite creates the file but not its directory.
             db_path = Path(urlparse(tracking_uri).path)
             db_path.parent.mkdir(parents=True, exist_ok=True)
+            seed_sqlite_store(db_path)  # no schema migration for a new store (orchestrator.sqlite_store)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = self._get_or_create_experiment()
         self._run_id: str | None = None

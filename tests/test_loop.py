@@ -189,3 +189,23 @@ def test_lars_step_by_hand(wd: float) -> None:
     got = _one_step({"name": "lars", "lr": lr, "momentum": 0.9, "weight_decay": wd,
                      "lars_trust_coeff": eta}, w, g)
     assert got.tolist() == pytest.approx(expect)
+
+
+def test_set_determinism_sets_torch_mode_without_importing_the_compiler() -> None:
+    """torch's deterministic mode as use_deterministic_algorithms(mode, warn_only=True) sets it,
+    in a trial process that never imports torch._dynamo (about 2 s per process)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "import trainables.tune\n"
+            "from trainables.loop import set_determinism\n"
+            "set_determinism(True, torch.device('cpu'))\n"
+            "assert torch.are_deterministic_algorithms_enabled()\n"
+            "assert torch.is_deterministic_algorithms_warn_only_enabled()\n"
+            "set_determinism(False, torch.device('cpu'))\n"
+            "assert not torch.are_deterministic_algorithms_enabled()\n"
+            "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo imported'\n")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -554,3 +554,43 @@ def test_first_screen_of_mlflow_ui_on_a_server(
     # the UI's search box: every run of the family, parent included
     found = client.search_runs([tracker.experiment_id], "tags.`sparsesweep.family` = 'strong_lottery'")
     assert len(found) == 3
+
+
+# --------------------------------------------------------------------------- a new SQLite store
+
+
+def test_new_sqlite_store_is_a_copy_of_the_cached_empty_one(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.sqlite_store import empty_store, seed_sqlite_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = tmp_path / "a" / "runs"
+    tracker = SweepTracker(default_tracking_uri(first), "exp", first)  # makes the cache, then copies it
+    cached = empty_store()
+    made = cached.stat().st_mtime_ns
+    assert cached.parent == tmp_path / "cache" / "sparsesweep"
+    assert tracker.client.get_experiment_by_name("exp") is not None
+    second = tmp_path / "b" / "runs"
+    second.mkdir(parents=True)
+    assert seed_sqlite_store(second / "mlflow.db")
+    assert (second / "mlflow.db").read_bytes() == cached.read_bytes()
+    assert cached.stat().st_mtime_ns == made  # made once
+    client = MlflowClient(tracking_uri=default_tracking_uri(second))
+    assert [e.name for e in client.search_experiments()] == ["Default"]  # empty, and MLflow opens it
+    # an existing store is never replaced
+    assert not seed_sqlite_store(first / "mlflow.db")
+    assert MlflowClient(tracking_uri=default_tracking_uri(first)).get_experiment_by_name("exp") is not None
+
+
+def test_unwritable_cache_leaves_the_store_to_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.sqlite_store import seed_sqlite_store
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    storage = tmp_path / "runs"
+    storage.mkdir()
+    assert not seed_sqlite_store(storage / "mlflow.db")
+    assert not list(storage.iterdir())  # no half-written file
+    tracker = SweepTracker(default_tracking_uri(storage), "exp", storage)
+    assert tracker.client.get_experiment_by_name("exp") is not None

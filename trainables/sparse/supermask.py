@@ -401,9 +401,10 @@ class SupermaskMixin:
                      _cached_weight=None)
         return state
 
-    # The cache lives outside any compiled graph: under torch.compile its key (versions,
+    # The cache must live outside any compiled graph: under torch.compile its key (versions,
     # pointers, a step counter) would otherwise become guards that recompile every step.
-    @torch.compiler.disable
+    # `compile_ready()` marks it so; not done at import, since torch.compiler.disable imports
+    # torch._dynamo (about 2 s in every trial process, for a compile the engine never does).
     def _refresh(self) -> None:
         s = self.scores
         allowed = self.allowed
@@ -485,6 +486,14 @@ class SupermaskMixin:
     def extra_repr(self) -> str:
         rates = self._coats[0] if len(self._coats) == 1 else list(self._coats)
         return f"{super().extra_repr()}, prune_rate={rates}"  # type: ignore[misc]
+
+
+def compile_ready() -> None:
+    """Call before torch.compile of a model with supermask layers: their mask cache runs eagerly."""
+    if not getattr(SupermaskMixin._refresh, "_outside_compile", False):
+        refresh = torch.compiler.disable(SupermaskMixin._refresh)
+        refresh._outside_compile = True  # type: ignore[attr-defined]
+        SupermaskMixin._refresh = refresh  # type: ignore[method-assign]
 
 
 class SupermaskConv2d(SupermaskMixin, nn.Conv2d):
