@@ -97,7 +97,7 @@ def test_default_sweep_sqlite_two_concurrent_trials(tmp_path: Path) -> None:
     exp_id = client.get_experiment_by_name("e2e").experiment_id
     assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?viewStateShareKey=sweep-e2e&workflowType=machine_learning" in out
     assert "mlflow.sharedViewState.sweep-e2e" in client.get_experiment(exp_id).tags
-    assert "python -m orchestrator.sweep --storage" in parent.data.tags["mlflow.note.content"]
+    assert "python -m orchestrator.sweep --space ep_quick --storage" in parent.data.tags["mlflow.note.content"]
     assert parent.data.params["set.run.max_steps_per_epoch"] == "4"
     assert sorted(c.info.run_name for c in children) == ["ep/k=0.2/seed=0", "ep/k=0.5/seed=0"]
     for c in children:
