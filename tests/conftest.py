@@ -16,7 +16,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from mlflow import MlflowClient
@@ -39,6 +41,35 @@ def fresh_store(migrated_db: Path, storage_dir: Path) -> str:
     storage_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(migrated_db, storage_dir / "mlflow.db")
     return default_tracking_uri(storage_dir)
+
+
+@contextmanager
+def local_ray(module: ModuleType, num_cpus: int) -> Iterator[None]:
+    """One real local Ray in this process, for one test module.
+
+    Ray 2.60 turns token auth on for a new local cluster when RAY_AUTH_MODE is unset (it writes
+    ~/.ray/auth_token and sets RAY_AUTH_MODE=token in os.environ), and the C++ side caches the
+    mode at its first read, so the variable must be decided before the first ray.init of the
+    process and then kept: setdefault keeps whatever an earlier test module chose. Workers get
+    the driver's cwd on sys.path, not pytest's tests/ dir: `module`'s functions (its
+    trainables) travel by value instead of by import.
+    """
+    import ray
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(module)
+    old = os.environ.get("RAY_AUTH_MODE")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        cloudpickle.unregister_pickle_by_value(module)
+        if old is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = old
 
 
 def end_process_group(proc: subprocess.Popen, timeout: float) -> None:

@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from conftest import local_ray
 from orchestrator.asha import CycleASHA, RungState, StopMarker, build_scheduler
 from orchestrator.schedulers import STOPPED_TAG, describe_stops, stop_tag, stopped_at, time_unit
 from orchestrator.tracking import KIND_TAG, iter_child_runs
@@ -161,30 +162,17 @@ def crash_once_trainable(config: dict) -> None:
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    import ray
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
-    old = os.environ.get("RAY_AUTH_MODE")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # see test_tracking.ray_local
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
+    with local_ray(sys.modules[__name__], num_cpus=1):
         yield
-    finally:
-        ray.shutdown()
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-        if old is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = old
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_a_restored_sweep_keeps_asha_rungs(ray_local: None, tmp_path: Path) -> None:
-    """Real Tune: two trials (0.5, then 0.9: neither below its rung's median) fill rung 1, the third crashes before its first report and the
-    sweep ends; `Tuner.restore` re-runs it, and ASHA stops it at rung 1 as the uninterrupted
-    sweep would have (with the rungs lost it would train all 4 epochs)."""
+    """Real Tune: two trials (0.5, then 0.9: neither below its rung's median) fill rung 1, the
+    third crashes before its first report and the sweep ends; `Tuner.restore` re-runs it, and
+    ASHA stops it at rung 1 as the uninterrupted sweep would have (with the rungs lost it would
+    train all 4 epochs)."""
     from ray import tune
 
     scheduler = ASHAScheduler(time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2, stop_last_trials=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from conftest import MlflowServer, fresh_store
+from conftest import MlflowServer, fresh_store, local_ray
 from orchestrator.tracking import (
     KIND_TAG,
     PARENT_TAG,
@@ -145,31 +144,9 @@ def resolve_params(config: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ray_local(mlflow_server: MlflowServer) -> Iterator[None]:
-    """One real local Ray for the module (it requests the server only to start it early).
-
-    Ray 2.60 turns token auth on for a new local cluster when RAY_AUTH_MODE is unset (it writes
-    ~/.ray/auth_token and sets RAY_AUTH_MODE=token in os.environ), and the C++ side caches the
-    mode at its first read, so the variable must be decided before the first ray.init of the
-    process and then kept: setdefault keeps whatever an earlier test module chose.
-    """
-    import ray
-    from ray import cloudpickle
-
-    # Workers get the driver's cwd on sys.path, not pytest's tests/ dir: ship this module's
-    # functions (the trainable) by value instead of by import.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    old = os.environ.get("RAY_AUTH_MODE")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    """One real local Ray for the module (it requests the server only to start it early)."""
+    with local_ray(sys.modules[__name__], num_cpus=2):
         yield
-    finally:
-        ray.shutdown()
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-        if old is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = old
 
 
 # --------------------------------------------------------------------------- pure helpers
