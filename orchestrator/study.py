@@ -87,7 +87,10 @@ def make_searcher(plan: Plan, *, sampler: str, seed: int, storage_url: str, stud
 
 
 def load_study(storage_url: str, study_name: str) -> Any:
-    """The stored study, read back (tests, reports)."""
+    """The stored study, read back (tests, reports). A reader never creates the schema: Optuna
+    would create and stamp it when the database is still empty, racing the sweep that is
+    creating it (seen in CI: the sweep died on a duplicate alembic_version row)."""
     import optuna
 
-    return optuna.load_study(study_name=study_name, storage=storage_url)
+    storage = optuna.storages.RDBStorage(storage_url, skip_table_creation=True)
+    return optuna.load_study(study_name=study_name, storage=storage)

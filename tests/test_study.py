@@ -100,3 +100,15 @@ def test_resume_continues_the_stored_study(tmp_path: Path) -> None:
     for child in children:  # no trial trained (and logged) an epoch twice
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
         assert steps == list(range(1, 13)), steps  # every one of the 12 epochs, once
+
+
+def test_reading_a_study_never_creates_the_schema(tmp_path: Path) -> None:
+    """A reader polling a study the sweep is still creating must not create (and stamp) the
+    schema itself: both would insert Optuna's alembic row, and the sweep died of it once."""
+    import sqlite3
+
+    db = tmp_path / "optuna.db"
+    with pytest.raises(Exception):  # noqa: B017, PT011 - no table yet: Optuna's own error
+        load_study(f"sqlite:///{db}", "s")
+    tables = sqlite3.connect(db).execute("select name from sqlite_master").fetchall() if db.exists() else []
+    assert tables == []
