@@ -87,10 +87,29 @@ def make_searcher(plan: Plan, *, sampler: str, seed: int, storage_url: str, stud
 
 
 def load_study(storage_url: str, study_name: str) -> Any:
-    """The stored study, read back (tests, reports). A reader never creates the schema: Optuna
-    would create and stamp it when the database is still empty, racing the sweep that is
-    creating it (seen in CI: the sweep died on a duplicate alembic_version row)."""
+    """The stored study, read back (tests, reports), never writing to its database.
+
+    Optuna's storage stamps the schema (version row, alembic revision) when it finds it
+    unstamped: a reader polling a study the sweep is still creating would stamp it too, and
+    the sweep then dies on the duplicate alembic row (seen in CI). So a SQLite database is
+    read only once the sweep has stamped it; `LookupError` before."""
     import optuna
 
+    if storage_url.startswith("sqlite:///") and not _stamped(Path(storage_url.removeprefix("sqlite:///"))):
+        raise LookupError(f"{storage_url} holds no complete Optuna schema yet")
     storage = optuna.storages.RDBStorage(storage_url, skip_table_creation=True)
     return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def _stamped(path: Path) -> bool:
+    """True when Optuna has finished creating its schema in this SQLite file (read only)."""
+    import sqlite3
+    from contextlib import closing
+
+    if not path.is_file():
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return db.execute("select count(*) from alembic_version").fetchone()[0] > 0
+    except sqlite3.Error:  # no such table yet, or locked mid-creation
+        return False
