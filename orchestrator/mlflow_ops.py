@@ -302,7 +302,7 @@ def inputs_op(rec: TrialRecord, datasets: Sequence[Mapping[str, str]]) -> Op:
 
 def mask_figure_op(rec: TrialRecord, final: str | None, cycles: Sequence[tuple[int, str]],
                    artifact_path: str = "masks") -> Op | None:
-    """Draw the mask summary PNG (`orchestrator.mlflow_ui.render_mask_figure`) from mask files
+    """Draw the mask summary PNG (`trainables.mask_figure.render_mask_figure`) from mask files
     that stay where they are (Tune's checkpoints: `--sync-mlflow`) and upload it next to them;
     a re-upload replaces it. Live sweeps draw it in their `artifacts_op` instead."""
     if final is None and not cycles:
@@ -541,7 +541,7 @@ class MlflowWriter:
     def _mask_figure(self, run_id: str, op: Op) -> None:
         import tempfile
 
-        from orchestrator.mlflow_ui import MASK_FIGURE, render_mask_figure
+        from trainables.mask_figure import render_mask_figure
 
         final = Path(op["final"]) if op.get("final") else None
         cycles = [(int(c), Path(p)) for c, p in op.get("cycles", []) if Path(p).is_file()]

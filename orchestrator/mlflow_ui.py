@@ -39,8 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainables.mask_figure import MASK_FIGURE, render_mask_figure  # noqa: F401 (re-exported)
-
 if TYPE_CHECKING:
     from search_spaces import Plan
 
@@ -375,9 +373,8 @@ def _dataset_input(flat: Mapping[str, Any]) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- mask figure
 
-# `MASK_FIGURE` and `render_mask_figure` live in `trainables.mask_figure` (imported above): a
-# trial draws its figure into its final checkpoint; the driver draws it only for checkpoints
-# without one (`--sync-mlflow`, a trial stopped before its last epoch, an older checkpoint).
+# `MASK_FIGURE` and `render_mask_figure` live in `trainables.mask_figure`: a trial draws its
+# figure into its final checkpoint; the driver draws it only for checkpoints without one (`--sync-mlflow`, a trial stopped before its last epoch, an older checkpoint).
 
 def mask_files(kept: Sequence[tuple[str, str]]) -> tuple[str | None, list[tuple[int, str]]]:
     """The final mask and the per-cycle masks among files uploaded from a checkpoint

@@ -42,10 +42,11 @@ from orchestrator.mlflow_ops import (
     tags_op,
     to_params,
 )
-from orchestrator.mlflow_ui import MASK_FIGURE, SweepLabels, dataset_input, mask_files
+from orchestrator.mlflow_ui import SweepLabels, dataset_input, mask_files
 from orchestrator.recovery import error_summary
 from orchestrator.spool import http_health
 from trainables.config import ConfigError
+from trainables.mask_figure import MASK_FIGURE
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ from orchestrator.mlflow_ui import (
     dataset_input,
     mask_files,
     param_text,
-    render_mask_figure,
     trial_number,
     view_url,
 )
@@ -38,7 +37,7 @@ from orchestrator.tracking import SweepTracker
 from search_spaces import get_space, make_plan
 from trainables.checkpoint_io import verify_checkpoint, write_manifest
 from trainables.config import ExperimentConfig
-from trainables.mask_figure import MASK_FIGURE
+from trainables.mask_figure import MASK_FIGURE, render_mask_figure
 from trainables.sparse.mask_io import write_masks
 
 PNG = b"\x89PNG\r\n\x1a\n"
