@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from orchestrator.cluster.packing import gpu_share
 from orchestrator.driver import run
-from orchestrator.packing import gpu_share
 from orchestrator.sweep import build_parser, build_plan, settings_from_args
 
 

@@ -7,8 +7,8 @@ Each model trains edge-popup (the strong-lottery default) on synthetic uint8 ima
 reference input (32x32x3; 224x224x3 for torchvision's ImageNet models), through the real
 engine (`trainables.loop.train_epoch`): a warm-up epoch of one step, then an epoch of 1 + `--steps`
 steps less an epoch of 1 step (so per-epoch work is not counted as step time). The
-figure is kept with its batch and FLOPs/sample, and `orchestrator.packing` scales it linearly
-to another batch size or input shape. `--write` rewrites orchestrator/step_costs.py with the
+figure is kept with its batch and FLOPs/sample, and `orchestrator.cluster.packing` scales it linearly
+to another batch size or input shape. `--write` rewrites orchestrator/cluster/step_costs.py with the
 new figures for that device and keeps the other device's.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from orchestrator.packing import profile
+from orchestrator.cluster.packing import profile
 from trainables.config import MODELS, TORCHVISION_MODELS, ExperimentConfig
 from trainables.data import DataBundle
 from trainables.loop import DistContext, build_state, train_epoch
@@ -90,7 +90,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=0, help="batch (default: 32 at 32px, 4 at 224px on "
                    "CPU; 128 and 64 on a GPU)")
     p.add_argument("--steps", type=int, default=6, help="timed steps per model (beyond a 1-step epoch)")
-    p.add_argument("--write", action="store_true", help="store the figures in orchestrator/step_costs.py")
+    p.add_argument("--write", action="store_true", help="store the figures in orchestrator/cluster/step_costs.py")
     args = p.parse_args()
     device = torch.device(args.device)
     results: dict[str, dict[str, float]] = {}
@@ -105,7 +105,7 @@ def main() -> None:
         results[model] = {"batch": batch, "seconds": round(s, 6), "flops_per_sample": flops}
         print(f"{model:<18} {batch:>5} {s:>9.4f} {1000 * s / batch:>10.2f}", flush=True)
     if args.write:
-        from orchestrator.step_costs import STEP_COSTS
+        from orchestrator.cluster.step_costs import STEP_COSTS
 
         costs = {k: dict(v) for k, v in STEP_COSTS.items()}
         costs.setdefault(device.type, {}).update(results)

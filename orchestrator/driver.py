@@ -1,6 +1,9 @@
 """The sweep driver: start Ray and the MLflow parent run, build or restore the Tuner, run it,
 show and log the results. `orchestrator.sweep` (the CLI) has validated everything before this
 starts; what can still fail here (the cluster, the storage, a trial) ends in one line too.
+
+`run` is a sequence of named phases; each returns what the next needs, and the sweep's
+outcome maps to one of the named exit codes below.
 """
 
 from __future__ import annotations
@@ -10,90 +13,105 @@ import logging
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.sweep import (
-    STATE_FILE,
-    Settings,
-    _is_uri,
-    _tune_root,
-    check_tracking_server,
-    runnable,
-)
+from orchestrator.settings import Settings, SweepLayout
 
 if TYPE_CHECKING:
-    from orchestrator.mlflow_ui import SweepLabels
-    from orchestrator.tracking import SweepTracker
+    from orchestrator.tracking.labels import SweepLabels
+    from orchestrator.tracking.tracker import SweepTracker
     from search_spaces import Plan
 
 logger = logging.getLogger(__name__)
 
 
-def _write_state(sweep_dir: Path, settings: Settings) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    tmp = sweep_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(asdict(settings), indent=2))
-    os.replace(tmp, sweep_dir / STATE_FILE)
+class ExitCode(IntEnum):
+    """The sweep's exit status, as the shell sees it."""
+
+    OK = 0  # every trial finished
+    TRIALS_FAILED = 1  # at least one trial ended in an error
+    BAD_INPUT = 2  # refused before anything started (one line on stderr)
+    STORAGE_FULL = 75  # EX_TEMPFAIL: the storage is full or not writable; resume once it is
+    INTERRUPTED = 130  # Ctrl-C (or a trial not yet created): resume to finish
+
+
+@dataclass
+class Started:
+    """What the start-up phase hands on: the MLflow side and the cluster's GPU answer."""
+
+    tracker: SweepTracker
+    labels: SweepLabels
+    gpus: Any
 
 
 def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, address: str | None,
         trial_fn: Any = None) -> int:
     """Run or resume the sweep; `trial_fn` replaces the trainable (benchmarks of the machinery)."""
+    import ray
+
+    layout = settings.layout
+    metric = settings.metric or plan.space.metric
+    mode = settings.mode or plan.space.mode
+    _preflight(settings, layout, resume=resume, address=address)
+    started = _start(settings, plan, layout, num_cpus=num_cpus, address=address)
+    status = "FAILED"
+    try:
+        view_link = _open_parent(settings, plan, layout, started, metric, mode)
+        tuner = _build_tuner(settings, plan, layout, started, metric, mode, resume=resume,
+                             trial_fn=trial_fn)
+        results = tuner.fit()  # returns early, state saved, when interrupted (Ctrl-C)
+        status, code = _finish(settings, plan, layout, started.tracker, results, metric, mode,
+                               view_link)
+        return code
+    finally:
+        started.tracker.finish(status)
+        from orchestrator.tracking.outbox import spool_hint
+
+        if hint := spool_hint(started.tracker.outbox, settings.storage, settings.name):
+            print(f"\n{hint}", file=sys.stderr)
+        ray.shutdown()
+
+
+def _preflight(settings: Settings, layout: SweepLayout, *, resume: bool, address: str | None) -> None:
+    """What can be checked before Ray starts: the tracking server, Tune's saved state, the
+    cluster's address and its authentication."""
     # Tune warns about experiment snapshots forced by CheckpointConfig(num_to_keep); they are
     # cheap here and the warning repeats every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # A diverged trial's last report has no test metric on purpose (Optuna records it as
     # pruned); Tune would otherwise refuse any report without the sweep's metric.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    import ray
-    from ray import tune
-
-    from orchestrator.security import stop_credential_copies
+    from orchestrator.cluster.resources import check_address, check_auth
+    from orchestrator.cluster.security import stop_credential_copies
+    from orchestrator.tracking.uris import check_tracking_server
 
     stop_credential_copies()  # Ray would log the driver's cloud keys in every trial's env
-
-    from orchestrator.nodes import with_node_id
-    from orchestrator.recovery import count_status, failed_for_storage, spool_dir_for
-    from orchestrator.resources import (
-        check_address,
-        check_auth,
-        check_resources,
-        connect,
-        trial_resources,
-        worker_gpus,
-    )
-    from orchestrator.results import results_table, show_results, unfinished_trials
-    from orchestrator.tracking import (
-        MLflowTrialCallback,
-        fail_fast_http,
-        spool_hint,
-        tracking_ui_command,
-    )
-
-    space = plan.space
-    metric = settings.metric or space.metric
-    mode = settings.mode or space.mode
-    tune_root = _tune_root(settings.storage)
-    sweep_path = f"{tune_root}/{settings.name}"
     check_tracking_server(settings.tracking_uri)
-    if resume and not _is_uri(settings.storage):  # Tune's state cut short, checkpoints it lost
-        from orchestrator.tune_state import prepare_restore
+    if resume and not layout.remote:  # Tune's state cut short, checkpoints it lost
+        from orchestrator.tuner.state import prepare_restore
 
-        for note in prepare_restore(Path(sweep_path)):
+        for note in prepare_restore(layout.sweep_dir):
             print(f"note: {note}", file=sys.stderr)
-
     check_address(address)
     check_auth(address)
 
-    spool_dir = spool_dir_for(settings.storage, settings.name)  # MLflow writes wait here in an outage
+
+def _start(settings: Settings, plan: Plan, layout: SweepLayout, *, num_cpus: int | None,
+           address: str | None) -> Started:
+    """Ray's start (processes to spawn and wait for) and MLflow's (a new SQLite store migrates
+    its schema: seconds of Python; the trainable's imports) overlap: the driver's fixed cost,
+    before any trial runs."""
+    import ray
+
+    from orchestrator.cluster.resources import check_resources, connect
+    from orchestrator.tracking.uris import fail_fast_http
+
     fail_fast_http()
-    # Ray's start (processes to spawn and wait for) and MLflow's (a new SQLite store migrates
-    # its schema: seconds of Python; the trainable's imports) overlap: the driver's fixed cost,
-    # before any trial runs.
     with ThreadPoolExecutor(1, thread_name_prefix="sparsesweep-mlflow") as pool:
-        mlflow_ready = pool.submit(_open_tracking, settings, plan, spool_dir)
+        mlflow_ready = pool.submit(_open_tracking, settings, plan, layout.spool_dir)
         connect(address, num_cpus)
         try:
             gpus = check_resources(settings, plan, ray.cluster_resources(), remote=address is not None)
@@ -101,92 +119,7 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
         except BaseException:
             ray.shutdown()
             raise
-    from orchestrator.mlflow_ui import view_url
-    from trainables.tune import Runtime, trial  # imported by _open_tracking, while Ray started
-
-    grid_trials = len(plan.points()) if plan.search == "grid" else 0
-    view_tag, view = labels.shared_view(metric, mode)
-    view_link = view_url(settings.tracking_uri, tracker.experiment_id, labels.view_key())
-    parent = tracker.start(settings.name, params={"space": space.name, "search": plan.search,
-                                                  # typed as the trials got them: 0.5, not "0.5000"
-                                                  **{f"set.{k}": plan.base.get(k, v) for k, v in settings.sets.items()},
-                                                  # --grid overrides: the report rebuilds the command
-                                                  **{f"grid.{k}": ",".join(map(str, v))
-                                                     for k, v in settings.grids.items()},
-                                                  "grid_trials": grid_trials,
-                                                  "num_samples": plan.num_samples,
-                                                  "workers_per_trial": settings.workers_per_trial},
-                           tags={"sparsesweep.space": space.name, **labels.parent_tags()},
-                           resume_run_id=settings.parent_run_id,
-                           run_name=labels.parent_run_name(grid_trials or plan.num_samples),
-                           note=labels.parent_note(settings.command, plan, view_link),
-                           experiment_tags={view_tag: view})
-    settings.parent_run_id = parent
-    if not _is_uri(settings.storage):
-        _write_state(Path(sweep_path), settings)
-
-    runtime = Runtime(workers=settings.workers_per_trial, use_gpu=worker_gpus(gpus) > 0,
-                      cpus_per_worker=settings.cpus_per_worker, gpus_per_worker=worker_gpus(gpus),
-                      ddp_storage=f"{sweep_path}/ddp")
-    # the trial draws its mask figure, titled with its run name (the driver only uploads it)
-    fn = tune.with_parameters(trial_fn or trial, variants=plan.variants, runtime=runtime,
-                              **({} if trial_fn else {"figure_title": labels.run_name}))
-    trainable = tune.with_resources(with_node_id(fn), trial_resources(settings, gpus, plan))
-    status = "FAILED"
-    try:
-        if resume:  # Tune restores its RunConfig, our (picklable) MLflow callback included
-            tuner = tune.Tuner.restore(sweep_path, trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True)
-        else:
-            callback = MLflowTrialCallback(
-                settings.tracking_uri, tracker.experiment_id, parent,
-                resolve_params=lambda c: plan.resolve(c).to_flat(), spool_dir=spool_dir, labels=labels)
-            tune_config, marker = _tune_config(plan, settings, metric, mode, sweep_path)
-            tuner = tune.Tuner(trainable, param_space=_param_space(plan),
-                               tune_config=tune_config,
-                               run_config=tune.RunConfig(
-                                   name=settings.name, storage_path=tune_root,
-                                   # the marker edits results first
-                                   callbacks=[*marker, callback, *_state_backup(settings, sweep_path)],
-                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                   failure_config=tune.FailureConfig(max_failures=settings.max_failures)))
-        results = tuner.fit()  # returns early, state saved, when interrupted (Ctrl-C)
-        df = results_table(results, plan, metric, mode)
-        errors = int((df["status"] == "ERROR").sum()) if len(df) else 0
-        # an interrupt between two trials leaves the next one not yet created: not in `df` at all
-        incomplete = unfinished_trials(df, plan)
-        status = "KILLED" if incomplete else ("FINISHED" if errors == 0 else "FAILED")
-        out_dir = None if _is_uri(settings.storage) else Path(sweep_path)
-        for path in show_results(df, results, plan, metric, mode, out_dir, figures=False):
-            tracker.log_artifact(path, "")
-        from orchestrator.report.sweep_end import report_sweep
-
-        index = report_sweep(settings.tracking_uri, settings.experiment, parent,
-                             None if out_dir is None else out_dir / "report")
-        if index is not None:
-            print(f"\nReport: {index}" + (" (also in MLflow, the parent run's report/)" if out_dir else
-                                          " (logged to the parent run's report/)"))
-        print(f"\nMLflow: {runnable(tracking_ui_command(settings.tracking_uri))}")
-        print(f"This sweep in MLflow's runs table: {view_link}")
-        print(f"Tune results and checkpoints: {sweep_path}")
-        if diverged := count_status(df, "DIVERGED"):
-            print(f"{diverged} trial(s) diverged (loss NaN/inf): stopped at once, status DIVERGED; "
-                  f"the others ran on", file=sys.stderr)
-        if full := failed_for_storage(results):
-            print(f"\nerror: {len(full)} trial(s) stopped because the storage is full or not "
-                  f"writable ({full[0]}); free space, then resume with:\n  python -m orchestrator.sweep "
-                  f"--storage {settings.storage} --resume {settings.name}", file=sys.stderr)
-            return 75
-        if incomplete:
-            print(f"\n{incomplete} trial(s) did not finish; continue the sweep with:\n  python -m "
-                  f"orchestrator.sweep --storage {settings.storage} --resume {settings.name}", file=sys.stderr)
-            return 130
-        return 0 if errors == 0 else 1
-    finally:
-        tracker.finish(status)
-        if hint := spool_hint(tracker.outbox, settings.storage, settings.name):
-            print(f"\n{hint}", file=sys.stderr)
-        ray.shutdown()
+    return Started(tracker, labels, gpus)
 
 
 def _open_tracking(settings: Settings, plan: Plan,
@@ -195,8 +128,8 @@ def _open_tracking(settings: Settings, plan: Plan,
     (`dataset_input` keeps it for the sweep: the trials' first start does not compute it).
     Imports the trainable's module first (torch's compiler stack, ray.train: ~1.5 s)."""
     import trainables.tune  # noqa: F401
-    from orchestrator.mlflow_ui import SweepLabels, dataset_input
-    from orchestrator.tracking import SweepTracker
+    from orchestrator.tracking.labels import SweepLabels, dataset_input
+    from orchestrator.tracking.tracker import SweepTracker
 
     tracker = SweepTracker(settings.tracking_uri, settings.experiment, Path(settings.storage), spool_dir)
     labels = SweepLabels.from_plan(plan, settings.name)  # run names, tags, note (MLflow's UI)
@@ -212,13 +145,117 @@ def _open_tracking(settings: Settings, plan: Plan,
     return tracker, labels
 
 
-def _state_backup(settings: Settings, sweep_path: str) -> list[Any]:
-    """A copy of Tune's last readable state for --resume (orchestrator.tune_state); local storage."""
-    if _is_uri(settings.storage):
-        return []
-    from orchestrator.tune_state import TuneStateBackup
+def _open_parent(settings: Settings, plan: Plan, layout: SweepLayout, started: Started,
+                 metric: str, mode: str) -> str:
+    """The sweep's parent run (created, or found again on resume) and its saved view; the
+    settings are saved with the parent's id. Returns the link to the view."""
+    from orchestrator.tracking.labels import view_url
 
-    return [TuneStateBackup(sweep_path)]
+    tracker, labels = started.tracker, started.labels
+    grid_trials = len(plan.points()) if plan.search == "grid" else 0
+    view_tag, view = labels.shared_view(metric, mode)
+    view_link = view_url(settings.tracking_uri, tracker.experiment_id, labels.view_key())
+    params = {"space": plan.space.name, "search": plan.search,
+              # typed as the trials got them: 0.5, not "0.5000"
+              **{f"set.{k}": plan.base.get(k, v) for k, v in settings.sets.items()},
+              # --grid overrides: the report rebuilds the command
+              **{f"grid.{k}": ",".join(map(str, v)) for k, v in settings.grids.items()},
+              "grid_trials": grid_trials,
+              "num_samples": plan.num_samples,
+              "workers_per_trial": settings.workers_per_trial}
+    settings.parent_run_id = tracker.start(
+        settings.name, params=params, tags={"sparsesweep.space": plan.space.name, **labels.parent_tags()},
+        resume_run_id=settings.parent_run_id,
+        run_name=labels.parent_run_name(grid_trials or plan.num_samples),
+        note=labels.parent_note(settings.command, plan, view_link),
+        experiment_tags={view_tag: view})
+    if not layout.remote:
+        layout.write_settings(settings)
+    return view_link
+
+
+def _build_tuner(settings: Settings, plan: Plan, layout: SweepLayout, started: Started,
+                 metric: str, mode: str, *, resume: bool, trial_fn: Any) -> Any:
+    """A new Tuner, or Tune's own restored one (its pickled RunConfig, our MLflow callback in it)."""
+    from ray import tune
+
+    from orchestrator.cluster.nodes import with_node_id
+    from orchestrator.cluster.resources import trial_resources, worker_gpus
+    from trainables.tune import Runtime, trial  # imported by _open_tracking, while Ray started
+
+    gpus = started.gpus
+    runtime = Runtime(workers=settings.workers_per_trial, use_gpu=worker_gpus(gpus) > 0,
+                      cpus_per_worker=settings.cpus_per_worker, gpus_per_worker=worker_gpus(gpus),
+                      ddp_storage=layout.ddp_storage)
+    # the trial draws its mask figure, titled with its run name (the driver only uploads it)
+    fn = tune.with_parameters(trial_fn or trial, variants=plan.variants, runtime=runtime,
+                              **({} if trial_fn else {"figure_title": started.labels.run_name}))
+    trainable = tune.with_resources(with_node_id(fn), trial_resources(settings, gpus, plan))
+    if resume:
+        return tune.Tuner.restore(layout.sweep_path, trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    from orchestrator.tracking.callback import MLflowTrialCallback
+
+    callback = MLflowTrialCallback(
+        settings.tracking_uri, started.tracker.experiment_id, settings.parent_run_id,
+        resolve_params=lambda c: plan.resolve(c).to_flat(), spool_dir=layout.spool_dir,
+        labels=started.labels)
+    tune_config, marker = _tune_config(plan, settings, layout, metric, mode)
+    return tune.Tuner(trainable, param_space=_param_space(plan), tune_config=tune_config,
+                      run_config=tune.RunConfig(
+                          name=settings.name, storage_path=layout.tune_root,
+                          # the marker edits results first
+                          callbacks=[*marker, callback, *_state_backup(layout)],
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                          failure_config=tune.FailureConfig(max_failures=settings.max_failures)))
+
+
+def _finish(settings: Settings, plan: Plan, layout: SweepLayout, tracker: SweepTracker,
+            results: Any, metric: str, mode: str, view_link: str) -> tuple[str, ExitCode]:
+    """The results table and report, where to find everything, and the outcome: the parent
+    run's final status and the exit code."""
+    from orchestrator.recovery import count_status, failed_for_storage
+    from orchestrator.report.sweep_end import report_sweep
+    from orchestrator.results import results_table, show_results, unfinished_trials
+    from orchestrator.tracking.uris import runnable, tracking_ui_command
+
+    df = results_table(results, plan, metric, mode)
+    errors = int((df["status"] == "ERROR").sum()) if len(df) else 0
+    # an interrupt between two trials leaves the next one not yet created: not in `df` at all
+    incomplete = unfinished_trials(df, plan)
+    status = "KILLED" if incomplete else ("FINISHED" if errors == 0 else "FAILED")
+    for path in show_results(df, results, plan, metric, mode, layout.local_dir):
+        tracker.log_artifact(path, "")
+    index = report_sweep(settings.tracking_uri, settings.experiment, settings.parent_run_id,
+                         layout.report_dir)
+    if index is not None:
+        print(f"\nReport: {index}" + (" (also in MLflow, the parent run's report/)" if not layout.remote
+                                      else " (logged to the parent run's report/)"))
+    print(f"\nMLflow: {runnable(tracking_ui_command(settings.tracking_uri))}")
+    print(f"This sweep in MLflow's runs table: {view_link}")
+    print(f"Tune results and checkpoints: {layout.sweep_path}")
+    if diverged := count_status(df, "DIVERGED"):
+        print(f"{diverged} trial(s) diverged (loss NaN/inf): stopped at once, status DIVERGED; "
+              f"the others ran on", file=sys.stderr)
+    resume_cmd = f"python -m orchestrator.sweep --storage {settings.storage} --resume {settings.name}"
+    if full := failed_for_storage(results):
+        print(f"\nerror: {len(full)} trial(s) stopped because the storage is full or not "
+              f"writable ({full[0]}); free space, then resume with:\n  {resume_cmd}", file=sys.stderr)
+        return status, ExitCode.STORAGE_FULL
+    if incomplete:
+        print(f"\n{incomplete} trial(s) did not finish; continue the sweep with:\n  {resume_cmd}",
+              file=sys.stderr)
+        return status, ExitCode.INTERRUPTED
+    return status, ExitCode.OK if errors == 0 else ExitCode.TRIALS_FAILED
+
+
+def _state_backup(layout: SweepLayout) -> list[Any]:
+    """A copy of Tune's last readable state for --resume (tuner.state); local storage only."""
+    if layout.remote:
+        return []
+    from orchestrator.tuner.state import TuneStateBackup
+
+    return [TuneStateBackup(layout.sweep_path)]
 
 
 def _param_space(plan: Plan) -> dict[str, Any]:
@@ -232,27 +269,26 @@ def _param_space(plan: Plan) -> dict[str, Any]:
     return space
 
 
-def _tune_config(plan: Plan, settings: Settings, metric: str, mode: str,
-                 sweep_path: str) -> tuple[Any, list[Any]]:
+def _tune_config(plan: Plan, settings: Settings, layout: SweepLayout, metric: str,
+                 mode: str) -> tuple[Any, list[Any]]:
     """TuneConfig (searcher, scheduler) and the callbacks the scheduler needs before MLflow's."""
     from ray import tune
 
     search_alg = None
     if plan.search == "optuna":
-        from orchestrator.study import default_storage_url, make_searcher
+        from orchestrator.tuner.searchers import allow_missing_metric
+        from orchestrator.tuner.study import make_searcher
 
-        url = settings.optuna_storage or ("" if _is_uri(sweep_path) else default_storage_url(Path(sweep_path)))
+        url = settings.optuna_storage or layout.default_study_url()
         if not url:
             print("note: the Optuna study is kept in memory (--storage is a URI); give "
                   "--optuna-storage to keep it in a database", file=sys.stderr)
         search_alg = make_searcher(plan, sampler=settings.sampler, seed=settings.optuna_seed,
                                    storage_url=url, study_name=settings.name, metric=metric, mode=mode)
-        from orchestrator.searchers import allow_missing_metric
-
         search_alg = allow_missing_metric(search_alg)  # a diverged trial ends with no score: pruned
     scheduler, marker = None, []
     if settings.scheduler == "asha":
-        from orchestrator.asha import RungState, build_scheduler
+        from orchestrator.tuner.asha import RungState, build_scheduler
 
         scheduler, stop_marker = build_scheduler(plan, grace_period=settings.grace_period,
                                                  reduction_factor=settings.reduction_factor)

@@ -8,23 +8,15 @@ policy, kept here so each file does one thing.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-# errno values meaning "the storage cannot take more"; the sweep resumes once it can.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+from trainables.keys import STORAGE_ERRNOS
+
 STORAGE_MARKERS = ("No space left on device", "Disk quota exceeded", "Read-only file system",
                    "database or disk is full", "cannot write the checkpoint to")
-
-
-def spool_dir_for(storage: str, name: str) -> Path:
-    """The MLflow spool of a sweep: its directory when local, else a driver-local folder."""
-    if "://" in storage:
-        return Path.home() / ".sparsesweep" / "spool" / name
-    return Path(storage) / "tune" / name
 
 
 def storage_error(exc: BaseException) -> OSError | None:

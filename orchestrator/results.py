@@ -13,10 +13,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from orchestrator.nodes import NODE_KEY
+from orchestrator.cluster.nodes import NODE_KEY
 from orchestrator.recovery import error_summary
-from orchestrator.schedulers import describe_stops, stopped_at
+from orchestrator.tuner.schedulers import describe_stops, stopped_at
 from search_spaces import Plan
+from trainables.keys import DIVERGED_KEY
 
 # Shown when some trial reported them (dense training has no dying ratio).
 SHOWN_METRICS = ("test_acc", "dying_ratio", "k_minus_dying", "density", "epoch")
@@ -49,7 +50,7 @@ def results_table(results: Any, plan: Plan, metric: str, mode: str) -> Any:
         done = metrics.get("epoch") == plan.resolve(config).total_epochs if config else False
         stop = stopped_at(metrics)
         row["status"] = "ERROR" if r.error else ("OK" if done else ("STOPPED" if stop else "INCOMPLETE"))
-        if not r.error and metrics.get("diverged"):  # loss NaN/inf: the trial stopped at once
+        if not r.error and metrics.get(DIVERGED_KEY):  # loss NaN/inf: the trial stopped at once
             row["status"] = "DIVERGED"
         row["error"] = error_summary(r.error) if r.error else None  # e.g. out of memory, and why
         row["stopped_at"] = f"{stop[0]} {stop[1]}" if stop else None
@@ -188,117 +189,10 @@ def cycle_summary(cycles: Any, plan: Plan) -> Any:
     return table
 
 
-def _label(row: Any, keys: list[str]) -> str:
-    return " ".join(str(row[k]) if k == "variant" else f"{k.split('.')[-1]}={row[k]}" for k in keys) or "all"
-
-
-def save_cycle_figure(summary: Any, plan: Plan, path: Path) -> Path | None:
-    """Accuracy and dying ratio against each cycle's remaining ratio, per configuration
-    (soft-iep.txt Fig. 3b and 5a), with standard-error bands when there are several seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    keys = group_keys(plan)
-    flat = summary.reset_index()
-    if flat.empty:
-        return None
-    fig, (acc_ax, dying_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
-    # IMP rounds have no dying ratio: the right panel shows the angular distances instead (Fig. 4)
-    imp = "cycle_distance_prev" in flat and "cycle_dying_ratio" not in flat
-    groups = flat.groupby(keys) if keys else [((), flat)]
-    for _, part in groups:
-        part = part.sort_values("cycle")
-        label = _label(part.iloc[0], keys)
-        x = part["cycle_remaining_ratio"]
-        line, = acc_ax.plot(x, part["cycle_test_acc"], "o-", label=label)
-        if "cycle_test_acc_se" in part:
-            acc_ax.fill_between(x, part["cycle_test_acc"] - part["cycle_test_acc_se"],
-                                part["cycle_test_acc"] + part["cycle_test_acc_se"],
-                                color=line.get_color(), alpha=0.2)
-        if "cycle_reinit_test_acc" in part and part["cycle_reinit_test_acc"].notna().any():
-            acc_ax.plot(x, part["cycle_reinit_test_acc"], "x:", color=line.get_color(), label=f"{label} (reinit)")
-        if imp:
-            dying_ax.plot(x, part["cycle_distance_prev"], "o-", color=line.get_color(), label=f"{label} (to r-1)")
-            dying_ax.plot(x, part["cycle_distance_init"], "s--", color=line.get_color(), label=f"{label} (to θ0)")
-        if "cycle_dying_ratio" in part and part["cycle_dying_ratio"].notna().any():
-            dying_ax.plot(x, part["cycle_dying_ratio"], "o-", color=line.get_color(), label=label)
-        if "cycle_dying_ratio_apparent" in part and part["cycle_dying_ratio_apparent"].notna().any():
-            dying_ax.plot(x, part["cycle_dying_ratio_apparent"], "s--", color=line.get_color(),
-                          label=f"{label} (apparent)")
-    right = (("angular distance 2∠/π", "IMP: distance to the previous round and to θ0 (Fig. 4)") if imp else
-             ("dying ratio (per cycle)", "dying ratio per cycle (Fig. 5a)"))
-    for ax, ylabel, title in ((acc_ax, "test accuracy", "IMP (o) and reinit (x) per round (Fig. 1)" if imp else
-                               "accuracy per cycle (Fig. 3b)"), (dying_ax, *right)):
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
-        ax.tick_params(axis="x", which="minor", labelsize=7)
-        ax.invert_xaxis()  # sparser to the right
-        ax.set_xlabel("remaining ratio")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    acc_ax.legend(fontsize=7)
-    if dying_ax.get_legend_handles_labels()[0]:
-        dying_ax.legend(fontsize=7)
-    fig.suptitle(f"{plan.space.name}: per round" if imp else
-                 f"{plan.space.name}: per cycle (solid: worst case; dashed: hard pruning's apparent)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def save_figure(df: Any, plan: Plan, metric: str, path: Path) -> Path | None:
-    """Metric and dying ratio against the first numeric axis (or per trial)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import pandas as pd
-    except ImportError:  # pragma: no cover - matplotlib ships with mlflow
-        return None
-    ok = df[df["status"] == "OK"].copy()
-    if ok.empty:
-        return None
-    dying = "dying_ratio" in ok and pd.to_numeric(ok["dying_ratio"]).notna().any()
-    shown = [metric, "dying_ratio"] if dying else [metric]
-    for m in shown:
-        ok[m] = pd.to_numeric(ok[m])
-    axis = next((k for k in [*plan.grid, *plan.optuna_space]
-                 if k != "run.seed" and k in ok and ok[k].map(lambda v: isinstance(v, (int, float))).all()), None)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if axis is not None:
-        grouped = ok.groupby(axis)[shown].mean(numeric_only=True).sort_index()
-        xs, xlabel = grouped.index.to_numpy(), axis
-    else:
-        xlabel = "variant" if "variant" in ok else "trial"
-        grouped = ok.set_index(ok[xlabel])[shown]
-        xs = range(len(grouped))
-        ax.set_xticks(list(xs), [str(i) for i in grouped.index], rotation=60, ha="right", fontsize=7)
-    ax.plot(xs, grouped[metric], "o-", color="tab:blue", label=metric)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(metric, color="tab:blue")
-    if dying:
-        ax2 = ax.twinx()
-        ax2.plot(xs, grouped["dying_ratio"], "s--", color="tab:red", label="dying ratio d_T")
-        ax2.set_ylabel("dying ratio d_T", color="tab:red")
-    ax.set_title(f"{plan.space.name}: {metric}" + (" and dying ratio" if dying else ""))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def show_results(df: Any, results: Any, plan: Plan, metric: str, mode: str,
-                 out_dir: Path | None, *, figures: bool = True) -> list[Path]:
-    """Print the tables; write them (and, with `figures`, the two overview figures) under
-    `out_dir`; return the files written. The sweep passes figures=False: orchestrator.report
-    draws its figures instead."""
+                 out_dir: Path | None) -> list[Path]:
+    """Print the tables; write them under `out_dir`; return the files written (the figures
+    are orchestrator.report's)."""
     import pandas as pd
 
     written: list[Path] = []
@@ -331,17 +225,8 @@ def show_results(df: Any, results: Any, plan: Plan, metric: str, mode: str,
     df.to_csv(out_dir / "results.csv", index=False)
     written.append(out_dir / "results.csv")
     written.append(write_parquet(trial_frame(df, results, plan), out_dir / "results.parquet"))
-    fig = save_figure(df, plan, metric, out_dir / "results.png") if figures else None
-    if fig is not None:
-        written.append(fig)
     if cycles is not None and summary is not None:
         cycles.to_csv(out_dir / "cycles.csv", index=False)
         summary.reset_index().to_csv(out_dir / "cycles_summary.csv", index=False)
         written += [out_dir / "cycles.csv", out_dir / "cycles_summary.csv"]
-        cfig = save_cycle_figure(summary, plan, out_dir / "cycles.png") if figures else None
-        if cfig is not None:
-            written.append(cfig)
-    for path in written:
-        if path.suffix == ".png":
-            print(f"Figure: {path}")
     return written

@@ -7,53 +7,21 @@ a bad key, value, space, path or resource request ends with one line on stderr a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from orchestrator.settings import STATE_FILE, Settings, SweepLayout, is_uri, storage_root, tune_root
+from orchestrator.tracking.uris import check_tracking_uri, check_writable, default_tracking_uri
 from trainables.config import ConfigError, describe_keys
 
 if TYPE_CHECKING:  # search_spaces imports Optuna: not needed by --help
     from search_spaces import Plan
 
-STATE_FILE = "sparsesweep.json"
 METRICS = ("test_acc", "test_loss", "train_acc", "train_loss", "dying_ratio", "k_minus_dying")
-
-
-@dataclass
-class Settings:
-    """What defines a sweep beyond its space; saved beside it so `--resume` needs nothing else."""
-
-    space: str = ""
-    search: str = "grid"
-    sets: dict[str, str] = field(default_factory=dict)
-    grids: dict[str, list[str]] = field(default_factory=dict)
-    num_samples: int | None = None
-    max_concurrent: int = 2
-    max_failures: int = 0
-    workers_per_trial: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float | str | None = None  # a share, "auto" (orchestrator.packing) or None
-    metric: str | None = None
-    mode: str | None = None
-    optuna_seed: int = 0
-    name: str = ""
-    storage: str = ""
-    tracking_uri: str = ""
-    experiment: str = ""
-    parent_run_id: str | None = None
-    scheduler: str = "fifo"  # or "asha" (orchestrator.schedulers)
-    grace_period: int | None = None
-    reduction_factor: float | None = None
-    sampler: str = "tpe"  # orchestrator.study.SAMPLERS
-    optuna_storage: str = ""  # RDB URL of the Optuna study ("": SQLite in the sweep's directory)
-    reuse_actors: bool = True  # no flag: benchmarks/orchestration_overhead.py compares both
-    command: str = ""  # the command line that started the sweep (credentials redacted)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -143,68 +111,8 @@ def _parse_grids(items: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def _storage_root(storage: str) -> str:
-    return storage if _is_uri(storage) else str(Path(storage).expanduser().resolve())
-
-
-def _tune_root(storage: str) -> str:
-    return f"{storage.rstrip('/')}/tune" if _is_uri(storage) else str(Path(storage) / "tune")
-
-
-def _check_tracking_uri(uri: str) -> None:
-    allowed = ("sqlite:///", "http://", "https://", "postgresql://", "mysql://", "mssql://", "databricks")
-    if not uri.startswith(allowed):
-        raise ConfigError(f"--tracking-uri: {uri!r} is not supported; use one of sqlite:///PATH, "
-                          f"http(s)://HOST:PORT, postgresql://, mysql:// (MLflow 3 has no ./mlruns file store)")
-    if uri.startswith("sqlite:///"):
-        _check_writable(Path(uri.removeprefix("sqlite:///")).parent, "--tracking-uri")
-    _refuse_password(uri, "--tracking-uri", "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
-                                            "(or the database's own password file)")
-
-
-def _refuse_password(uri: str, flag: str, instead: str) -> None:
-    """A password in a URI would be saved in sparsesweep.json and printed: take it from the env."""
-    from urllib.parse import urlparse
-
-    try:
-        secret = urlparse(uri).password
-    except ValueError:
-        secret = None
-    if secret:
-        raise ConfigError(f"{flag}: the URI holds a password, which would be written to the sweep's "
-                          f"files and logs; remove it and set {instead}")
-
-
-def _check_writable(path: Path, flag: str) -> None:
-    """The nearest existing ancestor must be a writable directory (nothing is created here)."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag}: cannot write under {path} ({probe} is not a writable directory)")
-
-
-def check_tracking_server(uri: str, timeout_s: float = 10.0) -> None:
-    """An http(s) tracking URI must answer MLflow's /health before any trial starts."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as reply:
-            if reply.status == 200:
-                return
-    except OSError as e:
-        raise ConfigError(f"--tracking-uri: no MLflow server answers at {uri} ({e})") from None
-    raise ConfigError(f"--tracking-uri: {uri}/health did not answer 200")
-
-
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    storage = _storage_root(args.storage)
+    storage = storage_root(args.storage)
     if args.resume is not None:
         return _resume_settings(args, storage)
     if args.max_concurrent < 1:
@@ -213,7 +121,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ConfigError(f"--max-failures: {args.max_failures} must be >= 0")
     if args.workers_per_trial < 1:
         raise ConfigError(f"--workers-per-trial: {args.workers_per_trial} must be >= 1")
-    from orchestrator.resources import parse_gpus
+    from orchestrator.cluster.resources import parse_gpus
 
     gpus = parse_gpus(args.gpus_per_worker)
     if args.workers_per_trial > 1 and isinstance(gpus, float) and 0 < gpus < 1:
@@ -233,13 +141,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     name = args.name or f"{space.name}-{args.search}-{time.strftime('%Y%m%d-%H%M%S')}"
     if "/" in name or name.startswith("."):
         raise ConfigError(f"--name: {name!r} must be a plain name (no '/', not starting with '.')")
-    if not _is_uri(storage) and (Path(_tune_root(storage)) / name).exists():
-        raise ConfigError(f"--name: a sweep {name!r} already exists in {_tune_root(storage)}; "
+    if not is_uri(storage) and SweepLayout(storage, name).sweep_dir.exists():
+        raise ConfigError(f"--name: a sweep {name!r} already exists in {tune_root(storage)}; "
                           f"pick another name or --resume {name}")
-    if not _is_uri(storage):
-        _check_writable(Path(storage), "--storage")
+    if not is_uri(storage):
+        check_writable(Path(storage), "--storage")
     tracking = args.tracking_uri or _default_tracking(storage)
-    _check_tracking_uri(tracking)
+    check_tracking_uri(tracking)
     return Settings(space=space.name, search=args.search, sets=_parse_sets(args.sets),
                     grids=_parse_grids(args.grids), num_samples=args.num_samples,
                     max_concurrent=args.max_concurrent, max_failures=args.max_failures,
@@ -254,7 +162,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def _scheduler_args(args: argparse.Namespace) -> tuple[str, int | None, float | None]:
     """--scheduler, --grace-period, --reduction-factor, typed (checked against the plan later)."""
-    from orchestrator.schedulers import SCHEDULERS
+    from orchestrator.tuner.schedulers import SCHEDULERS
 
     if args.scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler: {args.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
@@ -275,7 +183,7 @@ def _scheduler_args(args: argparse.Namespace) -> tuple[str, int | None, float | 
 
 def _study_args(args: argparse.Namespace) -> tuple[str, str]:
     """--sampler and --optuna-storage: Optuna's, so only with --search optuna."""
-    from orchestrator.study import check_sampler, check_storage_url
+    from orchestrator.tuner.study import check_sampler, check_storage_url
 
     for flag, value in (("--sampler", args.sampler), ("--optuna-storage", args.optuna_storage)):
         if value and args.search != "optuna":
@@ -285,11 +193,9 @@ def _study_args(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _default_tracking(storage: str) -> str:
-    if _is_uri(storage):
+    if is_uri(storage):
         raise ConfigError("--tracking-uri: required when --storage is a URI (e.g. http://HEAD:5000)")
-    from orchestrator.tracking import default_tracking_uri
-
-    return default_tracking_uri(Path(storage))
+    return default_tracking_uri(storage)
 
 
 # Flags that may accompany --resume; every other flag defines the sweep and is saved with it.
@@ -303,23 +209,19 @@ def _resume_settings(args: argparse.Namespace, storage: str) -> Settings:
              if k not in RESUME_FLAGS and v != defaults[k]]
     if given:
         raise ConfigError(f"--resume: {', '.join(given)} cannot change a sweep being resumed; drop them")
-    root = Path(_tune_root(storage))
-    if _is_uri(storage):
+    if is_uri(storage):
         raise ConfigError("--resume: give a local --storage (remote sweeps resume with Tuner.restore)")
+    saved = SweepLayout.saved_sweeps(storage)
     if args.resume:
-        sweep_dir = root / args.resume
+        layout = SweepLayout(storage, args.resume)
+    elif saved:
+        layout = saved[-1]
     else:
-        found = sorted(root.glob(f"*/{STATE_FILE}"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise ConfigError(f"--resume: no sweep to resume in {root}")
-        sweep_dir = found[-1].parent
-    state = sweep_dir / STATE_FILE
-    if not state.is_file():
-        raise ConfigError(f"--resume: {sweep_dir} is not a sparsesweep sweep (no {STATE_FILE}); "
-                          f"existing: {', '.join(p.parent.name for p in root.glob(f'*/{STATE_FILE}')) or 'none'}")
-    settings = Settings(**json.loads(state.read_text()))
-    settings.storage = storage
-    return settings
+        raise ConfigError(f"--resume: no sweep to resume in {tune_root(storage)}")
+    if not layout.state_file.is_file():
+        raise ConfigError(f"--resume: {layout.sweep_dir} is not a sparsesweep sweep (no {STATE_FILE}); "
+                          f"existing: {', '.join(s.name for s in saved) or 'none'}")
+    return layout.read_settings()
 
 
 def build_plan(settings: Settings, missing_data: list[str] | None = None) -> Plan:
@@ -344,7 +246,7 @@ def build_plan(settings: Settings, missing_data: list[str] | None = None) -> Pla
                 raise
             if str(e) not in missing_data:
                 missing_data.append(str(e))
-    from orchestrator.schedulers import check_asha_args
+    from orchestrator.tuner.schedulers import check_asha_args
 
     check_asha_args(plan, settings.scheduler, settings.grace_period, settings.reduction_factor)
     checked: set[tuple] = set()
@@ -394,8 +296,8 @@ def describe_plan(plan: Plan) -> str:
 
 
 def describe_cost(plan: Plan, settings: Settings) -> str:
-    """GPU-hours (and CPU core-hours) of the plan, unpacked and packed (orchestrator.packing)."""
-    from orchestrator.packing import describe_estimate, estimate
+    """GPU-hours (and CPU core-hours) of the plan, unpacked and packed (orchestrator.cluster.packing)."""
+    from orchestrator.cluster.packing import describe_estimate, estimate
 
     if plan.search == "grid":
         configs = plan.trial_configs()
@@ -409,30 +311,17 @@ def describe_cost(plan: Plan, settings: Settings) -> str:
                              workers=settings.workers_per_trial, packing=note)
 
 
-def runnable(command: str) -> str:
-    """A printed `mlflow ...` command that works as it is: `mlflow` may exist only in the venv
-    that runs this sweep (`make sweep` does not activate it)."""
-    import shutil
-
-    exe = Path(sys.executable).parent / "mlflow"
-    if command.startswith("mlflow ") and exe.is_file() and shutil.which("mlflow") != str(exe):
-        return f"{exe}{command[len('mlflow'):]}"
-    return command
-
-
 def _sync(args: argparse.Namespace, settings: Settings, plan: Plan) -> int:
-    """--sync-mlflow: replay what MLflow missed (orchestrator.sync); nothing else runs."""
-    from orchestrator.recovery import spool_dir_for
-    from orchestrator.sync import sync_mlflow
+    """--sync-mlflow: replay what MLflow missed (orchestrator.tracking.sync); nothing else runs."""
+    from orchestrator.tracking.sync import sync_mlflow
 
     try:
         if args.resume is None:
             raise ConfigError("--sync-mlflow: name the sweep to sync with --resume NAME")
-        from orchestrator.mlflow_ui import SweepLabels
+        from orchestrator.tracking.labels import SweepLabels
 
-        sweep_dir = Path(_tune_root(settings.storage)) / settings.name
         return sync_mlflow(settings.tracking_uri, settings.experiment, settings.parent_run_id,
-                           sweep_dir, spool_dir_for(settings.storage, settings.name),
+                           settings.layout.sweep_dir, settings.layout.spool_dir,
                            lambda c: plan.resolve(c).to_flat(),
                            labels=SweepLabels.from_plan(plan, settings.name))
     except ConfigError as e:
@@ -457,8 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.resume is None:  # the parent MLflow run's description (orchestrator.mlflow_ui)
-        from orchestrator.security import redact_command
+    if args.resume is None:  # the parent MLflow run's description (orchestrator.tracking.labels)
+        from orchestrator.cluster.security import redact_command
 
         settings.command = redact_command(sys.argv[1:] if argv is None else argv)
     if args.sync_mlflow:

@@ -23,7 +23,7 @@ from types import ModuleType
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator.tracking import default_tracking_uri
+from orchestrator.settings import default_tracking_uri
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 

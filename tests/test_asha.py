@@ -20,9 +20,10 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from conftest import local_ray
-from orchestrator.asha import CycleASHA, RungState, StopMarker, build_scheduler
-from orchestrator.schedulers import STOPPED_TAG, describe_stops, stop_tag, stopped_at, time_unit
-from orchestrator.tracking import KIND_TAG, iter_child_runs
+from orchestrator.tracking.callback import iter_child_runs
+from orchestrator.tracking.tags import KIND_TAG, STOPPED_TAG
+from orchestrator.tuner.asha import CycleASHA, RungState, StopMarker, build_scheduler
+from orchestrator.tuner.schedulers import describe_stops, stop_tag, stopped_at, time_unit
 from search_spaces import get_space, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,7 +29,8 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import MlflowServer
-from orchestrator.tracking import KIND_TAG, iter_child_runs
+from orchestrator.tracking.callback import iter_child_runs
+from orchestrator.tracking.tags import KIND_TAG
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]

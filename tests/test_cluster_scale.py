@@ -113,7 +113,7 @@ def test_readme_cluster_commands_parse_with_rays_cli() -> None:
 
 
 def test_the_refused_token_line_in_the_readme_is_the_clis() -> None:
-    from orchestrator.resources import TOKEN_HINT
+    from orchestrator.cluster.resources import TOKEN_HINT
 
     flat = " ".join(_section().split())
     assert " ".join(TOKEN_HINT.format(address="HEAD_IP:6379").replace("`", "").split()) in flat

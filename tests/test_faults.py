@@ -38,7 +38,8 @@ from fault_tools import (
 from mlflow import MlflowClient
 
 from orchestrator.sweep import main
-from orchestrator.tracking import KIND_TAG, STATUS_TAG, iter_child_runs
+from orchestrator.tracking.callback import iter_child_runs
+from orchestrator.tracking.tags import KIND_TAG, STATUS_TAG
 from trainables.checkpoint_io import CorruptCheckpoint, verify_checkpoint
 from trainables.config import resolve_tune_config
 from trainables.loop import run_experiment

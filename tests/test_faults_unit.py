@@ -21,10 +21,17 @@ from engine_tools import run_collecting
 from mlflow import MlflowClient
 
 from conftest import fresh_store
-from orchestrator.mlflow_ops import MlflowWriter, TrialRecord, end_op, result_ops, start_op, tags_op
 from orchestrator.recovery import error_summary, probe_storage, storage_failure_message
-from orchestrator.spool import FILES_DIR, Outbox, Spool
-from orchestrator.tracking import SweepTracker
+from orchestrator.tracking.ops import (
+    TrialRecord,
+    end_op,
+    result_ops,
+    start_op,
+    tags_op,
+)
+from orchestrator.tracking.spool import FILES_DIR, Outbox, Spool
+from orchestrator.tracking.tracker import SweepTracker
+from orchestrator.tracking.writer import MlflowWriter
 from trainables.checkpoint_io import (
     MANIFEST_FILE,
     CorruptCheckpoint,
@@ -337,7 +344,7 @@ def _tune_state(sweep: Path, checkpoint: str = "checkpoint_000004") -> Path:
 
 
 def test_resume_repairs_tunes_state_from_its_backup_and_lost_checkpoints(tmp_path: Path) -> None:
-    from orchestrator.tune_state import BACKUP_DIR, backup_state, prepare_restore, state_problem
+    from orchestrator.tuner.state import BACKUP_DIR, backup_state, prepare_restore, state_problem
 
     state = _tune_state(tmp_path)
     assert state_problem(tmp_path) is None and backup_state(tmp_path)

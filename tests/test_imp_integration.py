@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator.tracking import KIND_TAG, iter_child_runs
+from orchestrator.tracking.callback import iter_child_runs
+from orchestrator.tracking.tags import KIND_TAG
 from trainables.metrics.distances import distance_matrix
 from trainables.sparse.mask_io import read_masks
 

@@ -1,4 +1,4 @@
-"""orchestrator.mlflow_ui: run names, tags, the redacted command line, the mask figure, and
+"""orchestrator.tracking.labels: run names, tags, the redacted command line, the mask figure, and
 the same names/tags/inputs/figure written by `--sync-mlflow` (a real SQLite MLflow store).
 
 The live path (Tune callback, a real `mlflow server`) is tests/test_tracking.py's
@@ -15,14 +15,8 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import fresh_store
-from orchestrator.mlflow_ops import (
-    DEFAULT_ARTIFACT_FILES,
-    MlflowWriter,
-    checkpoint_files,
-    extract_metrics,
-    has_mask_figure,
-)
-from orchestrator.mlflow_ui import (
+from orchestrator.cluster.security import redact, redact_command
+from orchestrator.tracking.labels import (
     RUN_COLORS,
     SweepLabels,
     dataset_input,
@@ -31,9 +25,15 @@ from orchestrator.mlflow_ui import (
     trial_number,
     view_url,
 )
-from orchestrator.security import redact, redact_command
-from orchestrator.sync import TuneTrial, trial_ops
-from orchestrator.tracking import SweepTracker
+from orchestrator.tracking.ops import (
+    DEFAULT_ARTIFACT_FILES,
+    checkpoint_files,
+    extract_metrics,
+    has_mask_figure,
+)
+from orchestrator.tracking.sync import TuneTrial, trial_ops
+from orchestrator.tracking.tracker import SweepTracker
+from orchestrator.tracking.writer import MlflowWriter
 from search_spaces import get_space, make_plan
 from trainables.checkpoint_io import verify_checkpoint, write_manifest
 from trainables.config import ExperimentConfig

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.packing import (
+from orchestrator.cluster.packing import (
     AUTO,
     describe_estimate,
     estimate,
@@ -18,8 +18,9 @@ from orchestrator.packing import (
     train_steps,
     trials_per_gpu,
 )
-from orchestrator.resources import check_resources, parse_gpus, trial_resources
-from orchestrator.sweep import Settings, main
+from orchestrator.cluster.resources import check_resources, parse_gpus, trial_resources
+from orchestrator.settings import Settings
+from orchestrator.sweep import main
 from search_spaces import get_space, make_plan
 from trainables.config import ConfigError, ExperimentConfig
 from trainables.models import DENSE, build_model

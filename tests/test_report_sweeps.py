@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator.tracking import KIND_TAG, iter_child_runs
+from orchestrator.tracking.callback import iter_child_runs
+from orchestrator.tracking.tags import KIND_TAG
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]

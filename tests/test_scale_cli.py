@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.sweep import main, runnable
+from orchestrator.sweep import main
+from orchestrator.tracking.uris import runnable
 
 ROOT = Path(__file__).resolve().parents[1]
 EP = ["--space", "ep_quick"]  # the bad values below are checked against its base

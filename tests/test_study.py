@@ -15,14 +15,15 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator.study import (
+from orchestrator.settings import SweepLayout
+from orchestrator.tracking.callback import iter_child_runs
+from orchestrator.tracking.tags import KIND_TAG
+from orchestrator.tuner.study import (
     SAMPLERS,
-    default_storage_url,
     load_study,
     make_sampler,
     make_searcher,
 )
-from orchestrator.tracking import KIND_TAG, iter_child_runs
 from search_spaces import get_space, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ SAMPLER_TYPES = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSamp
 def test_each_sampler_asks_and_tells_through_tune_into_the_rdb(tmp_path: Path, name: str) -> None:
     assert isinstance(make_sampler(name, seed=0), SAMPLER_TYPES[name])
     plan = make_plan(get_space("ep_quick"), search="optuna", sets={}, grid_overrides={}, num_samples=3)
-    url = default_storage_url(tmp_path / "sweep")
+    url = SweepLayout(str(tmp_path), "sweep").default_study_url()
     searcher = make_searcher(plan, sampler=name, seed=0, storage_url=url, study_name="s",
                              metric="test_acc", mode="max")
     for i in range(3):
@@ -43,7 +44,7 @@ def test_each_sampler_asks_and_tells_through_tune_into_the_rdb(tmp_path: Path, n
         searcher.on_trial_complete(f"t{i}", {"test_acc": config["method.prune_rate"], "training_iteration": 1})
     study = load_study(url, "s")  # read back from the SQLite file, not the searcher's memory
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
-    assert url == f"sqlite:///{(tmp_path / 'sweep' / 'optuna.db').resolve()}"
+    assert url == f"sqlite:///{(tmp_path / 'tune' / 'sweep' / 'optuna.db').resolve()}"
 
 
 def _completed(url: str, name: str) -> int:
@@ -61,7 +62,7 @@ def test_resume_continues_the_stored_study(tmp_path: Path) -> None:
             "--sampler", "tpe", "--num-samples", "4", "--max-concurrent", "1", "--num-cpus", "2",
             "--set", "schedule.epochs=12", "--set", "run.max_steps_per_epoch=3", "--set", "data.batch_size=32"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    url = default_storage_url(storage / "tune" / "opt")
+    url = SweepLayout(str(storage), "opt").default_study_url()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     first = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

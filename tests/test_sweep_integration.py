@@ -20,7 +20,8 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import MlflowServer
-from orchestrator.tracking import KIND_TAG, PARENT_TAG, iter_child_runs
+from orchestrator.tracking.callback import iter_child_runs
+from orchestrator.tracking.tags import KIND_TAG, PARENT_TAG
 from trainables.checkpoint_io import verify_checkpoint
 from trainables.config import ExperimentConfig
 from trainables.sparse.density import kept_count
@@ -91,7 +92,7 @@ def test_default_sweep_sqlite_two_concurrent_trials(tmp_path: Path) -> None:
 
     client, parent, children = runs_of(uri, "e2e")
     assert parent.info.status == "FINISHED" and parent.data.params["space"] == "ep_quick"
-    # MLflow's UI (orchestrator.mlflow_ui): runs tab, names, the command as the description
+    # MLflow's UI (orchestrator.tracking.labels): runs tab, names, the command as the description
     assert client.get_experiment_by_name("e2e").tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.info.run_name == "ep_quick/e2e (grid; k; 2 trials)"
     exp_id = client.get_experiment_by_name("e2e").experiment_id

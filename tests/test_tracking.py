@@ -1,4 +1,4 @@
-"""orchestrator.tracking against a real local Ray and real MLflow (SQLite file and `mlflow server`).
+"""orchestrator.tracking.tracker against a real local Ray and real MLflow (SQLite file and `mlflow server`).
 
 No mocks: a tiny function trainable reports 3 epochs with checkpoints holding config.json and
 masks.parquet; the driver-side callback must turn that into one parent run, one child run per
@@ -22,19 +22,11 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import MlflowServer, fresh_store, local_ray
-from orchestrator.tracking import (
-    KIND_TAG,
-    PARENT_TAG,
-    TRIAL_ID_TAG,
-    MLflowTrialCallback,
-    SweepTracker,
-    artifact_root_for,
-    default_tracking_uri,
-    extract_metrics,
-    iter_child_runs,
-    metric_steps,
-    tracking_ui_command,
-)
+from orchestrator.tracking.callback import MLflowTrialCallback, iter_child_runs
+from orchestrator.tracking.ops import extract_metrics, metric_steps, to_params
+from orchestrator.tracking.tags import KIND_TAG, PARENT_TAG, TRIAL_ID_TAG
+from orchestrator.tracking.tracker import SweepTracker
+from orchestrator.tracking.uris import artifact_root_for, default_tracking_uri, tracking_ui_command
 
 LRS = (0.1, 0.01)
 EPOCHS = 3
@@ -296,12 +288,12 @@ def test_child_lookup_is_idempotent_across_restore(migrated_db: Path, tmp_path: 
     tracker = SweepTracker(uri, "resume-test", tmp_path)
     parent = tracker.start("s", {"a": 1}, {})
     cb = MLflowTrialCallback(uri, tracker.experiment_id, parent, resolve_params)
-    first = cb.find_or_create_child_run("abc12_00000", "toy_abc12_00000", {"lr": 0.1})
-    again = cb.find_or_create_child_run("abc12_00000", "toy_abc12_00000", {"lr": 0.1})
+    first = cb.writer.find_or_create_child_run("abc12_00000", "toy_abc12_00000", to_params(resolve_params({"lr": 0.1})))
+    again = cb.writer.find_or_create_child_run("abc12_00000", "toy_abc12_00000", to_params(resolve_params({"lr": 0.1})))
     # Tune.restore unpickles the callback from tuner.pkl: a fresh instance, empty cache.
     restored = pickle.loads(pickle.dumps(cb))
-    after_restore = restored.find_or_create_child_run("abc12_00000", "toy_abc12_00000", {"lr": 0.1})
-    other = restored.find_or_create_child_run("abc12_00001", "toy_abc12_00001", {"lr": 0.01})
+    after_restore = restored.writer.find_or_create_child_run("abc12_00000", "toy_abc12_00000", to_params(resolve_params({"lr": 0.1})))
+    other = restored.writer.find_or_create_child_run("abc12_00001", "toy_abc12_00001", to_params(resolve_params({"lr": 0.01})))
     assert first == again == after_restore
     assert other != first
     client = MlflowClient(tracking_uri=uri)
@@ -312,7 +304,7 @@ def test_child_lookup_is_idempotent_across_restore(migrated_db: Path, tmp_path: 
     tracker2 = SweepTracker(uri, "resume-test", tmp_path)
     parent2 = tracker2.start("s2", {}, {})
     cb2 = MLflowTrialCallback(uri, tracker.experiment_id, parent2, resolve_params)
-    assert cb2.find_child_run("abc12_00000") is None
+    assert cb2.writer.find_child_run("abc12_00000") is None
 
     # The parent re-opens for --resume instead of being duplicated.
     tracker.finish("KILLED")
@@ -446,7 +438,7 @@ def test_first_screen_of_mlflow_ui_on_a_server(
     from ray import tune
 
     from orchestrator.driver import _param_space
-    from orchestrator.mlflow_ui import SweepLabels, dataset_input
+    from orchestrator.tracking.labels import SweepLabels, dataset_input
     from search_spaces import get_space, make_plan
     from trainables.config import ExperimentConfig
 
@@ -538,7 +530,7 @@ def test_first_screen_of_mlflow_ui_on_a_server(
 
 def test_new_sqlite_store_is_a_copy_of_the_cached_empty_one(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.sqlite_store import empty_store, seed_sqlite_store
+    from orchestrator.tracking.sqlite_store import empty_store, seed_sqlite_store
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     first = tmp_path / "a" / "runs"
@@ -560,7 +552,7 @@ def test_new_sqlite_store_is_a_copy_of_the_cached_empty_one(tmp_path: Path,
 
 
 def test_unwritable_cache_leaves_the_store_to_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.sqlite_store import seed_sqlite_store
+    from orchestrator.tracking.sqlite_store import seed_sqlite_store
 
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")

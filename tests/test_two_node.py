@@ -32,7 +32,8 @@ from mlflow import MlflowClient
 from test_ray_up import _comm, _end, _pids_holding
 
 from conftest import MlflowServer, free_port
-from orchestrator.tracking import KIND_TAG, iter_child_runs
+from orchestrator.tracking.callback import iter_child_runs
+from orchestrator.tracking.tags import KIND_TAG
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 

@@ -39,6 +39,7 @@ from trainables.data import (
     steps_per_epoch,
     train_batches,
 )
+from trainables.keys import DIVERGED_KEY
 from trainables.methods import build_method
 from trainables.methods.base import Evaluator, Method, Position, StepContext
 from trainables.models import build_model
@@ -561,7 +562,7 @@ def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
         try:
             metrics = train_epoch(state, data, cfg, ctx, device, model)
         except Diverged as e:
-            metrics = {"diverged": 1.0, "train_loss": e.loss, "epoch": e.epoch, "step": e.step,
+            metrics = {DIVERGED_KEY: 1.0, "train_loss": e.loss, "epoch": e.epoch, "step": e.step,
                        "cycle": state.cycle}
             report(metrics, False)
             return metrics

@@ -3,7 +3,7 @@
 Drawn where the masks are: the trial process draws it into its final checkpoint
 (`trainables.tune`), so the sweep's driver, which runs every trial's bookkeeping one after
 another, only uploads it; the driver draws it itself only for checkpoints that lack it
-(`orchestrator.mlflow_ops`). Matplotlib (Agg, no pyplot state) and pyarrow are imported when
+(`orchestrator.tracking.ops`). Matplotlib (Agg, no pyplot state) and pyarrow are imported when
 a figure is drawn, not with this module.
 """
 

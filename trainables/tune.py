@@ -22,7 +22,6 @@ figure itself, one after another, while Tune waits (benchmarks/orchestration_ove
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import sys
@@ -40,6 +39,7 @@ import torch
 
 from trainables.checkpoint_io import MANIFEST_FILE, usable_checkpoint, write_manifest
 from trainables.config import ExperimentConfig, resolve_tune_config
+from trainables.keys import DIVERGED_KEY, STORAGE_ERRNOS
 from trainables.loop import (
     ARTIFACTS_DIR,
     MASKS_FILE,
@@ -54,15 +54,12 @@ from trainables.mask_figure import MASK_FIGURE, render_mask_figure
 logger = logging.getLogger(__name__)
 
 #: (Tune config, its flat ExperimentConfig, trial id) -> the title of the trial's mask figure
-#: (the driver passes its MLflow run name: `orchestrator.mlflow_ui.SweepLabels.run_name`).
+#: (the driver passes its MLflow run name: `orchestrator.tracking.labels.SweepLabels.run_name`).
 FigureTitle = Callable[[Mapping[str, Any], Mapping[str, Any], str], str]
 
 # Leading keys of every report: Tune's live table shows the first four metrics it sees, so a
 # diverged trial is visible there (diverged = 1) next to its loss and accuracy.
 TABLE_KEYS = ("train_loss", "test_acc", "test_loss")
-DIVERGED_KEY = "diverged"
-# errno values that mean "the storage cannot take more": the sweep can resume once it can.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class TrialOutOfMemory(MemoryError):

@@ -49,7 +49,7 @@ def _tracking(args: argparse.Namespace) -> str:
     storage = Path(args.storage).expanduser()
     if not (storage / "mlflow.db").is_file():
         raise ReportError(f"--storage: no MLflow store {storage / 'mlflow.db'} (give --tracking-uri for a server)")
-    from orchestrator.tracking import default_tracking_uri
+    from orchestrator.settings import default_tracking_uri
 
     return default_tracking_uri(storage)
 

@@ -17,18 +17,14 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.mlflow_ops import PARENT_TAG
-from orchestrator.mlflow_ui import (  # method.name -> family, as MLflow's tags say
-    FAMILIES,
-    SPACE_TAG,
-    SWEEP_TAG,
-)
+from orchestrator.tracking.labels import FAMILIES  # method.name -> family, as MLflow's tags say
+from orchestrator.tracking.tags import PARENT_TAG, SPACE_TAG, SWEEP_NAME_TAG
 
 
 def sweep_name(parent: Any) -> str:
     """A parent run's sweep (--name): its tag, since the run name describes the sweep instead
     (`ep_quick/e2e (grid; k; 2 trials)`); the run name for parents logged before the tag."""
-    return parent.data.tags.get(SWEEP_TAG) or parent.info.run_name or parent.info.run_id
+    return parent.data.tags.get(SWEEP_NAME_TAG) or parent.info.run_name or parent.info.run_id
 
 
 def differing_keys(trials: list[Trial]) -> list[str]:

@@ -5,29 +5,26 @@ misses some writes, but nothing is lost: the spool holds what the driver could n
 Tune's storage holds every trial's reports (`result.json`), config, checkpoints and errors.
 `python -m orchestrator.sweep --storage DIR --resume NAME --sync-mlflow` first replays the
 spool in order, then walks the trials Tune recorded and applies the same operations a live
-sweep would (`orchestrator.mlflow_ops`). Every operation is idempotent, so syncing twice, or
+sweep would (`orchestrator.tracking.ops`). Every operation is idempotent, so syncing twice, or
 a sweep that lost nothing, changes nothing. No Ray is started and no pickle is read: only
 Tune's JSON files.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
 
-from orchestrator.mlflow_ops import (
+from orchestrator.recovery import error_summary
+from orchestrator.settings import RESULT_FILES
+from orchestrator.tracking.labels import SweepLabels, dataset_input, mask_files
+from orchestrator.tracking.ops import (
     DEFAULT_ARTIFACT_FILES,
     DIVERGED_KEY,
-    ERROR_TAG,
-    STATUS_TAG,
-    TRAIN_CHECKPOINT_KEY,
-    MlflowWriter,
     Op,
     TrialRecord,
     artifacts_op,
@@ -42,77 +39,15 @@ from orchestrator.mlflow_ops import (
     tags_op,
     to_params,
 )
-from orchestrator.mlflow_ui import SweepLabels, dataset_input, mask_files
-from orchestrator.recovery import error_summary
-from orchestrator.spool import http_health
+from orchestrator.tracking.tags import ERROR_TAG, STATUS_TAG
+from orchestrator.tracking.uris import http_health
+from orchestrator.tracking.writer import MlflowWriter
+from orchestrator.tuner.folder import TuneTrial, read_trials
 from trainables.config import ConfigError
 from trainables.mask_figure import MASK_FIGURE
 
 logger = logging.getLogger(__name__)
 
-# Files of the sweep directory that the parent run holds (results tables and figures).
-PARENT_FILES = ("results.csv", "results.parquet", "results.png", "cycles.csv", "cycles_summary.csv",
-                "cycles.png")
-
-
-@dataclass
-class TuneTrial:
-    """One trial as Tune's experiment state (JSON part) records it."""
-
-    trial_id: str
-    name: str
-    status: str  # PENDING / RUNNING / PAUSED / TERMINATED / ERROR
-    config: dict[str, Any]
-    path: Path
-    last_result: dict[str, Any]
-    num_failures: int
-
-    def results(self) -> Iterator[dict[str, Any]]:
-        """Every report of the trial, in order (a resumed trial's re-run epochs included)."""
-        path = self.path / "result.json"
-        if not path.is_file():
-            return
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    try:
-                        yield json.loads(line)
-                    except ValueError:
-                        logger.warning("%s: unreadable line skipped", path)
-
-    def diverged(self) -> bool:
-        return any(r.get(DIVERGED_KEY) for r in self.results())
-
-    def checkpoint_dir(self) -> Path | None:
-        """The trial's latest checkpoint: the last result's, the newest on disk, or DDP's."""
-        name = self.last_result.get("checkpoint_dir_name")
-        if name and (self.path / name).is_dir():
-            return self.path / name
-        train = self.last_result.get(TRAIN_CHECKPOINT_KEY)
-        if train and Path(train).is_dir():
-            return Path(train)
-        found = sorted(p for p in self.path.glob("checkpoint_*") if p.is_dir())
-        return found[-1] if found else None
-
-
-def read_trials(sweep_dir: Path) -> list[TuneTrial]:
-    """The trials of Tune's newest experiment state in `sweep_dir` (JSON only, no unpickling)."""
-    states = sorted(sweep_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    if not states:
-        return []
-    data = json.loads(states[-1].read_text())
-    trials = []
-    for trial_json, meta_json in data.get("trial_data", []):
-        t = json.loads(trial_json)
-        meta = json.loads(meta_json) if isinstance(meta_json, str) else dict(meta_json)
-        name = t.get("custom_trial_name") or f"{t.get('trainable_name', 'trial')}_{t['trial_id']}"
-        trials.append(TuneTrial(trial_id=t["trial_id"], name=name, status=t.get("status", ""),
-                                config=dict(t.get("config") or {}),
-                                path=sweep_dir / t.get("relative_logdir", ""),
-                                last_result=dict(meta.get("last_result") or {}),
-                                num_failures=int(meta.get("num_failures") or 0)))
-    return trials
 
 
 def trial_ops(trial: TuneTrial, params: dict[str, Any], run_artifacts: set[str],
@@ -120,7 +55,7 @@ def trial_ops(trial: TuneTrial, params: dict[str, Any], run_artifacts: set[str],
     """The operations a live sweep would have sent for `trial`, rebuilt from Tune's files.
 
     `run_artifacts`: the run's artifact paths (top level and ``masks/``); with `labels`, the
-    run's name, tags, dataset input and mask figure (`orchestrator.mlflow_ui`) too."""
+    run's name, tags, dataset input and mask figure (`orchestrator.tracking.labels`) too."""
     rec = TrialRecord(trial.trial_id, trial.name,
                       [(p.key, p.value) for p in to_params(params)], str(trial.path))
     extra: list[Op] = []
@@ -169,7 +104,7 @@ def sync_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None, s
                 spool_dir: Path, resolve_params: Callable[[dict], dict[str, Any]],
                 labels: SweepLabels | None = None) -> int:
     """Replay the spool, then reconcile every trial; print what was done; return an exit code."""
-    from orchestrator.tracking import open_outbox
+    from orchestrator.tracking.outbox import open_outbox
 
     if not http_health(tracking_uri):
         raise ConfigError(f"--sync-mlflow: no MLflow server answers at {tracking_uri}; start it "
@@ -197,7 +132,7 @@ def sync_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None, s
             writer.apply(op)
     parent = client.get_run(parent_run_id)
     present = {a.path for a in client.list_artifacts(parent_run_id)}
-    uploaded = [name for name in PARENT_FILES
+    uploaded = [name for name in RESULT_FILES
                 if (sweep_dir / name).is_file() and name not in present]
     for name in uploaded:
         client.log_artifact(parent_run_id, str(sweep_dir / name))

@@ -1,6 +1,6 @@
 """Early stopping: `--scheduler asha`, in epochs, or in cycles for iterative methods.
 
-Ray Tune's ASHAScheduler does the work (`orchestrator.asha` holds the Ray classes; this module
+Ray Tune's ASHAScheduler does the work (`orchestrator.tuner.asha` holds the Ray classes; this module
 stays importable without Ray, for validation and the results table). Two things are ours:
 
 - **The unit.** A sweep whose trials all train several cycles (iep, dense_lrr) puts a rung at
@@ -9,7 +9,7 @@ stays importable without Ray, for validation and the results table). Two things 
   first epochs follow a prune step). `asha.CycleASHA` lets ASHA see only cycle-end results.
   Every other sweep counts epochs.
 - **The record.** Tune ends a stopped trial the way it ends a finished one.
-  `orchestrator.asha.StopMarker`, a Tune callback placed before the MLflow callback, adds
+  `orchestrator.tuner.asha.StopMarker`, a Tune callback placed before the MLflow callback, adds
   `stopped_at_epoch` (or `stopped_at_cycle`) to the result on which the scheduler stopped the
   trial. That key then reaches the trial's last result, Tune's own result files (so it
   survives `--resume`), the MLflow run (a metric, and the `sparsesweep.stopped_at` tag), and
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 SCHEDULERS: tuple[str, ...] = ("fifo", "asha")
 CYCLE_END_KEY = "cycle_test_acc"  # the engine reports it at every cycle's last epoch only
 STOPPED_PREFIX = "stopped_at_"
-STOPPED_TAG = "sparsesweep.stopped_at"
 
 
 def time_unit(plan: Plan) -> str:

@@ -1,6 +1,6 @@
 """Ray Tune's ASHA for sparsesweep: rungs at epochs or cycle ends, and a record of its stops.
 
-Why each piece exists is in `orchestrator.schedulers`, which has no Ray import.
+Why each piece exists is in `orchestrator.tuner.schedulers`, which has no Ray import.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from orchestrator.schedulers import CYCLE_END_KEY, STOPPED_PREFIX, time_unit, trial_length
+from orchestrator.tuner.schedulers import CYCLE_END_KEY, STOPPED_PREFIX, time_unit, trial_length
 from search_spaces import Plan
 
 

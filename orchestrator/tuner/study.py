@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from search_spaces import Plan
 
 SAMPLERS: tuple[str, ...] = ("tpe", "gp", "random", "cmaes")
-STUDY_FILE = "optuna.db"
 _STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+")
 
 
@@ -43,11 +42,6 @@ def check_storage_url(url: str) -> str:
         raise ConfigError(f"--optuna-storage: {url!r} is not an RDB URL; use sqlite:///PATH, "
                           f"postgresql://USER@HOST/DB or mysql://USER@HOST/DB")
     return url
-
-
-def default_storage_url(sweep_dir: Path) -> str:
-    """SQLite next to the sweep's Tune state: one directory holds the whole sweep."""
-    return f"sqlite:///{Path(sweep_dir).resolve() / STUDY_FILE}"
 
 
 def make_sampler(name: str, seed: int) -> Any:

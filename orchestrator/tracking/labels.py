@@ -20,9 +20,9 @@ Why each piece (issue 11, "MLflow UI usability"), checked against MLflow 3.17.2'
 - ``mlflow.source.name`` / ``mlflow.source.type`` (and ``mlflow.source.git.commit`` when the code
   is a git checkout) fill the Source column; the dataset input (`dataset_input`) the Dataset one.
 - ``mlflow.note.content`` is the run's description (markdown): the parent's holds the command
-  line that started the sweep (credentials redacted: `orchestrator.security.redact_command`).
+  line that started the sweep (credentials redacted: `orchestrator.cluster.security.redact_command`).
 
-Nothing here talks to MLflow: the values go through `orchestrator.mlflow_ops`' operations, so
+Nothing here talks to MLflow: the values go through `orchestrator.tracking.ops`' operations, so
 outage replay and ``--sync-mlflow`` write them too.
 """
 
@@ -39,29 +39,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.tracking.tags import (
+    FAMILY_TAG,
+    GIT_COMMIT_TAG,
+    METHOD_TAG,
+    RUN_COLOR_TAG,
+    SOURCE_NAME_TAG,
+    SOURCE_TYPE_TAG,
+    SPACE_TAG,
+    SWEEP_NAME_TAG,
+    SWEPT_TAG,
+    VIEW_TAG_PREFIX,
+)
+
 if TYPE_CHECKING:
     from search_spaces import Plan
 
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-#: The UI's "Machine learning" kind: the experiment page opens on the runs table.
-EXPERIMENT_KIND = "custom_model_development"
-NOTE_TAG = "mlflow.note.content"
-SOURCE_NAME_TAG = "mlflow.source.name"
-SOURCE_TYPE_TAG = "mlflow.source.type"
-GIT_COMMIT_TAG = "mlflow.source.git.commit"
-RUN_COLOR_TAG = "mlflow.runColor"
-#: Experiment tags holding saved views of the runs table (MLflow's UI "Share" button).
-VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 #: Metric columns of the saved view, after the sweep's own metric (absent ones stay empty).
 VIEW_METRICS = ("test_acc", "test_loss", "density", "dying_ratio")
 SOURCE_NAME = "python -m orchestrator.sweep"
 
-FAMILY_TAG = "sparsesweep.family"
-METHOD_TAG = "sparsesweep.method"
-SPACE_TAG = "sparsesweep.space"
-SWEEP_TAG = "sparsesweep.sweep_name"
-#: The keys the sweep varies (comma-separated): the param columns worth showing.
-SWEPT_TAG = "sparsesweep.swept"
 
 #: method.name -> family. dense_lrr (Renda et al.'s LR rewinding) is magnitude pruning of
 #: trained weights, rounds and all: the IMP family.
@@ -212,7 +209,7 @@ class SweepLabels:
         """Family, method, space, sweep, swept keys, source and colour of a trial's run."""
         method = str(flat.get("method.name", ""))
         tags = {FAMILY_TAG: family_of(method), METHOD_TAG: method_label(flat), SPACE_TAG: self.space,
-                SWEEP_TAG: self.sweep_name, SWEPT_TAG: ",".join(self.swept),
+                SWEEP_NAME_TAG: self.sweep_name, SWEPT_TAG: ",".join(self.swept),
                 SOURCE_NAME_TAG: SOURCE_NAME, SOURCE_TYPE_TAG: "LOCAL"}
         if self.commit:
             tags[GIT_COMMIT_TAG] = self.commit
@@ -232,7 +229,7 @@ class SweepLabels:
 
     def parent_tags(self) -> dict[str, str]:
         tags = {FAMILY_TAG: ",".join(self.families), METHOD_TAG: ",".join(self.methods),
-                SPACE_TAG: self.space, SWEEP_TAG: self.sweep_name, SWEPT_TAG: ",".join(self.swept),
+                SPACE_TAG: self.space, SWEEP_NAME_TAG: self.sweep_name, SWEPT_TAG: ",".join(self.swept),
                 SOURCE_NAME_TAG: SOURCE_NAME, SOURCE_TYPE_TAG: "LOCAL"}
         if self.commit:
             tags[GIT_COMMIT_TAG] = self.commit
@@ -280,7 +277,7 @@ class SweepLabels:
         name = self.sweep_name.replace("'", "")
         # trials only: with their parent in the result the UI nests them under it, collapsed
         # (a shared view cannot expand rows), and the first screen would be one row
-        where = f"tags.`{SWEEP_TAG}` = '{name}' and tags.`sparsesweep.kind` = 'trial'"
+        where = f"tags.`{SWEEP_NAME_TAG}` = '{name}' and tags.`sparsesweep.kind` = 'trial'"
         state = {"searchFilter": where, "orderByKey": f"metrics.`{metric}`",
                  "orderByAsc": mode == "min", "selectedColumns": columns}
         return VIEW_TAG_PREFIX + self.view_key(), json.dumps(state)

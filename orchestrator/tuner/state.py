@@ -27,18 +27,13 @@ from typing import Any
 
 from ray.tune import Callback
 
+from orchestrator.tuner.folder import newest_state
 from trainables.config import ConfigError
 
 BACKUP_DIR = ".sparsesweep-tune-state"
 STATE_FILES = ("experiment_state-*.json", "basic-variant-state-*.json", "search_gen_state-*.json",
                "searcher-state-*.pkl", "callback-states-*.pkl", "tuner.pkl")
 BACKUP_EVERY_S = float(os.environ.get("SPARSESWEEP_STATE_BACKUP_S", "10"))
-
-
-def newest_state(sweep_dir: Path) -> Path | None:
-    """The experiment state Tune restores from (the newest name: Tune's own rule)."""
-    found = sorted(Path(sweep_dir).glob("experiment_state-*.json"))
-    return found[-1] if found else None
 
 
 def _pickle_problem(path: Path) -> str | None:

@@ -21,7 +21,7 @@ built on PyTorch's meta device, with `torch.utils.flop_counter`: nothing is allo
 they follow the config's width, input size and classes.
 
 Cost estimates (`--dry-run`) multiply training steps by seconds per step from
-`orchestrator.step_costs` (measured by `benchmarks/step_costs.py`: CPU figures from this
+`orchestrator.cluster.step_costs` (measured by `benchmarks/step_costs.py`: CPU figures from this
 repository's machine, GPU figures where measured). Without a measured GPU figure the GPU
 time comes from FLOPs at `ASSUMED_GPU_TFLOPS`, with a floor of `MIN_GPU_STEP_S`; the output
 says which.
@@ -166,7 +166,7 @@ class StepTime:
 
 def _scaled(cfg: ExperimentConfig, device: str) -> StepTime | None:
     """A measured figure of this model, scaled linearly to the config's batch and FLOPs."""
-    from orchestrator.step_costs import STEP_COSTS
+    from orchestrator.cluster.step_costs import STEP_COSTS
 
     entry = STEP_COSTS.get(device, {}).get(cfg.model.name)
     if entry is None:

@@ -29,11 +29,9 @@ import logging
 import os
 import shutil
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 logger = logging.getLogger(__name__)
 
@@ -220,17 +218,6 @@ def _link_or_copy(src: str | Path, dst: str | Path) -> None:
 
 
 # --------------------------------------------------------------------------- retry policy
-
-
-def http_health(uri: str, timeout_s: float = 3.0) -> bool:
-    """True when an http(s) tracking server answers /health (other stores: always True)."""
-    if urlparse(uri).scheme not in ("http", "https"):
-        return True
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
 
 
 class Outbox:

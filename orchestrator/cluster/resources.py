@@ -4,7 +4,7 @@ A local Ray cannot grow, so a trial larger than it is refused with one line; a r
 cluster may autoscale, so the same mismatch is only a note there.
 
 `--gpus-per-worker auto` packs trials onto GPUs: each trial reserves the share that
-`orchestrator.packing` picks for its model (1/8 .. 1), through a per-trial resource request.
+`orchestrator.cluster.packing` picks for its model (1/8 .. 1), through a per-trial resource request.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.packing import AUTO, gpu_share
+from orchestrator.cluster.packing import AUTO, gpu_share
 from trainables.config import ConfigError
 
 if TYPE_CHECKING:
-    from orchestrator.sweep import Settings
+    from orchestrator.settings import Settings
     from search_spaces import Plan
 
 Gpus = float | str  # a share per worker, or AUTO
