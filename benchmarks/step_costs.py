@@ -8,7 +8,7 @@ reference input (32x32x3; 224x224x3 for torchvision's ImageNet models), through 
 engine (`trainables.loop.train_epoch`): a warm-up epoch of one step, then an epoch of 1 + `--steps`
 steps less an epoch of 1 step (so per-epoch work is not counted as step time). The
 figure is kept with its batch and FLOPs/sample, and `orchestrator.cluster.packing` scales it linearly
-to another batch size or input shape. `--write` rewrites orchestrator/cluster/step_costs.py with the
+to another batch size or input shape. `--write` rewrites orchestrator/cluster/step_costs.json with the
 new figures for that device and keeps the other device's.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from orchestrator.cluster.packing import profile
+from orchestrator.cluster.packing import profile, step_costs
 from trainables.config import MODELS, TORCHVISION_MODELS, ExperimentConfig
 from trainables.data import DataBundle
 from trainables.loop import DistContext, build_state, train_epoch
@@ -74,13 +74,10 @@ def seconds_per_step(model: str, batch: int, steps: int, device: torch.device) -
     return max(long - short, 0.0) / steps
 
 
-def write_table(costs: dict[str, dict], header: str) -> None:
-    TABLE.write_text(
-        '"""Seconds per training step, measured by benchmarks/step_costs.py (do not edit by hand).\n\n'
-        f"{header}\n"
-        '"""\n\n'
-        "STEP_COSTS: dict[str, dict[str, dict[str, float]]] = "
-        + json.dumps(costs, indent=4, sort_keys=True) + "\n")
+def write_table(costs: dict[str, dict], written_for: str) -> None:
+    doc = json.loads(TABLE.read_text())
+    doc.update(costs=costs, written_for=written_for)
+    TABLE.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def main() -> None:
@@ -90,7 +87,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=0, help="batch (default: 32 at 32px, 4 at 224px on "
                    "CPU; 128 and 64 on a GPU)")
     p.add_argument("--steps", type=int, default=6, help="timed steps per model (beyond a 1-step epoch)")
-    p.add_argument("--write", action="store_true", help="store the figures in orchestrator/cluster/step_costs.py")
+    p.add_argument("--write", action="store_true", help="store the figures in orchestrator/cluster/step_costs.json")
     args = p.parse_args()
     device = torch.device(args.device)
     results: dict[str, dict[str, float]] = {}
@@ -105,14 +102,12 @@ def main() -> None:
         results[model] = {"batch": batch, "seconds": round(s, 6), "flops_per_sample": flops}
         print(f"{model:<18} {batch:>5} {s:>9.4f} {1000 * s / batch:>10.2f}", flush=True)
     if args.write:
-        from orchestrator.cluster.step_costs import STEP_COSTS
-
-        costs = {k: dict(v) for k, v in STEP_COSTS.items()}
+        costs = {k: dict(v) for k, v in step_costs().items()}
         costs.setdefault(device.type, {}).update(results)
         name = torch.cuda.get_device_name() if device.type == "cuda" else (
             platform.processor() or platform.machine())
-        write_table(costs, f"Last written for {device.type} ({name}, {torch.get_num_threads()} threads,"
-                           f" edge-popup, torch {torch.__version__}).")
+        write_table(costs, f"{device.type} ({name}, {torch.get_num_threads()} threads, edge-popup, "
+                           f"torch {torch.__version__})")
         print(f"wrote {TABLE}")
 
 

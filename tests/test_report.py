@@ -122,7 +122,8 @@ def log_dst(lg: Logger) -> None:
     for density in (0.1, 0.5):
         lg.child(dst, {"method.name": "dst", "method.criterion": "magnitude", "method.growth": "random",
                        "method.density": density, "method.update_period": 0, "run.seed": 0},
-                 {30: {"test_acc": 0.85}})
+                 {29: {"train_loss": 0.5, "test_loss": 0.75 - density},
+                  30: {"test_acc": 0.85, "train_loss": 0.25, "test_loss": 0.5}})
     lg.child(dst, {"method.name": "dense", "run.seed": 0}, {30: {"test_acc": 0.95}})
 
 
@@ -178,7 +179,7 @@ def report(store: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
 
 
 EXPECTED = ["slt_table1", "slt_fig6", "slt_fig7", "slt_fig3b", "slt_fig5a", "slt_fig5b", "slt_fig15", "slt_fig17",
-            "slt_table6", "slt_table4", "dst_fig1", "dst_fig5", "dst_fig11", "dst_fig3_all", "dst_fig3_low",
+            "slt_table6", "slt_table4", "dst_fig1", "dst_fig4", "dst_fig5", "dst_fig11", "dst_fig3_all", "dst_fig3_low",
             "dst_fig3_high", "dst_fig6a", "dst_fig6b", "imp_fig1", "imp_fig2", "imp_fig3", "imp_fig4", "imp_fig5", "imp_fig6",
             "imp_fig8", "cross_families", "sweep_ep", "sweep_iep", "sweep_dst", "sweep_imp"]
 
@@ -229,6 +230,8 @@ def test_csv_holds_what_the_client_returns(report: tuple[Path, str]) -> None:
     assert f5["setting"].nunique() == 2 and set(f5["round"]) == {3}  # round 10 not reached: the last
     cd = pd.read_csv(out / "dst_fig3_all.csv")
     assert list(cd["criterion"])[-1] == "snip"  # the worst criterion ranks last
+    gap = pd.read_csv(out / "dst_fig4.csv").set_index(["density", "epoch"])["loss_gap"]
+    assert gap.to_dict() == pytest.approx({(0.1, 29): 0.15, (0.1, 30): 0.25, (0.5, 29): -0.25, (0.5, 30): 0.25})
 
 
 def test_logged_back_to_the_parents(report: tuple[Path, str]) -> None:

@@ -21,7 +21,7 @@ built on PyTorch's meta device, with `torch.utils.flop_counter`: nothing is allo
 they follow the config's width, input size and classes.
 
 Cost estimates (`--dry-run`) multiply training steps by seconds per step from
-`orchestrator.cluster.step_costs` (measured by `benchmarks/step_costs.py`: CPU figures from this
+`orchestrator/cluster/step_costs.json` (measured by `benchmarks/step_costs.py`: CPU figures from this
 repository's machine, GPU figures where measured). Without a measured GPU figure the GPU
 time comes from FLOPs at `ASSUMED_GPU_TFLOPS`, with a floor of `MIN_GPU_STEP_S`; the output
 says which.
@@ -29,9 +29,12 @@ says which.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from trainables.config import DATASETS, ExperimentConfig
 
@@ -164,11 +167,19 @@ class StepTime:
     source: str  # "measured" | "scaled" (measured for this model, other batch/shape) | "flops"
 
 
+STEP_COSTS_FILE = Path(__file__).with_name("step_costs.json")
+
+
+@functools.cache
+def step_costs() -> dict[str, dict[str, dict[str, float]]]:
+    """device -> model -> {batch, seconds, flops_per_sample}: the measured table
+    (`python -m benchmarks.step_costs --write` rewrites it)."""
+    return json.loads(STEP_COSTS_FILE.read_text())["costs"]
+
+
 def _scaled(cfg: ExperimentConfig, device: str) -> StepTime | None:
     """A measured figure of this model, scaled linearly to the config's batch and FLOPs."""
-    from orchestrator.cluster.step_costs import STEP_COSTS
-
-    entry = STEP_COSTS.get(device, {}).get(cfg.model.name)
+    entry = step_costs().get(device, {}).get(cfg.model.name)
     if entry is None:
         return None
     ref_flops, batch, seconds = entry["flops_per_sample"], entry["batch"], entry["seconds"]

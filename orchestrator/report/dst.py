@@ -1,5 +1,6 @@
-"""DST figures (fantastic-weights-dst.txt) from DST runs; the logic of benchmarks/dst_report.py
-drawn from MLflow instead of Tune's directory."""
+"""DST figures and tables (fantastic-weights-dst.txt) from the DST runs logged in MLflow: each
+figure's CSV beside its PNG holds the table the paper prints (accuracy per criterion and density,
+ranks, Jaccard matrices, ITOP and the loss gap)."""
 
 from __future__ import annotations
 
@@ -244,4 +245,40 @@ def _heat(m: pd.DataFrame, name: str, title: str, caption: str, paper: str, used
     return Figure(name, title, caption, paper, data, fig, parents_of(used))
 
 
-BUILDERS = [fig1, fig5, fig11, fig3, fig6a, fig6b]
+def fig4(runs: Runs) -> Figure | Missing:
+    """Loss gap (validation − training loss) over epochs per criterion, and each run's final ITOP."""
+    from trainables.metrics.loss_gap import loss_gap
+
+    trials = _dst(runs)
+    rows = []
+    for t in trials:
+        test = dict(runs.history(t, "test_loss"))
+        train = runs.history(t, "train_loss")
+        if not train:
+            continue
+        gaps = loss_gap([test.get(step) for step, _ in train], [v for _, v in train])
+        rows += [{"run_id": t.run_id, "label": t.dst_label, "density": t.p("method.density"),
+                  "seed": t.p("run.seed"), "epoch": step, "loss_gap": gap,
+                  "itop": t.metrics.get("itop", np.nan)} for (step, _), gap in zip(train, gaps, strict=True)]
+    df = pd.DataFrame(rows)
+    if df.empty or df["epoch"].nunique() < 2:
+        return Missing("dst_fig4", "dst_quick", "needs DST runs with >= 2 epochs of train and test loss")
+    densities = sorted(d for d in df["density"].dropna().unique() if d < 1) or [1.0]
+    fig, ax = axes(ncols=len(densities))
+    for i, density in enumerate(densities):
+        a = ax[0, i]
+        pick = df[(df["density"] == density) | (df["label"] == "dense")]
+        for label, g in pick.groupby("label"):
+            s = mean_se(g, ["epoch"], "loss_gap")
+            a.plot(s["epoch"], s["loss_gap_mean"], marker="o", ms=2, lw=1,
+                   ls="--" if label == "dense" else "-", label=label)
+        a.axhline(0, color="grey", lw=0.5)
+        a.set(xlabel="epoch", ylabel="loss gap (val − train)", title=f"D={density:g}")
+        a.legend(fontsize=7)
+    return Figure("dst_fig4", "Loss gap over training per criterion",
+                  "Validation − training loss per epoch (mean over seeds) for each criterion+growth, "
+                  "static and dense; the CSV also holds each run's final ITOP ratio (appendix E).",
+                  "fantastic-weights-dst.txt Fig. 4", df, fig, parents_of(trials))
+
+
+BUILDERS = [fig1, fig4, fig5, fig11, fig3, fig6a, fig6b]

@@ -1,7 +1,7 @@
 """What makes a sweep readable in MLflow's UI (3.17): run names, tags, the parent's note, the
 dataset input, the mask figure, and the experiment tag that opens the runs table.
 
-Why each piece (issue 11, "MLflow UI usability"), checked against MLflow 3.17.2's bundled UI:
+Why each piece, checked against MLflow 3.17.2's bundled UI:
 
 - Run names say what differs: the method, the swept keys' short names and values, the seed
   (``soft_iep/k=0.9/lr=0.1/seed=1``); Tune's ``trial_78baa_00000`` says nothing and the table
