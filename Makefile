@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml | $(VENV_PY)
 	@touch $@
 
 test: venv
-	$(VENV_PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 sweep: venv
 	$(VENV_PY) -m orchestrator.sweep $(ARGS)

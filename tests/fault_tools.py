@@ -19,11 +19,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlflow import MlflowClient
+
 from conftest import end_process_group
+from orchestrator.tracking.callback import iter_child_runs
+from orchestrator.tracking.tags import KIND_TAG
+from trainables.checkpoint_io import CorruptCheckpoint, verify_checkpoint
+from trainables.config import resolve_tune_config
+from trainables.loop import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small trials on digits: the mechanics (Tune, checkpoints, MLflow) are those of a real sweep.
 FAST = ["--set", "run.max_steps_per_epoch=4", "--set", "data.batch_size=32"]
+MLP = ["--set", "model.name=mlp", "--set", "model.mlp_hidden=32"]  # epochs of milliseconds
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -205,3 +213,52 @@ class RestartableMlflowServer:
     def stop(self) -> None:
         if self.proc is not None:
             end_process_group(self.proc, timeout=15)
+
+
+# ----- what a sweep recorded -----------------------------------------------------------------
+
+def reference(config: dict[str, Any]) -> list[dict[str, float]]:
+    """Per-epoch reports of an uninterrupted run of a trial's config, in this process."""
+    reports: list[dict[str, float]] = []
+    run_experiment(resolve_tune_config(config, {}), reporter=lambda m, _: reports.append(dict(m)))
+    return reports
+
+
+def child_runs(uri: str, experiment: str) -> tuple[MlflowClient, Any, dict[str, Any]]:
+    """(client, parent run, trial id -> child run) of the one sweep in `experiment`."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None
+    (parent,) = client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'")
+    children = list(iter_child_runs(client, exp.experiment_id, parent.info.run_id))
+    by_trial = {c.data.tags["sparsesweep.trial_id"]: c for c in children}
+    assert len(by_trial) == len(children), "one MLflow run per trial"
+    return client, parent, by_trial
+
+
+def newest_intact(trial_dir: Path) -> tuple[int, Path]:
+    """(epoch, directory) of a trial's newest checkpoint whose manifest verifies."""
+    found = []
+    for ckpt in trial_dir.glob("checkpoint_*"):
+        try:
+            found.append((verify_checkpoint(ckpt)["epoch"], ckpt))
+        except CorruptCheckpoint:
+            continue
+    return max(found, default=(0, trial_dir))
+
+
+def around_restart(trial_dir: Path) -> tuple[int, list[int]]:
+    """(last epoch reported before the trial's one restart, epochs it trained after it).
+
+    A restarted trial first replays reports from its checkpoint (`replayed`): that is where
+    the restart is in Tune's records, and those are not training."""
+    rows = results_of(trial_dir)
+    starts = [i for i, r in enumerate(rows) if r.get("replayed") and not (i and rows[i - 1].get("replayed"))]
+    assert len(starts) == 1, [(r["epoch"], r.get("replayed")) for r in rows]
+    before = int(rows[starts[0] - 1]["epoch"]) if starts[0] else 0
+    trained = [int(r["epoch"]) for r in rows[starts[0]:] if not r.get("replayed")]
+    return before, trained
+
+
+def history(client: MlflowClient, run: Any, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]

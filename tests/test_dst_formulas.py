@@ -121,6 +121,17 @@ def test_set_prunes_equal_counts_by_sign() -> None:
     assert set(torch.nonzero(sel).flatten().tolist()) == {3, 2, 1, 0}
 
 
+def test_set_prunes_an_active_zero_first_and_never_an_inactive_one() -> None:
+    # an active θ = 0 is non-negative and the smallest of them: SET prunes it before 0.1;
+    # the inactive 0 at index 5 is never a candidate
+    w = torch.tensor([0.3, 0.0, 0.1, -0.2, -0.4, 0.0])
+    active = torch.tensor([1, 1, 1, 1, 1, 0], dtype=torch.bool)
+    sel = set_selection(w, active, 2)  # one non-negative (the 0 at index 1), one negative (-0.2)
+    assert torch.nonzero(sel).flatten().tolist() == [1, 3]
+    sel3 = set_selection(w, active, 3)  # two non-negative: 0 then 0.1
+    assert torch.nonzero(sel3).flatten().tolist() == [1, 2, 3]
+
+
 def test_selection_is_exact_under_ties_and_skips_nan() -> None:
     key = torch.tensor([0.0, 0.0, 0.0, float("nan"), 0.0])
     eligible = torch.ones(5, dtype=torch.bool)
@@ -181,6 +192,29 @@ def test_criteria_jaccard_rows_and_matrix() -> None:
     assert m.loc["a", "b"] == pytest.approx(1 / 3) and m.loc["a", "a"] == 1.0
     assert m.loc["J_r (same active set)", "a"] == pytest.approx(7 / 18)
     assert m.loc["J_r", "a"] == pytest.approx(expected_random_jaccard(8, 2))
+
+
+def test_jaccard_matrix_takes_each_layers_mean_over_runs_then_the_mean_over_layers() -> None:
+    def sets(a: list[int], b: list[int]) -> dict[str, torch.Tensor]:
+        return {"a": torch.tensor(a, dtype=torch.bool), "b": torch.tensor(b, dtype=torch.bool)}
+
+    seed0 = {"l1": sets([1, 1, 0, 0], [1, 0, 1, 0]),  # J = 1/3
+             "l2": sets([1, 1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0, 0])}  # J = 1
+    seed1 = {"l1": sets([1, 1, 0, 0], [1, 1, 0, 0])}  # J = 1; this run has no row for l2
+    rows = []
+    for seed, layers in ((0, seed0), (1, seed1)):
+        by_criterion = {c: {layer: s[c] for layer, s in layers.items()} for c in ("a", "b")}
+        rows += criteria_jaccard_rows(by_criterion, active={"l1": 4, "l2": 6}, sizes={"l1": 4, "l2": 8},
+                                      info={"seed": seed})
+    m = jaccard_matrix(rows)
+    # l1: (1/3 + 1) / 2 = 2/3, l2: 1 -> (2/3 + 1) / 2 = 5/6; pooling the three rows gives 7/9
+    assert m.loc["a", "b"] == pytest.approx(5 / 6)
+    assert m.loc["b", "a"] == pytest.approx(5 / 6)
+    # references per layer, then the mean: l1 E(4, 2) = 7/18 (twice), l2 E(8, 4) and E(6, 4)
+    assert m.loc["J_r", "a"] == pytest.approx((7 / 18 + expected_random_jaccard(8, 4)) / 2)
+    assert m.loc["J_r (same active set)", "b"] == pytest.approx(
+        (7 / 18 + expected_random_jaccard(6, 4)) / 2)
+    assert expected_random_jaccard(8, 4) != pytest.approx(7 / 18)  # else pooling could not show
 
 
 def test_itop_is_the_or_of_all_masks() -> None:

@@ -4,6 +4,8 @@ all but the two largest (ResNet-50, VGG-16: minutes of CPU for nothing the other
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -48,6 +50,18 @@ def test_dst_initialises_and_updates_every_paper_model(model: str, dataset: str,
     ctx = StepContext(step=1, optimizer=opt, x=x, y=y)
     method.before_step(net, ctx)
     F.cross_entropy(net(x), y).backward()
+    before = {n: layers[n].mask.clone() for n in method.sparse}
+    assert method.sparse and all(bool((layers[n].weight[before[n]] != 0).all()) for n in method.sparse)
     method.before_optimizer_step(net, ctx)
     assert method.updates == 1
     assert {n: int(m.mask.sum()) for n, m in layers.items()} == counts
+    # step 1 of the cosine schedule: ρ_1 = ρ/2 (1 + cos(π/T)), just under ρ = 0.5. Each sparse layer
+    # prunes floor(ρ_1 · active) and grows as many, at weight 0 (a pruned entry may grow back,
+    # so the grown set is the new mask's zero weights, not the mask's difference).
+    rho_1 = 0.5 * 0.5 * (1 + math.cos(math.pi / method.end_step))
+    assert method.last_rho == pytest.approx(rho_1) and 0.49 < rho_1 < 0.5
+    for n in method.sparse:
+        new = layers[n].mask
+        grown = new & (layers[n].weight == 0)
+        assert int(grown.sum()) == math.floor(rho_1 * counts[n]) > 0, n
+        assert int((before[n] & ~new).sum()) == int((new & ~before[n]).sum()) <= int(grown.sum()), n

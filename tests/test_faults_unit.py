@@ -344,7 +344,8 @@ def _tune_state(sweep: Path, checkpoint: str = "checkpoint_000004") -> Path:
 
 
 def test_resume_repairs_tunes_state_from_its_backup_and_lost_checkpoints(tmp_path: Path) -> None:
-    from orchestrator.tuner.state import BACKUP_DIR, backup_state, prepare_restore, state_problem
+    from orchestrator.settings import TUNE_STATE_BACKUP
+    from orchestrator.tuner.state import backup_state, prepare_restore, state_problem
 
     state = _tune_state(tmp_path)
     assert state_problem(tmp_path) is None and backup_state(tmp_path)
@@ -368,7 +369,7 @@ def test_resume_repairs_tunes_state_from_its_backup_and_lost_checkpoints(tmp_pat
     assert "callback-states-2026-01-01_00-00-00.pkl is unreadable" in state_problem(tmp_path)
     prepare_restore(tmp_path)
     assert callbacks.read_bytes() == whole and state_problem(tmp_path) is None
-    shutil.rmtree(tmp_path / BACKUP_DIR)
+    shutil.rmtree(tmp_path / TUNE_STATE_BACKUP)
     state.write_text("{")
     with pytest.raises(ConfigError, match="no readable copy is kept"):
         prepare_restore(tmp_path)

@@ -58,6 +58,25 @@ def test_layerwise_round_prunes_each_layer_by_its_own_count() -> None:
     assert out.threshold == pytest.approx(0.05)  # the largest |θ| removed in any layer
 
 
+def test_layerwise_rounds_count_from_each_layers_survivors_not_its_size() -> None:
+    # a: 10 weights, 5 already pruned (odd indices); b: 6 weights, index 0 pruned
+    a = torch.tensor([0.9, -0.1, 0.8, 0.05, 0.7, 0.3, -0.6, 0.02, 0.4, 0.5])
+    b = torch.tensor([0.15, -0.25, 0.35, 0.45, -0.55, 0.65])
+    masks = {"a": torch.tensor([1, 0] * 5, dtype=torch.bool),
+             "b": torch.tensor([0, 1, 1, 1, 1, 1], dtype=torch.bool)}
+    # round 1: a has 5 survivors, remove ceil(1.0) = 1 (|0.4|, index 8); counting from the
+    # layer size would remove ceil(2.0) = 2. b has 5 survivors: 1 (|-0.25|, index 1), not ceil(1.2) = 2
+    r1 = imp_prune({"a": a, "b": b}, masks, 0.2, scope="layerwise")
+    assert (~r1.masks["a"]).nonzero().flatten().tolist() == [1, 3, 5, 7, 8, 9]
+    assert (~r1.masks["b"]).nonzero().flatten().tolist() == [0, 1]
+    assert r1.threshold == pytest.approx(0.4)
+    # round 2: 4 survivors in each layer, remove ceil(0.8) = 1: |-0.6| (a, 6) and |0.35| (b, 2)
+    r2 = imp_prune({"a": a, "b": b}, r1.masks, 0.2, scope="layerwise")
+    assert r2.masks["a"].tolist() == [True, False, True, False, True, False, False, False, False, False]
+    assert r2.masks["b"].tolist() == [False, False, False, True, True, True]
+    assert r2.threshold == pytest.approx(0.6)
+
+
 def test_rounds_remove_exactly_20_percent_of_the_remaining_under_ties() -> None:
     torch.manual_seed(0)
     w = {"a": torch.randn(40, 25).round(decimals=1), "b": torch.randn(100).round(decimals=1)}  # many ties

@@ -210,8 +210,6 @@ def test_reinit_keeps_the_mask_but_not_the_weights(monkeypatch: pytest.MonkeyPat
 
 
 def test_repellent_term_only_from_round_2_and_lambda_zero_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    import trainables.loop as loop
-
     seen: list[tuple[int, float]] = []
     original = Imp.loss_term
 
@@ -220,15 +218,26 @@ def test_repellent_term_only_from_round_2_and_lambda_zero_is_off(monkeypatch: py
         seen.append((ctx.cycle, float("nan") if out is None else float(out.detach())))
         return out
 
+    def by_cycle() -> dict[int, list[float]]:
+        out: dict[int, list[float]] = {}
+        for c, v in seen:
+            out.setdefault(c, []).append(v)
+        return out
+
     monkeypatch.setattr(Imp, "loss_term", spy_term)
     run_experiment(cfg_of(method__rounds=2, method__reinit_baseline=False, method__repel="all"))
-    assert all(math.isnan(v) for c, v in seen if c == 1)
-    assert all(0 < v <= 2.0 + 1e-6 for c, v in seen if c == 2)
+    terms = by_cycle()
+    # one call per step: 2 rounds (no reinit cycles) of 2 epochs x 3 steps
+    assert sorted(terms) == [1, 2] and len(terms[1]) == len(terms[2]) == 6
+    assert all(math.isnan(v) for v in terms[1])  # round 1: no earlier optimum, no term
+    assert all(0 < v <= 2.0 + 1e-6 for v in terms[2])  # λ_r = 2 times a squared cosine
     seen.clear()
     run_experiment(cfg_of(method__rounds=2, method__reinit_baseline=False, method__repel="all",
                           method__repel_lambda=0.0))
-    assert all(v == 0 for c, v in seen if c == 2)
-    assert loop is not None
+    terms = by_cycle()
+    assert sorted(terms) == [1, 2] and len(terms[1]) == len(terms[2]) == 6
+    assert all(math.isnan(v) for v in terms[1])
+    assert terms[2] == [0.0] * 6
 
 
 def test_copy_trains_from_the_same_state_on_another_data_order(tmp_path: Path) -> None:

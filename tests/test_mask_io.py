@@ -187,6 +187,24 @@ def test_inconsistent_rows_raise(tmp_path: Path) -> None:
         read_masks(path)
 
 
+def test_each_padding_bit_alone_is_refused(tmp_path: Path) -> None:
+    # numel 10 packs into 2 bytes: entries 0-9, then padding bits 10-15 (big-endian: entry 10 is
+    # 0x20 of the second byte, entry 15 is 0x01). The data bits keep density .5, so only the
+    # padding check can see the damage.
+    path = tmp_path / "m.parquet"
+    masks = {"a": torch.tensor([True] * 5 + [False] * 5)}
+    for bit in range(10, 16):
+        second = 1 << (15 - bit)
+        with pytest.raises(MaskFileError, match="padding bits after entry 10"):
+            decode_mask("bits", _payload(bytes([0xF8, second])), 10)
+        write_masks(path, masks)
+        _rewrite(path, "payload", [_payload(bytes([0xF8, second]))])
+        with pytest.raises(MaskFileError, match="padding"):
+            read_masks(path)
+    # the same bytes without padding decode to the mask
+    assert decode_mask("bits", _payload(bytes([0xF8, 0x00])), 10).tolist() == [True] * 5 + [False] * 5
+
+
 def test_packbits_is_one_bit_per_weight(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     mask = torch.from_numpy(rng.random(80_000) < 0.5)

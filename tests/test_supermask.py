@@ -209,13 +209,24 @@ def test_cache_invalidated_by_in_place_edit_prune_rate_and_load(count_selections
     assert count_selections[0] == 5
 
 
-def test_mask_cached_under_inference_mode_works_for_training() -> None:
-    layer = SupermaskLinear(6, 4)
+def test_mask_cached_under_inference_mode_works_for_training(count_selections: list[int]) -> None:
+    torch.manual_seed(0)
+    layer = SupermaskLinear(6, 4, prune_rate=0.5)
     x = torch.randn(3, 6)
     with torch.inference_mode():
-        layer(x)
-    layer(x).sum().backward()
-    assert layer.scores.grad is not None
+        y_eval = layer(x)
+    y = layer(x)  # training forward on the mask cached under inference_mode: no second selection
+    assert count_selections[0] == 1
+    mask = layer.current_mask()
+    assert int(mask.sum()) == 12 and torch.equal(mask, topk_mask(layer.scores.detach().abs(), 12))
+    expected = x @ (layer.weight * mask).T
+    assert torch.allclose(y, expected) and torch.allclose(y_eval, expected)
+    y.sum().backward()
+    # straight-through: ∂L/∂s = (∂L/∂W · θ0) · sign(s), with ∂L/∂W[i, j] = Σ_b x[b, j] for L = Σ y,
+    # for every score, selected or not
+    expected_grad = x.sum(0).expand(4, 6) * layer.weight * layer.scores.detach().sign()
+    assert torch.allclose(layer.scores.grad, expected_grad)
+    assert bool((layer.scores.grad[~mask] != 0).all())
 
 
 def test_deepcopy_and_dtype_move_recompute(count_selections: list[int]) -> None:

@@ -27,10 +27,10 @@ from typing import Any
 
 from ray.tune import Callback
 
+from orchestrator.settings import TUNE_STATE_BACKUP
 from orchestrator.tuner.folder import newest_state
 from trainables.config import ConfigError
 
-BACKUP_DIR = ".sparsesweep-tune-state"
 STATE_FILES = ("experiment_state-*.json", "basic-variant-state-*.json", "search_gen_state-*.json",
                "searcher-state-*.pkl", "callback-states-*.pkl", "tuner.pkl")
 BACKUP_EVERY_S = float(os.environ.get("SPARSESWEEP_STATE_BACKUP_S", "10"))
@@ -79,19 +79,19 @@ def state_problem(sweep_dir: Path) -> str | None:
 
 
 def backup_state(sweep_dir: Path) -> bool:
-    """Copy Tune's state files, if readable, into BACKUP_DIR (atomically); True when done."""
+    """Copy Tune's state files, if readable, into TUNE_STATE_BACKUP (atomically); True when done."""
     sweep_dir = Path(sweep_dir)
     if state_problem(sweep_dir) is not None:
         return False
-    tmp = sweep_dir / f"{BACKUP_DIR}.tmp-{os.getpid()}"
-    target = sweep_dir / BACKUP_DIR
+    tmp = sweep_dir / f"{TUNE_STATE_BACKUP}.tmp-{os.getpid()}"
+    target = sweep_dir / TUNE_STATE_BACKUP
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         for pattern in STATE_FILES:
             for src in sweep_dir.glob(pattern):
                 shutil.copy2(src, tmp / src.name)
-        old = sweep_dir / f"{BACKUP_DIR}.old-{os.getpid()}"
+        old = sweep_dir / f"{TUNE_STATE_BACKUP}.old-{os.getpid()}"
         if target.exists():
             os.replace(target, old)
         os.replace(tmp, target)
@@ -120,7 +120,7 @@ def prepare_restore(sweep_dir: Path) -> list[str]:
     notes: list[str] = []
     problem = state_problem(sweep_dir)
     if problem is not None:
-        backup = sweep_dir / BACKUP_DIR
+        backup = sweep_dir / TUNE_STATE_BACKUP
         if state_problem(backup) is not None:
             raise ConfigError(f"--resume: {problem}, and no readable copy is kept in {backup}; "
                               f"the sweep cannot be resumed (start it again under another --name)")
