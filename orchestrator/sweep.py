@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from orchestrator.driver import ExitCode
 from orchestrator.settings import STATE_FILE, Settings, SweepLayout, is_uri, storage_root, tune_root
 from orchestrator.tracking.uris import check_tracking_uri, check_writable, default_tracking_uri
 from trainables.config import ConfigError, describe_keys
@@ -326,17 +327,17 @@ def _sync(args: argparse.Namespace, settings: Settings, plan: Plan) -> int:
                            labels=SweepLabels.from_plan(plan, settings.name))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_spaces:
         print_spaces()
-        return 0
+        return ExitCode.OK
     if args.list_keys:
         print_keys()
-        return 0
+        return ExitCode.OK
     missing: list[str] = []
     try:
         settings = settings_from_args(args)
@@ -345,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--num-cpus: {args.num_cpus} must be >= 1")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     if args.resume is None:  # the parent MLflow run's description (orchestrator.tracking.labels)
         from orchestrator.cluster.security import redact_command
 
@@ -357,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe_cost(plan, settings))
         for line in missing:  # a dry run plans without the data; the sweep itself stops here
             print(f"note: {line.removeprefix('data.data_dir: ')} (needed to run the sweep, not for --dry-run)")
-        return 0
+        return ExitCode.OK
     try:
         address = args.address or os.environ.get("RAY_ADDRESS") or None  # None: a Ray of our own
         from orchestrator.driver import run
@@ -365,14 +366,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(settings, plan, resume=args.resume is not None, num_cpus=args.num_cpus, address=address)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     except Exception as e:  # a full or unwritable storage: one line, and the sweep resumes later
         from orchestrator.recovery import storage_failure_message
 
         if (message := storage_failure_message(e, settings.storage, settings.name)) is None:
             raise
         print(f"error: {message}", file=sys.stderr)
-        return 75  # EX_TEMPFAIL: try again once there is space
+        return ExitCode.STORAGE_FULL
 
 
 if __name__ == "__main__":
