@@ -1,0 +1,286 @@
+"""The reference pages, generated from the code on every `mkdocs build` (mkdocs-gen-files).
+
+Nothing here restates a fact the code owns: the keys, their defaults and help come from
+`trainables.config.describe_keys` (what `--list-keys` prints), their types and constraints
+from the same dataclass fields `validate` reads, the spaces from `search_spaces.REGISTRY`
+(what `--list-spaces` prints), a space's family from the method names it runs mapped by
+the MLflow family tag's own table, and the CLI page from the sweep's argparse parser.
+`tests/test_docs.py` compares these pages with the CLI's own listings.
+
+Run alone (`python docs/gen_reference.py DIR`) it writes the pages into DIR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# This checkout's code, also where an installed sparsesweep points elsewhere.
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+# The papers behind the spaces: the file name a space's `paper` field cites -> how a reader
+# knows the paper, and the family page that covers it.
+PAPERS: dict[str, tuple[str, str]] = {
+    "soft-iep-appendix.txt": ("Soft iEP, appendix", "../families/strong-lottery-tickets.md"),
+    "soft-iep.txt": ("Soft iEP", "../families/strong-lottery-tickets.md"),
+    "fantastic-weights-dst.txt": ("Fantastic Weights (DST)", "../families/dynamic-sparse-training.md"),
+    "understanding-imp.txt": ("Understanding IMP", "../families/imp.md"),
+}
+# A family tag (`sparsesweep.family`) -> its page.
+FAMILY_PAGES: dict[str, tuple[str, str]] = {
+    "strong_lottery": ("strong lottery tickets", "../families/strong-lottery-tickets.md"),
+    "dst": ("dynamic sparse training", "../families/dynamic-sparse-training.md"),
+    "imp": ("IMP", "../families/imp.md"),
+    "dense": ("dense", ""),
+}
+METHOD_GROUP = "method"
+
+
+def _family_of(method_name: str) -> str:
+    # The table the sweep tags MLflow runs with (`sparsesweep.family`).
+    from orchestrator.mlflow_ui import family_of
+
+    return family_of(method_name)
+
+
+# ----------------------------------------------------------------------------- spaces
+
+@dataclass(frozen=True)
+class SpaceRow:
+    name: str
+    families: tuple[str, ...]
+    reproduces: str
+    trials: int
+    optuna: bool
+    paper: str
+
+
+def space_methods(space: Any, default_method: str) -> set[str]:
+    """The `method.name`s a space's trials run: its base, its grid axis and its variants."""
+    names = {space.base.get("method.name", default_method)}
+    names.update(space.grid.get("method.name", ()))
+    names.update(v["method.name"] for v in space.variants.values() if "method.name" in v)
+    return {str(n) for n in names}
+
+
+def space_rows() -> list[SpaceRow]:
+    from search_spaces import REGISTRY
+    from trainables.config import ExperimentConfig
+
+    default_method = ExperimentConfig().method.name
+    rows = []
+    for s in REGISTRY.values():
+        families = tuple(sorted({_family_of(m) for m in space_methods(s, default_method)}))
+        rows.append(SpaceRow(s.name, families, s.description, s.grid_size(), bool(s.optuna), s.paper))
+    return rows
+
+
+def _paper_cell(paper: str) -> str:
+    # Longest file names first: soft-iep-appendix.txt before soft-iep.txt.
+    for fname in sorted(PAPERS, key=len, reverse=True):
+        label, page = PAPERS[fname]
+        paper = paper.replace(fname, f"\0{fname}\0")
+    return re.sub(r"\0(.+?)\0", lambda m: f"[{PAPERS[m.group(1)][0]}]({PAPERS[m.group(1)][1]})", paper)
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def spaces_table(rows: Iterable[SpaceRow]) -> list[str]:
+    out = ["| space | family | what it reproduces | trials | Optuna | paper figure |",
+           "| --- | --- | --- | ---: | --- | --- |"]
+    for r in rows:
+        fams = ", ".join(f"[{FAMILY_PAGES[f][0]}]({FAMILY_PAGES[f][1]})" if FAMILY_PAGES.get(f, ("", ""))[1]
+                         else FAMILY_PAGES.get(f, (f, ""))[0] for f in r.families)
+        out.append(f"| `{r.name}` | {fams} | {_cell(r.reproduces)} | {r.trials} | "
+                   f"{'yes' if r.optuna else 'no'} | {_paper_cell(_cell(r.paper)) or '-'} |")
+    return out
+
+
+def spaces_page() -> str:
+    from search_spaces import DEFAULT_SPACE
+
+    lines = [
+        "# Search spaces",
+        "",
+        "Generated from `search_spaces.REGISTRY` on every build; `python -m orchestrator.sweep "
+        "--list-spaces` prints the same list. *Trials* is the grid size of one seed (`--num-samples N` "
+        "repeats every point with N seeds); *Optuna* says whether the space also has Optuna "
+        "distributions (`--search optuna`). "
+        f"The default space is `{DEFAULT_SPACE}`.",
+        "",
+        *spaces_table(space_rows()),
+        "",
+        "Run one with `python -m orchestrator.sweep --space NAME`; add `--dry-run` to see "
+              "its trials and cost first ([Getting started](../getting-started.md))."]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- keys
+
+@dataclass(frozen=True)
+class KeyRow:
+    key: str
+    type: str
+    default: str
+    allowed: str
+    meaning: str
+    methods: tuple[str, ...]  # method keys: the methods that have the key
+
+
+def _allowed(meta: dict[str, Any]) -> str:
+    if meta.get("choices") is not None:
+        return ", ".join(f"`{c}`" for c in meta["choices"])
+    bounds = [(meta.get(k), sym) for k, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))]
+    return " and ".join(f"{sym} {b:g}" for b, sym in bounds if b is not None)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) if value else "(empty)"
+    if value == "":
+        return '""'
+    return str(value)
+
+
+def key_rows() -> list[KeyRow]:
+    """One row per key `--list-keys` prints, in its order."""
+    from trainables.config import METHODS, ExperimentConfig, describe_keys
+
+    cfg = ExperimentConfig()
+    rows = []
+    for key, default, helptext in describe_keys():
+        group, name = key.split(".", 1)
+        if group == METHOD_GROUP:
+            owners = [m for m, cls in METHODS.items() if name in {f.name for f in dataclasses.fields(cls)}]
+            fields = [next(f for f in dataclasses.fields(METHODS[m]) if f.name == name) for m in owners]
+            f = fields[0]
+            defaults = {m: _fmt(fd.default) for m, fd in zip(owners, fields, strict=True)}
+            if name == "name":
+                shown, owners = _fmt(default), []
+            elif len(set(defaults.values())) == 1:
+                shown = next(iter(defaults.values()))
+            else:
+                shown = "; ".join(f"{m}: {v}" for m, v in defaults.items())
+            allowed = "`" + "`, `".join(METHODS) + "`" if name == "name" else _allowed(dict(f.metadata))
+            meaning = re.sub(r"^\[\w+\] ", "", helptext)
+            rows.append(KeyRow(key, str(f.type), shown, allowed, meaning, tuple(owners)))
+            continue
+        f = next(f for f in dataclasses.fields(getattr(cfg, group)) if f.name == name)
+        rows.append(KeyRow(key, str(f.type), _fmt(default), _allowed(dict(f.metadata)), helptext, ()))
+    return rows
+
+
+def _table(rows: Iterable[KeyRow], with_methods: bool) -> list[str]:
+    head = "| key | type | default | allowed | " + ("methods | " if with_methods else "") + "meaning |"
+    out = [head, "| --- | --- | --- | --- | " + ("--- | " if with_methods else "") + "--- |"]
+    for r in rows:
+        methods = (", ".join(f"`{m}`" for m in r.methods) + " | ") if with_methods else ""
+        out.append(f"| `{r.key}` | `{_cell(r.type)}` | `{_cell(r.default)}` | {_cell(r.allowed) or '-'} | "
+                   f"{methods}{_cell(r.meaning)} |")
+    return out
+
+
+def keys_page() -> str:
+    from trainables.config import ExperimentConfig
+
+    rows = key_rows()
+    lines = [
+        "# Config keys",
+        "",
+        "Generated from the config tree (`trainables.config`) on every build; "
+        "`python -m orchestrator.sweep --list-keys` prints the same keys. The same dotted keys are "
+        "used by `--set`, `--grid`, the search spaces and the MLflow params. *Allowed* is what "
+        "validation enforces on the key alone; checks across keys (a model against a dataset, "
+        "a rewind step against the epochs) stop the sweep with one line naming both.",
+        "",
+        "The `method.*` keys depend on `method.name`: a key of another method is an error, "
+        "not a silent no-op. Where methods share a key with different defaults, each is listed.",
+        "",
+    ]
+    for group in ExperimentConfig.GROUPS:
+        mine = [r for r in rows if r.key.split(".", 1)[0] == group]
+        lines += [f"## `{group}`", "", *_table(mine, with_methods=group == METHOD_GROUP), ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def cli_page() -> str:
+    from orchestrator.sweep import build_parser
+
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # argparse wraps at the terminal's width
+    try:
+        text = build_parser().format_help()
+    finally:
+        if old is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = old
+    text = re.sub(r"^usage: \S+", "usage: python -m orchestrator.sweep", text)
+    return ("# Command line\n\nGenerated from the sweep's argument parser on every build: "
+            "`python -m orchestrator.sweep --help`.\n\n```text\n" + text + "```\n")
+
+
+# A page may hold `<!-- generated: spaces FAMILY -->` (the spaces whose trials run FAMILY)
+# or `<!-- generated: keys METHOD,METHOD -->` (the method keys of those methods); the build
+# replaces the marker with the table.
+MARKER = re.compile(r"<!-- generated: (spaces|keys) ([\w,]+) -->")
+
+
+def _expand(match: re.Match[str]) -> str:
+    kind, arg = match.group(1), match.group(2)
+    if kind == "spaces":
+        rows = [r for r in space_rows() if arg in r.families]
+        if not rows:
+            raise ValueError(f"generated spaces: no space runs family {arg!r}")
+        return "\n".join(spaces_table(rows))
+    methods = arg.split(",")
+    rows = [r for r in key_rows() if r.key.startswith(f"{METHOD_GROUP}.") and set(methods) & set(r.methods)]
+    if not rows:
+        raise ValueError(f"generated keys: no method key belongs to {arg!r}")
+    return "\n".join(_table(rows, with_methods=True))
+
+
+def expand_markers(text: str) -> str:
+    return MARKER.sub(_expand, text)
+
+
+def changelog_page() -> str:
+    return (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
+
+
+PAGES = {"reference/spaces.md": spaces_page, "reference/config-keys.md": keys_page,
+         "reference/cli.md": cli_page, "changelog.md": changelog_page}
+
+
+def write_all(open_file: Any) -> None:
+    for path, make in PAGES.items():
+        with open_file(path, "w") as fh:
+            fh.write(make())
+
+
+if __name__ == "__main__":  # standalone: python docs/gen_reference.py OUT_DIR
+    out = Path(sys.argv[1])
+    for path in PAGES:
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+    write_all(lambda p, mode: open(out / p, mode, encoding="utf-8"))
+elif __name__ == "<run_path>":  # mkdocs-gen-files runs this file with runpy.run_path
+    import mkdocs_gen_files
+
+    write_all(mkdocs_gen_files.open)
+    docs = REPO / "docs"
+    for page in sorted(docs.rglob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        if MARKER.search(text):
+            with mkdocs_gen_files.open(page.relative_to(docs).as_posix(), "w") as fh:
+                fh.write(expand_markers(text))
