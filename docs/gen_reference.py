@@ -16,7 +16,7 @@ import dataclasses
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,11 +83,9 @@ def space_rows() -> list[SpaceRow]:
 
 
 def _paper_cell(paper: str) -> str:
-    # Longest file names first: soft-iep-appendix.txt before soft-iep.txt.
-    for fname in sorted(PAPERS, key=len, reverse=True):
-        label, page = PAPERS[fname]
-        paper = paper.replace(fname, f"\0{fname}\0")
-    return re.sub(r"\0(.+?)\0", lambda m: f"[{PAPERS[m.group(1)][0]}]({PAPERS[m.group(1)][1]})", paper)
+    """The paper file names a space cites, as links named after the paper."""
+    names = "|".join(re.escape(f) for f in sorted(PAPERS, key=len, reverse=True))  # longest first
+    return re.sub(names, lambda m: f"[{PAPERS[m.group(0)][0]}]({PAPERS[m.group(0)][1]})", paper)
 
 
 def _cell(text: Any) -> str:
@@ -120,7 +118,8 @@ def spaces_page() -> str:
         *spaces_table(space_rows()),
         "",
         "Run one with `python -m orchestrator.sweep --space NAME`; add `--dry-run` to see "
-              "its trials and cost first ([Getting started](../getting-started.md))."]
+        "its trials and cost first ([Getting started](../getting-started.md)).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -263,24 +262,30 @@ PAGES = {"reference/spaces.md": spaces_page, "reference/config-keys.md": keys_pa
          "reference/cli.md": cli_page, "changelog.md": changelog_page}
 
 
-def write_all(open_file: Any) -> None:
+def write_all(write: Callable[[str, str], None]) -> None:
+    """Every generated page through `write(path, text)`, path relative to the docs directory."""
     for path, make in PAGES.items():
-        with open_file(path, "w") as fh:
-            fh.write(make())
+        write(path, make())
 
 
 if __name__ == "__main__":  # standalone: python docs/gen_reference.py OUT_DIR
     out = Path(sys.argv[1])
-    for path in PAGES:
+
+    def _write(path: str, text: str) -> None:
         (out / path).parent.mkdir(parents=True, exist_ok=True)
-    write_all(lambda p, mode: open(out / p, mode, encoding="utf-8"))
+        (out / path).write_text(text, encoding="utf-8")
+
+    write_all(_write)
 elif __name__ == "<run_path>":  # mkdocs-gen-files runs this file with runpy.run_path
     import mkdocs_gen_files
 
-    write_all(mkdocs_gen_files.open)
+    def _write(path: str, text: str) -> None:
+        with mkdocs_gen_files.open(path, "w") as fh:
+            fh.write(text)
+
+    write_all(_write)
     docs = REPO / "docs"
     for page in sorted(docs.rglob("*.md")):
         text = page.read_text(encoding="utf-8")
         if MARKER.search(text):
-            with mkdocs_gen_files.open(page.relative_to(docs).as_posix(), "w") as fh:
-                fh.write(expand_markers(text))
+            _write(page.relative_to(docs).as_posix(), expand_markers(text))
