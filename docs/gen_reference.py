@@ -132,7 +132,7 @@ class KeyRow:
     default: str
     allowed: str
     meaning: str
-    methods: tuple[str, ...]  # method keys: the methods that have the key
+    methods: tuple[str, ...]  # method keys: the methods this row's declaration belongs to
 
 
 def _allowed(meta: dict[str, Any]) -> str:
@@ -150,28 +150,42 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _method_rows(key: str, name_default: Any) -> list[KeyRow]:
+    """One row per distinct declaration of a `method.*` key among the methods that have it:
+    methods that declare it alike share a row."""
+    from trainables.config import METHODS
+
+    name = key.split(".", 1)[1]
+    if name == "name":
+        f = next(f for f in dataclasses.fields(next(iter(METHODS.values()))) if f.name == name)
+        allowed = ", ".join(f"`{m}`" for m in METHODS)
+        return [KeyRow(key, str(f.type), _fmt(name_default), allowed, "the method; it decides which other "
+                       "`method.*` keys exist", ())]
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    for mname, cls in METHODS.items():
+        for f in dataclasses.fields(cls):
+            if f.name == name:
+                meta = dict(f.metadata)
+                sig = (str(f.type), _fmt(f.default), _allowed(meta), meta.get("help", ""))
+                groups.setdefault(sig, []).append(mname)
+    return [KeyRow(key, *sig, tuple(owners)) for sig, owners in groups.items()]
+
+
 def key_rows() -> list[KeyRow]:
-    """One row per key `--list-keys` prints, in its order."""
-    from trainables.config import METHODS, ExperimentConfig, describe_keys
+    """The keys `--list-keys` prints, in its order, each once (a `method.*` key shared by
+    methods that declare it differently has a row per declaration)."""
+    from trainables.config import ExperimentConfig, describe_keys
 
     cfg = ExperimentConfig()
-    rows = []
+    rows: list[KeyRow] = []
+    done: set[str] = set()
     for key, default, helptext in describe_keys():
+        if key in done:
+            continue
+        done.add(key)
         group, name = key.split(".", 1)
         if group == METHOD_GROUP:
-            owners = [m for m, cls in METHODS.items() if name in {f.name for f in dataclasses.fields(cls)}]
-            fields = [next(f for f in dataclasses.fields(METHODS[m]) if f.name == name) for m in owners]
-            f = fields[0]
-            defaults = {m: _fmt(fd.default) for m, fd in zip(owners, fields, strict=True)}
-            if name == "name":
-                shown, owners = _fmt(default), []
-            elif len(set(defaults.values())) == 1:
-                shown = next(iter(defaults.values()))
-            else:
-                shown = "; ".join(f"{m}: {v}" for m, v in defaults.items())
-            allowed = "`" + "`, `".join(METHODS) + "`" if name == "name" else _allowed(dict(f.metadata))
-            meaning = re.sub(r"^\[\w+\] ", "", helptext)
-            rows.append(KeyRow(key, str(f.type), shown, allowed, meaning, tuple(owners)))
+            rows += _method_rows(key, default)
             continue
         f = next(f for f in dataclasses.fields(getattr(cfg, group)) if f.name == name)
         rows.append(KeyRow(key, str(f.type), _fmt(default), _allowed(dict(f.metadata)), helptext, ()))
@@ -182,7 +196,7 @@ def _table(rows: Iterable[KeyRow], with_methods: bool) -> list[str]:
     head = "| key | type | default | allowed | " + ("methods | " if with_methods else "") + "meaning |"
     out = [head, "| --- | --- | --- | --- | " + ("--- | " if with_methods else "") + "--- |"]
     for r in rows:
-        methods = (", ".join(f"`{m}`" for m in r.methods) + " | ") if with_methods else ""
+        methods = ((", ".join(f"`{m}`" for m in r.methods) or "all") + " | ") if with_methods else ""
         out.append(f"| `{r.key}` | `{_cell(r.type)}` | `{_cell(r.default)}` | {_cell(r.allowed) or '-'} | "
                    f"{methods}{_cell(r.meaning)} |")
     return out
@@ -202,7 +216,9 @@ def keys_page() -> str:
         "a rewind step against the epochs) stop the sweep with one line naming both.",
         "",
         "The `method.*` keys depend on `method.name`: a key of another method is an error, "
-        "not a silent no-op. Where methods share a key with different defaults, each is listed.",
+        "not a silent no-op. *Methods* says which methods have the key; where methods declare "
+        "the same key differently (another default, other allowed values), each declaration "
+        "has its own row.",
         "",
     ]
     for group in ExperimentConfig.GROUPS:
@@ -244,7 +260,8 @@ def _expand(match: re.Match[str]) -> str:
             raise ValueError(f"generated spaces: no space runs family {arg!r}")
         return "\n".join(spaces_table(rows))
     methods = arg.split(",")
-    rows = [r for r in key_rows() if r.key.startswith(f"{METHOD_GROUP}.") and set(methods) & set(r.methods)]
+    rows = [dataclasses.replace(r, methods=tuple(m for m in r.methods if m in methods))
+            for r in key_rows() if set(methods) & set(r.methods)]
     if not rows:
         raise ValueError(f"generated keys: no method key belongs to {arg!r}")
     return "\n".join(_table(rows, with_methods=True))
