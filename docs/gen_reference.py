@@ -41,6 +41,8 @@ FAMILY_PAGES: dict[str, tuple[str, str]] = {
     "dense": ("dense", ""),
 }
 METHOD_GROUP = "method"
+# Front matter of a page made of wide tables: the table of contents' column goes to the table.
+WIDE = ["---", "hide:", "  - toc", "---", ""]
 
 
 def _family_of(method_name: str) -> str:
@@ -92,14 +94,19 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def spaces_table(rows: Iterable[SpaceRow]) -> list[str]:
-    out = ["| space | family | what it reproduces | trials | Optuna | paper figure |",
-           "| --- | --- | --- | ---: | --- | --- |"]
+def spaces_table(rows: Iterable[SpaceRow], *, full: bool = True) -> list[str]:
+    """The description last: the one long column, which the site's CSS gives room to read.
+    A family page's table (`full=False`) leaves out the family and Optuna columns."""
+    head = "| space | family | trials | Optuna | paper figure | what it reproduces |" if full else \
+        "| space | trials | paper figure | what it reproduces |"
+    out = [head, "| --- | " + ("--- | " if full else "") + "---: | " + ("--- | " if full else "") + "--- | --- |"]
     for r in rows:
         fams = ", ".join(f"[{FAMILY_PAGES[f][0]}]({FAMILY_PAGES[f][1]})" if FAMILY_PAGES.get(f, ("", ""))[1]
                          else FAMILY_PAGES.get(f, (f, ""))[0] for f in r.families)
-        out.append(f"| `{r.name}` | {fams} | {_cell(r.reproduces)} | {r.trials} | "
-                   f"{'yes' if r.optuna else 'no'} | {_paper_cell(_cell(r.paper)) or '-'} |")
+        cells = [f"`{r.name}`", *([fams] if full else []), str(r.trials),
+                 *(["yes" if r.optuna else "no"] if full else []),
+                 _paper_cell(_cell(r.paper)) or "-", _cell(r.reproduces)]
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 
@@ -107,6 +114,7 @@ def spaces_page() -> str:
     from search_spaces import DEFAULT_SPACE
 
     lines = [
+        *WIDE,
         "# Search spaces",
         "",
         "Generated from `search_spaces.REGISTRY` on every build; `python -m orchestrator.sweep "
@@ -207,6 +215,7 @@ def keys_page() -> str:
 
     rows = key_rows()
     lines = [
+        *WIDE,
         "# Config keys",
         "",
         "Generated from the config tree (`trainables.config`) on every build; "
@@ -258,13 +267,13 @@ def _expand(match: re.Match[str]) -> str:
         rows = [r for r in space_rows() if arg in r.families]
         if not rows:
             raise ValueError(f"generated spaces: no space runs family {arg!r}")
-        return "\n".join(spaces_table(rows))
+        return "\n".join(spaces_table(rows, full=False))
     methods = arg.split(",")
     rows = [dataclasses.replace(r, methods=tuple(m for m in r.methods if m in methods))
             for r in key_rows() if set(methods) & set(r.methods)]
     if not rows:
         raise ValueError(f"generated keys: no method key belongs to {arg!r}")
-    return "\n".join(_table(rows, with_methods=True))
+    return "\n".join(_table(rows, with_methods=len(methods) > 1))
 
 
 def expand_markers(text: str) -> str:
