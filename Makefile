@@ -6,6 +6,8 @@
 #   make ui [STORAGE=dir]        MLflow UI of a sweep storage dir (default sparsesweep-runs)
 #   make lint                    ruff check .
 #   make bench [ARGS=...]        python -m benchmarks ARGS: the one benchmark table (light CPU run)
+#   make docs                    build the documentation site into site/ (mkdocs build --strict)
+#   make docs-serve              serve the documentation on http://127.0.0.1:8000, live reload
 #   make mutate                  mutation testing of trainables/ (mutmut; hours, not in CI)
 # Overridable: PYTHON (interpreter that creates the venv), VENV (its directory).
 
@@ -22,7 +24,7 @@ VENV_PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test sweep ui lint bench mutate
+.PHONY: help venv test sweep ui lint bench mutate docs docs-serve
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -52,6 +54,16 @@ lint: venv
 
 bench: venv
 	$(VENV_PY) -m benchmarks $(ARGS)
+
+# The reference pages are generated from this checkout's code (docs/gen_reference.py).
+# DISABLE_MKDOCS_2_WARNING / NO_MKDOCS_2_WARNING: mkdocs-gen-files and Material print a banner
+# about MkDocs' future on every build; mkdocs is pinned to 1.6.1.
+DOCS_ENV := DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1
+docs: venv
+	$(DOCS_ENV) $(VENV)/bin/mkdocs build --strict
+
+docs-serve: venv
+	$(DOCS_ENV) $(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:8000
 
 # Each surviving mutant is a formula whose test cannot see it break: `mutmut results`, then
 # `mutmut show NAME`. Settings (what to mutate, which tests) in pyproject.toml [tool.mutmut].

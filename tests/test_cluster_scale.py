@@ -1,9 +1,9 @@
-"""cluster.yaml for sweeps at scale, and the README's cluster section, offline.
+"""cluster.yaml for sweeps at scale, and the documentation's cluster page, offline.
 
 - The Ray the nodes install is the client's (pyproject.toml's pin, the running venv's Ray).
 - The head's MLflow server: SQLite or PostgreSQL backend, artifacts on S3 or shared storage.
 - Token authentication on every node, as in cluster.local.yaml.
-- Every `ray ...` command in the README's cluster section parses with Ray's own command line
+- Every `ray ...` command of docs/operations/clusters.md parses with Ray's own command line
   (its click definitions: options, types, arguments), and every sweep command there with ours.
   The config files they name are validated by tests/test_cluster_yaml.py; cluster.local.yaml's
   commands and the `ray start` ones also run for real (test_ray_up.py, test_two_node.py).
@@ -64,9 +64,7 @@ def test_token_authentication_on_every_node() -> None:
 
 
 def _section() -> str:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("## On a Ray cluster")
-    return text[start:text.index("\n## ", start + 1)]
+    return (ROOT / "docs" / "operations" / "clusters.md").read_text()
 
 
 def _commands(section: str) -> list[list[str]]:
@@ -98,7 +96,7 @@ def _parse_ray(argv: list[str]) -> str:
     return command.name
 
 
-def test_readme_cluster_commands_parse_with_rays_cli() -> None:
+def test_the_cluster_page_commands_parse_with_rays_cli() -> None:
     commands = _commands(_section())
     ray_commands = [argv[1:] for argv in commands if argv[0] == "ray"]
     verbs = {_parse_ray(argv) for argv in ray_commands}
@@ -112,7 +110,7 @@ def test_readme_cluster_commands_parse_with_rays_cli() -> None:
         build_parser().parse_args(argv)  # exits (SystemExit) on an unknown flag
 
 
-def test_the_refused_token_line_in_the_readme_is_the_clis() -> None:
+def test_the_refused_token_line_on_the_cluster_page_is_the_clis() -> None:
     from orchestrator.cluster.resources import TOKEN_HINT
 
     flat = " ".join(_section().split())

@@ -291,21 +291,18 @@ def test_the_loopback_config_of_test_ray_up_validates(local_raw, tmp_path):
     assert cfg["head_setup_commands"] == kept and len(kept) >= 3
 
 
-def _readme_cluster_section() -> str:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("## On a Ray cluster")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
+def _cluster_page() -> str:
+    return (ROOT / "docs" / "operations" / "clusters.md").read_text()
 
 
-def test_readme_cluster_commands_use_the_tested_configs():
-    """The README's `ray ...` commands name the two configs these tests validate, and its
+def test_the_cluster_page_commands_use_the_tested_configs():
+    """The cluster page's `ray ...` commands name the two configs these tests validate, and its
     on-prem sweep is the one tests/test_ray_up.py runs through `ray exec`."""
-    section = _readme_cluster_section()
+    section = _cluster_page()
     used = re.findall(r"\bray (up|attach|exec|submit|down|dashboard) (\S+\.ya?ml)", section)
     assert {f for _, f in used} <= {"cluster.yaml", "cluster.local.yaml"}, used
     local = {verb for verb, f in used if f == "cluster.local.yaml"}
     assert {"up", "attach", "exec", "submit", "down"} <= local, local
     assert "ray attach cluster.local.yaml -p 5000" in section
     flat = re.sub(r"\\\n\s*", "", section)  # join continued lines
-    assert SWEEP in flat, "the README's on-prem sweep differs from the one test_ray_up runs"
+    assert SWEEP in flat, "the cluster page's on-prem sweep differs from the one test_ray_up runs"

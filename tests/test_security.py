@@ -123,18 +123,17 @@ def test_dashboard_and_mlflow_listen_on_loopback_only(name: str) -> None:
 def test_cluster_opens_no_port_but_ssh() -> None:
     """cluster.yaml reaches MLflow and the dashboard through SSH port-forwarding only: it
     defines no security group rule of its own (the launcher's default: SSH in, nodes among
-    themselves), and the README says how to forward."""
+    themselves), and the cluster page says how to forward."""
     text = (ROOT / "cluster.yaml").read_text()
     cfg = yaml.safe_load(text)
     node_configs = [cfg["provider"], *(t.get("node_config", {}) for t in cfg["available_node_types"].values())]
     assert not any("SecurityGroupIds" in c or "security_group" in c for c in node_configs)
     assert "IpPermissions" not in text
-    readme = (ROOT / "README.md").read_text()
-    assert "ray attach cluster.yaml -p 5000" in readme and "ray dashboard cluster.yaml" in text
+    page = (ROOT / "docs" / "operations" / "clusters.md").read_text()
+    assert "ray attach cluster.yaml -p 5000" in page and "ray dashboard cluster.yaml" in text
 
 
-def test_readme_documents_mlflow_basic_auth() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Failure and recovery", 1)[1].split("\n## ", 1)[0]
+def test_the_security_page_documents_mlflow_basic_auth() -> None:
+    section = (ROOT / "docs" / "operations" / "security.md").read_text()
     assert "--app-name basic-auth" in section
     assert "MLFLOW_TRACKING_USERNAME" in section and "MLFLOW_TRACKING_PASSWORD" in section
