@@ -18,11 +18,8 @@ from typing import Any
 import pandas as pd
 
 from orchestrator.mlflow_ops import PARENT_TAG
-from orchestrator.mlflow_ui import (  # method.name -> family, as MLflow's tags say
-    FAMILIES,
-    SPACE_TAG,
-    SWEEP_TAG,
-)
+from orchestrator.mlflow_ui import SPACE_TAG, SWEEP_TAG
+from trainables.config import family_of, label_of
 
 
 def sweep_name(parent: Any) -> str:
@@ -74,7 +71,7 @@ class Trial:
 
     @property
     def family(self) -> str:
-        return FAMILIES.get(self.method, self.method)
+        return family_of(self.method)  # as MLflow's family tag says
 
     @property
     def slt_label(self) -> str:
@@ -87,7 +84,7 @@ class Trial:
                      {"rewind": "SRw", "reinit": "SRi"}.get(score, "LR"))
             zero = " + zero init" if self.p("method.zero_init", False) else ""
             return f"{pruning} iEP ({reset}{zero})"
-        return {"edge_popup": "EP", "dense_lrr": "dense LRR", "dense": "dense"}.get(self.method, self.method)
+        return label_of(self.method)
 
     @property
     def dst_label(self) -> str:
