@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY as TRAIN_CHECKPOINT_KEY
 
 from orchestrator.mlflow_ui import param_text
+from trainables.keys import CYCLE_PREFIX, DIVERGED_KEY, POSITION_KEYS, REPLAYED_KEY
 from trainables.mask_figure import MASK_FIGURE
 
 logger = logging.getLogger(__name__)
@@ -50,9 +51,6 @@ STATUS_TAG = "sparsesweep.status"
 ERROR_TAG = "sparsesweep.error"
 DIVERGED_AT_TAG = "sparsesweep.diverged_at"
 
-#: The report key a diverged trial sets to 1 (trainables.loop); shown as a tag, not a metric.
-DIVERGED_KEY = "diverged"
-
 #: (file or directory in the last checkpoint, artifact path, required). A directory is
 #: uploaded with its tree: ``artifacts/masks/cycle_01.parquet`` -> ``masks/cycle_01.parquet``.
 #: Dense training has no mask, and single-cycle methods may write no cycle files. The mask
@@ -64,12 +62,6 @@ DEFAULT_ARTIFACT_FILES: tuple[tuple[str, str, bool], ...] = (
     ("artifacts", "", False),
 )
 
-#: Report keys that say where a report is (the x axis), not what was measured: the step of
-#: every metric, never a metric itself (MLflow's charts would plot the step against itself).
-POSITION_KEYS: frozenset[str] = frozenset({"epoch", "step"})
-
-#: Metrics whose name starts with this are logged at step = the reported ``cycle``.
-CYCLE_PREFIX = "cycle_"
 
 #: Keys Tune adds to every result; they are bookkeeping, not metrics of the method.
 BOOKKEEPING_KEYS: frozenset[str] = frozenset(
@@ -90,8 +82,8 @@ BOOKKEEPING_KEYS: frozenset[str] = frozenset(
         "checkpoint_dir_name",
         "should_checkpoint",
         TRAIN_CHECKPOINT_KEY,
-        DIVERGED_KEY,
-        "replayed",  # a report sent again after a restore (trainables.loop.REPLAYED_KEY)
+        DIVERGED_KEY,  # a diverged trial's report key: shown as a tag, not a metric
+        REPLAYED_KEY,
     }
 )
 

@@ -8,14 +8,13 @@ policy, kept here so each file does one thing.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-# errno values meaning "the storage cannot take more"; the sweep resumes once it can.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+from trainables.checkpoint_io import STORAGE_ERRNOS
+
 STORAGE_MARKERS = ("No space left on device", "Disk quota exceeded", "Read-only file system",
                    "database or disk is full", "cannot write the checkpoint to")
 

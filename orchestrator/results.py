@@ -17,6 +17,7 @@ from orchestrator.nodes import NODE_KEY
 from orchestrator.recovery import error_summary
 from orchestrator.schedulers import describe_stops, stopped_at
 from search_spaces import Plan
+from trainables.keys import DIVERGED_KEY
 
 # Shown when some trial reported them (dense training has no dying ratio).
 SHOWN_METRICS = ("test_acc", "dying_ratio", "k_minus_dying", "density", "epoch")
@@ -49,7 +50,7 @@ def results_table(results: Any, plan: Plan, metric: str, mode: str) -> Any:
         done = metrics.get("epoch") == plan.resolve(config).total_epochs if config else False
         stop = stopped_at(metrics)
         row["status"] = "ERROR" if r.error else ("OK" if done else ("STOPPED" if stop else "INCOMPLETE"))
-        if not r.error and metrics.get("diverged"):  # loss NaN/inf: the trial stopped at once
+        if not r.error and metrics.get(DIVERGED_KEY):  # loss NaN/inf: the trial stopped at once
             row["status"] = "DIVERGED"
         row["error"] = error_summary(r.error) if r.error else None  # e.g. out of memory, and why
         row["stopped_at"] = f"{stop[0]} {stop[1]}" if stop else None

@@ -22,7 +22,6 @@ figure itself, one after another, while Tune waits (benchmarks/orchestration_ove
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import sys
@@ -38,12 +37,17 @@ import ray.train
 import ray.tune
 import torch
 
-from trainables.checkpoint_io import MANIFEST_FILE, usable_checkpoint, write_manifest
+from trainables.checkpoint_io import (
+    MANIFEST_FILE,
+    STORAGE_ERRNOS,
+    usable_checkpoint,
+    write_manifest,
+)
 from trainables.config import ExperimentConfig, resolve_tune_config
+from trainables.keys import DIVERGED_KEY, REPLAYED_KEY
 from trainables.loop import (
     ARTIFACTS_DIR,
     MASKS_FILE,
-    REPLAYED_KEY,
     DistContext,
     Reporter,
     read_reports,
@@ -60,9 +64,6 @@ FigureTitle = Callable[[Mapping[str, Any], Mapping[str, Any], str], str]
 # Leading keys of every report: Tune's live table shows the first four metrics it sees, so a
 # diverged trial is visible there (diverged = 1) next to its loss and accuracy.
 TABLE_KEYS = ("train_loss", "test_acc", "test_loss")
-DIVERGED_KEY = "diverged"
-# errno values that mean "the storage cannot take more": the sweep can resume once it can.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class TrialOutOfMemory(MemoryError):
