@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainables.config import ConfigError, DSTConfig, ExperimentConfig
-from trainables.data import _stable_seed  # the data order's process-stable seed hash
 from trainables.methods.base import CycleEnd, Method, Position, StepContext
 from trainables.methods.dense import decay_groups, init_dense_weights
 from trainables.metrics.criteria_jaccard import (
@@ -42,6 +41,7 @@ from trainables.metrics.criteria_jaccard import (
 )
 from trainables.metrics.itop import itop_ratio, record_masks
 from trainables.models.layers import LayerFactory
+from trainables.rng import stable_generator
 from trainables.sparse.bits import PackedBits
 from trainables.sparse.density import prune_rate_from_density, pruned_count
 from trainables.sparse.dst_criteria import CRITERIA, grow_selection, prune_selection
@@ -74,11 +74,6 @@ def _layers(model: nn.Module) -> dict[str, MaskedMixin]:
     if not layers:
         raise ValueError("DST found no masked layer: build the model with method.layer_factory()")
     return layers
-
-
-def _generator(*parts: object) -> torch.Generator:
-    """A CPU generator that is a pure function of `parts` (stateless: resume-safe, same on every rank)."""
-    return torch.Generator().manual_seed(_stable_seed(*parts))
 
 
 def _mean_across_ranks(tensors: list[Tensor]) -> None:
@@ -224,7 +219,7 @@ class DST(Method):
     def _prune_sets(self, criterion: str, state: dict[str, tuple[Tensor, Tensor, Tensor]], rho: float,
                     step: int) -> dict[str, Tensor]:
         """What `criterion` prunes from `state` (name -> (θ, ∇θL, mask)), as bool masks."""
-        generator = _generator("prune", self.update_seed, step)
+        generator = stable_generator("prune", self.update_seed, step)
         kw = {"mest_lambda": self.m.mest_lambda, "generator": generator}
         if self.m.scope == "local":
             out = {}
@@ -239,7 +234,7 @@ class DST(Method):
     def _grow_sets(self, kept: dict[str, Tensor], pruned: dict[str, Tensor],
                    effective: dict[str, Tensor | None], step: int) -> dict[str, Tensor]:
         """As many inactive entries as were pruned (per layer, or in total for global scope)."""
-        generator = _generator("grow", self.update_seed, step)
+        generator = stable_generator("grow", self.update_seed, step)
         if self.m.growth == "gradient" and any(effective[n] is None for n in self.sparse):
             raise RuntimeError("gradient growth found no ∂L/∂(m⊙θ): the layers did not retain it")
         if self.m.scope == "local":

@@ -45,11 +45,11 @@ from torch import Tensor, nn
 from trainables.config import ExperimentConfig, ImpConfig
 from trainables.methods.base import CycleEnd, CycleStart, Evaluator, Method, Position, StepContext
 from trainables.methods.dense import decay_groups, init_dense_weights
-from trainables.methods.edge_popup import derived_generator
 from trainables.metrics.distances import distance_row, distance_table, shared_vectors
 from trainables.metrics.histograms import weight_histogram
 from trainables.metrics.interpolation import instability, interpolation_errors
 from trainables.models.layers import LayerFactory
+from trainables.rng import stable_generator
 from trainables.sparse.imp_prune import imp_prune, one_shot_prune
 from trainables.sparse.init import init_weight
 from trainables.sparse.masked import MASKED, MASKED_NONAFFINE, MaskedMixin, masked_modules
@@ -268,7 +268,7 @@ class Imp(Method):
     def _reinit(self, model: nn.Module, r: int, masks: dict[str, Tensor]) -> None:
         """Same mask, fresh conv/linear weights (seeded by seed and round); the rest from θ_0."""
         self._load(model, self.init_state, masks)
-        generator = derived_generator("imp-reinit", self.cfg.run.seed, r)
+        generator = stable_generator("imp-reinit", self.cfg.run.seed, r, top_bits=True)
         for layer in masked_modules(model).values():
             init_weight(layer.weight, self.c.weight_init, generator=generator)
         self._apply_masks(model)

@@ -18,8 +18,9 @@ from torch import nn
 
 from trainables.config import ExperimentConfig, IterativeEdgePopupConfig
 from trainables.methods.base import CycleStart, Position
-from trainables.methods.edge_popup import EdgePopup, derived_generator, supermask_layers
+from trainables.methods.edge_popup import EdgePopup, supermask_layers
 from trainables.metrics.dying import apparent_dying_ratio
+from trainables.rng import stable_generator
 from trainables.sparse.init import init_scores
 
 __all__ = ["IterativeEdgePopup"]
@@ -65,7 +66,7 @@ class IterativeEdgePopup(EdgePopup):
         c = self.iep
         layers = supermask_layers(model)
         previous = {name: layer.current_mask().clone() for name, layer in layers.items()}  # m*_(i-1)
-        generator = derived_generator("score-reinit", self.cfg.run.seed, cycle)
+        generator = stable_generator("score-reinit", self.cfg.run.seed, cycle, top_bits=True)
         with torch.no_grad():
             for name, layer in layers.items():
                 if c.pruning == "hard":
