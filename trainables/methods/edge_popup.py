@@ -61,11 +61,11 @@ def supermask_layers(model: nn.Module) -> dict[str, SupermaskMixin]:
 class EdgePopup(Method):
     """Hooks for edge-popup; the state is the exploration history (and s_0 when needed)."""
 
+    config_class: type[SupermaskConfig] = SupermaskConfig  # iEP shares these hooks
+    method_cfg: SupermaskConfig
+
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
-        if not isinstance(cfg.method, SupermaskConfig):
-            raise TypeError(f"{type(self).__name__} needs a SupermaskConfig, got {type(cfg.method).__name__}")
-        self.method_cfg: SupermaskConfig = cfg.method
         self.multi_cycle = cfg.method.cycle_count() > 1
         self._ever: dict[str, PackedBits] = {}
         self._ever_cycle: dict[str, PackedBits] = {}  # `_ever` itself for single-cycle methods
