@@ -1,0 +1,1 @@
+"""Where a sweep runs: clusters, schedulers and the shared servers a lab's sweeps report to."""
