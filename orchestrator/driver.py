@@ -116,7 +116,8 @@ def run(settings: Settings, plan: Plan, *, resume: bool, num_cpus: int | None, a
                                                   "grid_trials": grid_trials,
                                                   "num_samples": plan.num_samples,
                                                   "workers_per_trial": settings.workers_per_trial},
-                           tags={"sparsesweep.space": space.name, **labels.parent_tags()},
+                           tags={"sparsesweep.space": space.name, **labels.parent_tags(),
+                                 **_study_tag(settings)},
                            resume_run_id=settings.parent_run_id,
                            run_name=labels.parent_run_name(grid_trials or plan.num_samples),
                            note=labels.parent_note(settings.command, plan, view_link),
@@ -212,6 +213,15 @@ def _open_tracking(settings: Settings, plan: Plan,
     return tracker, labels
 
 
+def _study_tag(settings: Settings) -> dict[str, str]:
+    """The parent run of a driver that joined a shared Optuna study (orchestrator.cluster.shared_db)."""
+    if not settings.study:
+        return {}
+    from orchestrator.cluster.shared_db import STUDY_TAG
+
+    return {STUDY_TAG: settings.study}
+
+
 def _state_backup(settings: Settings, sweep_path: str) -> list[Any]:
     """A copy of Tune's last readable state for --resume (orchestrator.tune_state); local storage."""
     if _is_uri(settings.storage):
@@ -245,8 +255,11 @@ def _tune_config(plan: Plan, settings: Settings, metric: str, mode: str,
         if not url:
             print("note: the Optuna study is kept in memory (--storage is a URI); give "
                   "--optuna-storage to keep it in a database", file=sys.stderr)
-        search_alg = make_searcher(plan, sampler=settings.sampler, seed=settings.optuna_seed,
-                                   storage_url=url, study_name=settings.name, metric=metric, mode=mode)
+        from orchestrator.cluster.shared_db import driver_seed
+
+        seed = driver_seed(settings.optuna_seed, settings.name) if settings.study else settings.optuna_seed
+        search_alg = make_searcher(plan, sampler=settings.sampler, seed=seed, storage_url=url,
+                                   study_name=settings.study or settings.name, metric=metric, mode=mode)
         from orchestrator.searchers import allow_missing_metric
 
         search_alg = allow_missing_metric(search_alg)  # a diverged trial ends with no score: pruned

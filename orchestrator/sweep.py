@@ -52,6 +52,7 @@ class Settings:
     reduction_factor: float | None = None
     sampler: str = "tpe"  # orchestrator.study.SAMPLERS
     optuna_storage: str = ""  # RDB URL of the Optuna study ("": SQLite in the sweep's directory)
+    study: str = ""  # Optuna study joined by several drivers ("": the sweep's own, its name)
     reuse_actors: bool = True  # no flag: benchmarks/orchestration_overhead.py compares both
     command: str = ""  # the command line that started the sweep (credentials redacted)
 
@@ -97,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optuna-storage", default="", metavar="URL",
                    help="RDB of the Optuna study, e.g. postgresql://HOST/DB (default: SQLite in the "
                         "sweep's directory; --resume continues the same study)")
+    p.add_argument("--study", default="", metavar="NAME",
+                   help="Optuna study in --optuna-storage to create or join: drivers on several "
+                        "machines giving the same NAME share its trials (default: the sweep's own)")
+    p.add_argument("--join-study", action="store_true",
+                   help="with --study: the study must exist already (a driver joining a lab's study)")
     p.add_argument("--scheduler", default="fifo",
                    help="fifo (every trial runs to the end) or asha (early stopping; in cycles for "
                         "iterative methods)")
@@ -156,7 +162,8 @@ def _tune_root(storage: str) -> str:
 
 
 def _check_tracking_uri(uri: str) -> None:
-    allowed = ("sqlite:///", "http://", "https://", "postgresql://", "mysql://", "mssql://", "databricks")
+    allowed = ("sqlite:///", "http://", "https://", "postgresql://", "postgresql+", "mysql://", "mysql+",
+               "mssql://", "databricks")
     if not uri.startswith(allowed):
         raise ConfigError(f"--tracking-uri: {uri!r} is not supported; use one of sqlite:///PATH, "
                           f"http(s)://HOST:PORT, postgresql://, mysql:// (MLflow 3 has no ./mlruns file store)")
@@ -164,6 +171,9 @@ def _check_tracking_uri(uri: str) -> None:
         _check_writable(Path(uri.removeprefix("sqlite:///")).parent, "--tracking-uri")
     _refuse_password(uri, "--tracking-uri", "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
                                             "(or the database's own password file)")
+    from orchestrator.cluster.shared_db import check_server_uri
+
+    check_server_uri(uri, "--tracking-uri")  # a database URI: driver installed, server answering
 
 
 def _refuse_password(uri: str, flag: str, instead: str) -> None:
@@ -223,6 +233,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ConfigError(f"--cpus-per-worker: {args.cpus_per_worker} must be > 0")
     scheduler, grace, reduction = _scheduler_args(args)
     sampler, optuna_storage = _study_args(args)
+    from orchestrator.cluster.shared_db import check_study
+
+    check_study(optuna_storage, args.study, join=args.join_study)
     if args.metric is not None and args.metric not in METRICS:
         raise ConfigError(f"--metric: {args.metric!r} is not one of {', '.join(METRICS)}")
     if args.mode is not None and args.mode not in ("max", "min"):
@@ -249,7 +262,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     storage=storage, tracking_uri=tracking,
                     experiment=args.experiment or f"sparsesweep-{space.name}",
                     scheduler=scheduler, grace_period=grace, reduction_factor=reduction,
-                    sampler=sampler, optuna_storage=optuna_storage)
+                    sampler=sampler, optuna_storage=optuna_storage, study=args.study)
 
 
 def _scheduler_args(args: argparse.Namespace) -> tuple[str, int | None, float | None]:
@@ -277,11 +290,19 @@ def _study_args(args: argparse.Namespace) -> tuple[str, str]:
     """--sampler and --optuna-storage: Optuna's, so only with --search optuna."""
     from orchestrator.study import check_sampler, check_storage_url
 
-    for flag, value in (("--sampler", args.sampler), ("--optuna-storage", args.optuna_storage)):
+    for flag, value in (("--sampler", args.sampler), ("--optuna-storage", args.optuna_storage),
+                        ("--study", args.study)):
         if value and args.search != "optuna":
             raise ConfigError(f"{flag}: applies to --search optuna only")
     sampler = check_sampler(args.sampler) if args.sampler is not None else "tpe"
-    return sampler, check_storage_url(args.optuna_storage) if args.optuna_storage else ""
+    if not args.optuna_storage:
+        return sampler, ""
+    from orchestrator.cluster.shared_db import check_server_uri
+
+    url = check_storage_url(args.optuna_storage)
+    _refuse_password(url, "--optuna-storage", "PGPASSWORD or ~/.pgpass (the database's own password file)")
+    check_server_uri(url, "--optuna-storage")  # driver installed, server answering
+    return sampler, url
 
 
 def _default_tracking(storage: str) -> str:

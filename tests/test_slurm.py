@@ -184,14 +184,19 @@ def _wait_done(cluster: SlurmCluster, job_id: str, storage: Path, timeout: float
         if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
             # a requeued job waits before it may start again; this test need not
             cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
-        assert time.monotonic() < deadline, f"job {job_id} not done: {info}\n{_job_log(storage, job_id)}"
+        assert time.monotonic() < deadline, f"job {job_id} not done: {info}\n{_markers(_job_log(storage, job_id))}"
         time.sleep(2)
     return info
 
 
 def _job_log(storage: Path, job_id: str) -> str:
     logs = list((storage / "slurm").glob(f"*-{job_id}.out"))
-    return logs[0].read_text(errors="replace")[-6000:] if logs else "(no job log)"
+    return logs[0].read_text(errors="replace") if logs else "(no job log)"
+
+
+def _markers(log: str) -> str:
+    """The batch script's own lines (sparsesweep: ...), for assertion messages."""
+    return "\n".join(line for line in log.splitlines() if line.startswith("sparsesweep:")) + log[-3000:]
 
 
 def _table(storage: Path, name: str) -> dict[str, dict[str, str]]:
@@ -231,15 +236,15 @@ def test_requeued_job_resumes_the_sweep(cluster: SlurmCluster, jobs: dict[str, t
             lines = result.read_text().splitlines()
             if len(lines) >= LONG_EPOCHS:
                 finished[json.loads(lines[-1])["trial_id"]] = json.loads(lines[-1])["test_acc"]
-        assert cluster.job(job_id).get("JobState") in ("PENDING", "RUNNING"), _job_log(storage, job_id)
-        assert time.monotonic() < deadline, f"no trial finished: {_job_log(storage, job_id)}"
+        assert cluster.job(job_id).get("JobState") in ("PENDING", "RUNNING"), _markers(_job_log(storage, job_id))
+        assert time.monotonic() < deadline, f"no trial finished: {_markers(_job_log(storage, job_id))}"
         time.sleep(0.5)
     cluster.run("scancel", "--signal=USR1", "--batch", job_id)
     info = _wait_done(cluster, job_id, storage, timeout=400)
     log = _job_log(storage, job_id)
-    assert info["JobState"] == "COMPLETED", log
-    assert info["Restarts"] == "1", log  # the job requeued itself once, and was not requeued again
-    assert "USR1 received" in log and "resuming sweep long" in log, log
+    assert info["JobState"] == "COMPLETED", _markers(log)
+    assert info["Restarts"] == "1", _markers(log)  # the job requeued itself once, and only once
+    assert "USR1 received" in log and "resuming sweep long" in log, _markers(log)
     table = _table(storage, "long")
     assert len(table) == 3 and {row["status"] for row in table.values()} == {"OK"}, table
     assert {row["epoch"] for row in table.values()} == {str(LONG_EPOCHS)}
@@ -254,8 +259,8 @@ def test_job_runs_the_sweep_to_the_end(cluster: SlurmCluster, jobs: dict[str, tu
     job_id, storage = jobs["short"]
     info = _wait_done(cluster, job_id, storage, timeout=400)
     log = _job_log(storage, job_id)
-    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", log
-    assert "Results (sorted by test_acc)" in log, log
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", _markers(log)
+    assert "Results (sorted by test_acc)" in log, _markers(log)
     table = _table(storage, "short")
     assert len(table) == 3 and {row["status"] for row in table.values()} == {"OK"}, table
     _check_mlflow(storage, "short", 2, trials=3)
@@ -273,3 +278,52 @@ def test_port_blocks_of_two_jobs_never_overlap() -> None:
     ports = job_ports(5)
     assert len(set(ports.values())) == len(ports)  # no port used twice within a job
     assert all(20000 <= p < 32768 for p in span(5) | span(10**9))  # above Ray's, below ephemeral
+
+
+def _write(tmp_path: Path, *args: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from orchestrator.cluster import slurm
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = slurm.main(["write", "--out", str(tmp_path / "job.sbatch"), *args])
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--name", "s", "--", "--space", "ep_quick"], "--storage: required"),
+    (["--storage", "/tmp/runs", "--name", "s"], "is under /tmp, local to one node"),
+    (["--storage", "s3://bucket/runs", "--name", "s"], "is a URI"),
+    (["--storage", "{shared}", "--name", "s", "--", "--storage", "/x"], "--storage are set by the job script"),
+    (["--storage", "{shared}", "--name", "s", "--", "--space", "no_such_space"], "no_such_space"),
+    (["--storage", "{shared}", "--name", "s", "--ray-mode", "ssh"], "--ray-mode: 'ssh' is not one of"),
+    (["--storage", "{shared}", "--name", "s", "--partition", "gpu;rm"], "--partition"),
+    (["--storage", "{shared}", "--name", "s", "--tracking-uri", "http://127.0.0.1:{port}"],
+     "no MLflow server answers"),
+])
+def test_bad_slurm_job_settings_are_one_line_and_write_nothing(
+        tmp_path: Path, args: list[str], message: str) -> None:
+    shared = ROOT / ".pytest-shared-storage"  # not under /tmp: looks shared; never created
+    args = [a.format(shared=shared, port=free_port()) for a in args]
+    code, err = _write(tmp_path, *args)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "job.sbatch").exists() and not shared.exists()
+
+
+def test_written_script_carries_the_settings(tmp_path: Path) -> None:
+    storage = tmp_path / "runs"
+    code, err = _write(tmp_path, "--storage", str(storage), "--name", "s", "--assume-shared",
+                       "--nodes", "4", "--gpus-per-node", "8", "--partition", "gpu",
+                       "--account", "lab", "--time", "1-00:00:00", "--ray-mode", "symmetric",
+                       "--", "--space", "ep_quick", "--set", "optim.lr=0.1 ")
+    assert code == 0, err
+    text = (tmp_path / "job.sbatch").read_text()
+    for line in ("#SBATCH --nodes=4", "#SBATCH --gpus-per-node=8", "#SBATCH --partition=gpu",
+                 "#SBATCH --account=lab", "#SBATCH --time=1-00:00:00", "#SBATCH --requeue",
+                 "#SBATCH --signal=B:USR1@120", "#SBATCH --exclusive", "RAY_MODE=symmetric",
+                 "SWEEP_ARGS=(--space ep_quick --set 'optim.lr=0.1 ')"):
+        assert line in text.splitlines() or line in text, line
+    assert "{{" not in text
+    assert subprocess.run(["bash", "-n", str(tmp_path / "job.sbatch")]).returncode == 0
