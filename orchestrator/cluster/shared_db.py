@@ -68,9 +68,14 @@ def _sqlalchemy_name(module: str) -> str:
 def check_reachable(uri: str, flag: str, timeout_s: int = 10) -> None:
     """A connection to the server opens (and closes) within `timeout_s`; nothing is written."""
     from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
     from sqlalchemy.pool import NullPool
 
-    connect_args: dict[str, Any] = {"connect_timeout": timeout_s}
+    # each DBAPI names its connect timeout its own way
+    timeout_arg = {"psycopg2": "connect_timeout", "psycopg": "connect_timeout", "mysqldb": "connect_timeout",
+                   "pymysql": "connect_timeout", "pg8000": "timeout",
+                   "mysqlconnector": "connection_timeout"}.get(make_url(uri).get_driver_name())
+    connect_args: dict[str, Any] = {timeout_arg: timeout_s} if timeout_arg else {}
     engine = create_engine(uri, poolclass=NullPool, connect_args=connect_args)
     try:
         with engine.connect():
