@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--space", "ep_quick", "--search", "optuna", "--set", "run.max_steps_per_epoch=3",
         "--set", "data.batch_size=32", "--set", "schedule.epochs=2", "--max-concurrent", "1",
         "--num-cpus", "1", "--experiment", "lab"]
-SHARES = {"drv-a": 2, "drv-b": 1}  # each driver's --num-samples in the joined study
+SHARES = {"drv-a": 3, "drv-b": 2}  # each driver's --num-samples; the second joins while the first runs
 
 
 def _pg_bin() -> Path | None:
