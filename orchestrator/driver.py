@@ -164,7 +164,8 @@ def _open_parent(settings: Settings, plan: Plan, layout: SweepLayout, started: S
               "num_samples": plan.num_samples,
               "workers_per_trial": settings.workers_per_trial}
     settings.parent_run_id = tracker.start(
-        settings.name, params=params, tags={"sparsesweep.space": plan.space.name, **labels.parent_tags()},
+        settings.name, params=params,
+        tags={"sparsesweep.space": plan.space.name, **labels.parent_tags(), **_study_tag(settings)},
         resume_run_id=settings.parent_run_id,
         run_name=labels.parent_run_name(grid_trials or plan.num_samples),
         note=labels.parent_note(settings.command, plan, view_link),
@@ -249,6 +250,15 @@ def _finish(settings: Settings, plan: Plan, layout: SweepLayout, tracker: SweepT
     return status, ExitCode.OK if errors == 0 else ExitCode.TRIALS_FAILED
 
 
+def _study_tag(settings: Settings) -> dict[str, str]:
+    """The parent run of a driver that joined a shared Optuna study (cluster.shared_db)."""
+    if not settings.study:
+        return {}
+    from orchestrator.tracking.tags import STUDY_TAG
+
+    return {STUDY_TAG: settings.study}
+
+
 def _state_backup(layout: SweepLayout) -> list[Any]:
     """A copy of Tune's last readable state for --resume (tuner.state); local storage only."""
     if layout.remote:
@@ -283,8 +293,11 @@ def _tune_config(plan: Plan, settings: Settings, layout: SweepLayout, metric: st
         if not url:
             print("note: the Optuna study is kept in memory (--storage is a URI); give "
                   "--optuna-storage to keep it in a database", file=sys.stderr)
-        search_alg = make_searcher(plan, sampler=settings.sampler, seed=settings.optuna_seed,
-                                   storage_url=url, study_name=settings.name, metric=metric, mode=mode)
+        from orchestrator.cluster.shared_db import driver_seed
+
+        seed = driver_seed(settings.optuna_seed, settings.name) if settings.study else settings.optuna_seed
+        search_alg = make_searcher(plan, sampler=settings.sampler, seed=seed, storage_url=url,
+                                   study_name=settings.study or settings.name, metric=metric, mode=mode)
         search_alg = allow_missing_metric(search_alg)  # a diverged trial ends with no score: pruned
     scheduler, marker = None, []
     if settings.scheduler == "asha":

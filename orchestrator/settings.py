@@ -62,6 +62,7 @@ class Settings:
     reduction_factor: float | None = None
     sampler: str = "tpe"  # tuner.study.SAMPLERS
     optuna_storage: str = ""  # RDB URL of the Optuna study ("": SQLite in the sweep's folder)
+    study: str = ""  # Optuna study joined by several drivers ("": the sweep's own, its name)
     reuse_actors: bool = True  # no flag: benchmarks/orchestration_overhead.py compares both
     command: str = ""  # the command line that started the sweep (credentials redacted)
 

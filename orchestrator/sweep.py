@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, NoReturn
 
 from orchestrator.driver import ExitCode
 from orchestrator.settings import STATE_FILE, Settings, SweepLayout, is_uri, storage_root, tune_root
-from orchestrator.tracking.uris import check_tracking_uri, check_writable, default_tracking_uri
+from orchestrator.tracking.uris import (
+    check_tracking_uri,
+    check_writable,
+    default_tracking_uri,
+    refuse_password,
+)
 from trainables.config import ConfigError, describe_keys
 
 if TYPE_CHECKING:  # search_spaces imports Optuna: not needed by --help
@@ -66,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optuna-storage", default="", metavar="URL",
                    help="RDB of the Optuna study, e.g. postgresql://HOST/DB (default: SQLite in the "
                         "sweep's directory; --resume continues the same study)")
+    p.add_argument("--study", default="", metavar="NAME",
+                   help="Optuna study in --optuna-storage to create or join: drivers on several "
+                        "machines giving the same NAME share its trials (default: the sweep's own)")
+    p.add_argument("--join-study", action="store_true",
+                   help="with --study: the study must exist already (a driver joining a lab's study)")
     p.add_argument("--scheduler", default="fifo",
                    help="fifo (every trial runs to the end) or asha (early stopping; in cycles for "
                         "iterative methods)")
@@ -132,6 +142,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ConfigError(f"--cpus-per-worker: {args.cpus_per_worker} must be > 0")
     scheduler, grace, reduction = _scheduler_args(args)
     sampler, optuna_storage = _study_args(args)
+    from orchestrator.cluster.shared_db import check_study
+
+    check_study(optuna_storage, args.study, join=args.join_study)
     if args.metric is not None and args.metric not in METRICS:
         raise ConfigError(f"--metric: {args.metric!r} is not one of {', '.join(METRICS)}")
     if args.mode is not None and args.mode not in ("max", "min"):
@@ -158,7 +171,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     storage=storage, tracking_uri=tracking,
                     experiment=args.experiment or f"sparsesweep-{space.name}",
                     scheduler=scheduler, grace_period=grace, reduction_factor=reduction,
-                    sampler=sampler, optuna_storage=optuna_storage)
+                    sampler=sampler, optuna_storage=optuna_storage, study=args.study)
 
 
 def _scheduler_args(args: argparse.Namespace) -> tuple[str, int | None, float | None]:
@@ -186,11 +199,19 @@ def _study_args(args: argparse.Namespace) -> tuple[str, str]:
     """--sampler and --optuna-storage: Optuna's, so only with --search optuna."""
     from orchestrator.tuner.study import check_sampler, check_storage_url
 
-    for flag, value in (("--sampler", args.sampler), ("--optuna-storage", args.optuna_storage)):
+    for flag, value in (("--sampler", args.sampler), ("--optuna-storage", args.optuna_storage),
+                        ("--study", args.study)):
         if value and args.search != "optuna":
             raise ConfigError(f"{flag}: applies to --search optuna only")
     sampler = check_sampler(args.sampler) if args.sampler is not None else "tpe"
-    return sampler, check_storage_url(args.optuna_storage) if args.optuna_storage else ""
+    if not args.optuna_storage:
+        return sampler, ""
+    from orchestrator.cluster.shared_db import check_server_uri
+
+    url = check_storage_url(args.optuna_storage)
+    refuse_password(url, "--optuna-storage", "PGPASSWORD or ~/.pgpass (the database's own password file)")
+    check_server_uri(url, "--optuna-storage")  # driver installed, server answering
+    return sampler, url
 
 
 def _default_tracking(storage: str) -> str:

@@ -35,3 +35,5 @@ ERROR_TAG = "sparsesweep.error"
 DIVERGED_AT_TAG = "sparsesweep.diverged_at"
 #: Where an early-stopping scheduler stopped the trial ("epoch 1", "cycle 2").
 STOPPED_TAG = "sparsesweep.stopped_at"
+#: The Optuna study a driver joined (`--study`): on each joining sweep's parent run.
+STUDY_TAG = "sparsesweep.study"

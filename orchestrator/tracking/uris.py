@@ -19,7 +19,8 @@ __all__ = ["artifact_root_for", "check_tracking_server", "check_tracking_uri", "
            "tracking_ui_command"]
 
 REMOTE_SCHEMES = frozenset({"http", "https", "databricks"})
-SUPPORTED = ("sqlite:///", "http://", "https://", "postgresql://", "mysql://", "mssql://", "databricks")
+SUPPORTED = ("sqlite:///", "http://", "https://", "postgresql://", "postgresql+", "mysql://", "mysql+",
+             "mssql://", "databricks")
 
 
 def scheme(uri: str) -> str:
@@ -92,6 +93,9 @@ def check_tracking_uri(uri: str) -> None:
         check_writable(Path(uri.removeprefix("sqlite:///")).parent, "--tracking-uri")
     refuse_password(uri, "--tracking-uri", "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
                                            "(or the database's own password file)")
+    from orchestrator.cluster.shared_db import check_server_uri
+
+    check_server_uri(uri, "--tracking-uri")  # a database URI: driver installed, server answering
 
 
 def refuse_password(uri: str, flag: str, instead: str) -> None:
