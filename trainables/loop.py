@@ -425,7 +425,7 @@ def recompute_bn(model: nn.Module, data: DataBundle, cfg: ExperimentConfig, ctx:
     """Re-estimate every BatchNorm's running statistics from training batches (epoch 0's order).
 
     Cumulative averages (momentum None) over `batches` batches (0: one epoch), without
-    augmentation; interpolated weights need their own statistics (ANCHORS item 10).
+    augmentation; interpolated weights need their own statistics.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              and m.track_running_stats]
