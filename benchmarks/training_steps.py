@@ -45,7 +45,8 @@ from trainables.config import ExperimentConfig
 from trainables.loop import TrainState, build_state
 from trainables.methods.base import Position, StepContext
 from trainables.sparse.density import kept_count
-from trainables.sparse.supermask import SupermaskMixin, coat_mask, compile_ready, supermask_modules
+from trainables.sparse.selection import coat_mask
+from trainables.sparse.supermask import SupermaskMixin, compile_ready, supermask_modules
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "dense": {"method.name": "dense"},
@@ -262,7 +263,7 @@ def component_seconds(variant: Variant, part: str, repeats: int) -> tuple[float,
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="conv8,resnet18")
-    p.add_argument("--batch", type=int, default=32, help="batch (the issue's figure is 128; 32 keeps "
+    p.add_argument("--batch", type=int, default=32, help="batch (full size: 128; 32 keeps "
                    "the light CPU run short)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--variants", default=",".join(VARIANTS))

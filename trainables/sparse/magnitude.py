@@ -1,5 +1,5 @@
-"""Magnitude pruning with exact counts (ANCHORS item 9: a `>= threshold` test can prune one
-weight too many under ties; a top-k over |θ| cannot)."""
+"""Magnitude pruning with exact counts: a `>= threshold` test (open_lth's) can prune one weight
+too many under ties; a top-k over |θ| cannot."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from trainables.sparse.density import kept_count
-from trainables.sparse.supermask import topk_mask
+from trainables.sparse.selection import topk_mask
 
 __all__ = ["magnitude_masks"]
 
