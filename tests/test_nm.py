@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from engine_tools import run_collecting
@@ -226,3 +227,38 @@ def test_imp_masks_reach_n_m_at_the_last_round(tmp_path: Path, monkeypatch: pyte
     reports, _ = run_collecting(cfg, tmp_path)
     assert seen == [[4], [3], [2]]  # remaining .8 -> 4 per group, .64 -> 3, last round -> N
     assert reports[-1]["density"] == pytest.approx(0.5)
+
+
+# --- N:M mask coding -------------------------------------------------------------------------
+
+def test_nm_code_hand_case_and_entropy_bound() -> None:
+    import math
+
+    from trainables.sparse.nm_code import nm_decode, nm_encode, words_per_chunk
+
+    # 2:4 patterns by value: 0011=0, 0101=1, 0110=2, 1001=3, 1010=4, 1100=5; [1,1,0,0] is index 5
+    assert words_per_chunk(2, 4) == (17, 44)  # 6^17 < 2^44: 0.647 bits per weight
+    raw = nm_encode(np.array([1, 1, 0, 0], dtype=bool), 2, 4)
+    assert raw == bytes([0, 0, 0, 0, 0, 0x50])  # 44 bits, big-endian: the digit 5 in the last 4
+    assert nm_decode(raw, 4, 2, 4).tolist() == [True, True, False, False]
+    for n, m in ((2, 4), (1, 4), (4, 8), (2, 8), (8, 16)):
+        g, b = words_per_chunk(n, m)
+        assert b / g / m <= math.log2(math.comb(m, n)) / m * 1.01
+
+
+@settings(max_examples=40, deadline=None)
+@given(_nm_case())
+def test_nm_masks_round_trip_through_the_mask_file(case: tuple[torch.Tensor, int, int]) -> None:
+    from trainables.sparse.mask_io import masks_table, read_masks, write_masks
+
+    key, n, m = case
+    mask = nm_topk(key, n, m)
+    table = masks_table({"w": mask})
+    if mask.numel() >= 2 * m:  # (a single group is not told apart from any mask of its density)
+        assert table.column("encoding")[0].as_py().startswith("nm")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_masks(Path(tmp) / "m.parquet", {"w": mask, "dense": torch.ones(3, 5, dtype=torch.bool)})
+        back = read_masks(Path(tmp) / "m.parquet")
+    assert torch.equal(back["w"], mask) and bool(back["dense"].all())
