@@ -17,9 +17,10 @@ from orchestrator.nodes import NODE_KEY
 from orchestrator.recovery import error_summary
 from orchestrator.schedulers import describe_stops, stopped_at
 from search_spaces import Plan
+from trainables.export.keys import INFER_SPEEDUP_KEY  # measured at the end of a sparse trial
 
 # Shown when some trial reported them (dense training has no dying ratio).
-SHOWN_METRICS = ("test_acc", "dying_ratio", "k_minus_dying", "density", "epoch")
+SHOWN_METRICS = ("test_acc", "dying_ratio", "k_minus_dying", "density", INFER_SPEEDUP_KEY, "epoch")
 # Per-cycle metrics of the cycle table, in display order.
 CYCLE_METRICS = ("cycle_remaining_ratio", "cycle_test_acc", "cycle_dying_ratio", "cycle_dying_ratio_apparent",
                  "cycle_dying_ratio_total",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
 from search_spaces.base import SearchSpace
 from search_spaces.dst import PANELS as DST_PANELS
 from search_spaces.dst import TRAINING as DST_TRAINING
@@ -26,7 +28,9 @@ def _imp_fraction(rounds: int, density: float = 0.5) -> float:
 
 
 def _pairs(families: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {f"{family}_{label}": {**keys, "sparsity.pattern": pattern}
+    """family x pattern; the dataset stays in the space's base (one dataset per space)."""
+    return {f"{family}_{label}": {**{k: v for k, v in keys.items() if k != "data.dataset"},
+                                  "sparsity.pattern": pattern}
             for family, keys in families.items() for label, pattern in PATTERNS.items()}
 
 
@@ -38,7 +42,8 @@ QUICK_FAMILIES: dict[str, dict[str, Any]] = {
             "method.reinit_baseline": False, "method.scope": "layerwise"},
 }
 
-# An MLP 64-256-256-10 on the bundled digits (every input dimension a multiple of 4), as dst_quick.
+# An MLP 64-256-256-10 on the bundled digits (every input dimension a multiple of 4), as dst_quick;
+# with --set model.name=conv4 the 1-channel stem (9 inputs) stays unstructured.
 NM_QUICK = SearchSpace(
     name="nm_quick",
     description="unstructured vs 2:4 at density 0.5 for edge-popup, DST and IMP on bundled digits (MLP): "
@@ -47,8 +52,11 @@ NM_QUICK = SearchSpace(
     base={"data.dataset": "digits", "model.name": "mlp", "model.mlp_hidden": (256, 256), "data.batch_size": 64,
           "schedule.epochs": 12, "optim.name": "sgd", "optim.lr": 0.05, "optim.momentum": 0.9,
           "optim.weight_decay": 1e-4, "schedule.name": "cosine", "run.checkpoint_every": 12,
-          "run.infer_seconds": 5.0},
+          "run.infer_seconds": 5.0, "sparsity.misfit": "unstructured"},
     variants=_pairs(QUICK_FAMILIES),
+    # Optuna (no variants): edge-popup's learning rate and pattern at density 0.5
+    optuna={"optim.lr": FloatDistribution(0.01, 0.3, log=True),
+            "sparsity.pattern": CategoricalDistribution(("unstructured", "2:4"))},
 )
 
 _EP_CIFAR = {**PAPER_EP_SETUP, "model.name": "resnet18", "method.prune_rate": 0.5}
@@ -66,6 +74,7 @@ NM_CIFAR = SearchSpace(
     paper="soft-iep.txt §3, fantastic-weights-dst.txt Table 2, understanding-imp.txt Table 1",
     base={"data.dataset": "cifar10", "sparsity.misfit": "unstructured"},
     variants=_pairs({"ep": _EP_CIFAR, "dst": _DST_CIFAR, "imp": _IMP_CIFAR}),
+    optuna=NM_QUICK.optuna,
 )
 
 SPACES = (NM_QUICK, NM_CIFAR)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainables.export.keys import INFER_MS_DENSE_KEY, INFER_MS_KEY, INFER_SPEEDUP_KEY
+
 __all__ = ["CSR_ATOL", "CSR_RTOL", "CsrConv2d", "CsrLinear", "Latency", "measure_latency", "sparse_model",
            "trial_threads"]
 
@@ -135,7 +137,7 @@ class Latency:
         return self.infer_ms_dense / self.infer_ms if self.infer_ms > 0 else float("nan")
 
     def metrics(self) -> dict[str, float]:
-        return {"infer_ms": self.infer_ms, "infer_ms_dense": self.infer_ms_dense, "infer_speedup": self.speedup}
+        return {INFER_MS_KEY: self.infer_ms, INFER_MS_DENSE_KEY: self.infer_ms_dense, INFER_SPEEDUP_KEY: self.speedup}
 
 
 def _layer_inputs(model: nn.Module, names: list[str], x: Tensor) -> dict[str, Tensor]:

@@ -16,14 +16,11 @@ from torch import nn
 
 from trainables.data import eval_batches
 from trainables.export.fold import EXPORT_DIR, export_files
+from trainables.export.keys import INFER_KEYS, INFER_MS_DENSE_KEY, INFER_MS_KEY, INFER_SPEEDUP_KEY
 from trainables.export.latency import measure_latency
 
 __all__ = ["INFER_BATCH", "INFER_KEYS", "INFER_MS_DENSE_KEY", "INFER_MS_KEY", "INFER_SPEEDUP_KEY", "finish_trial"]
 
-INFER_MS_KEY = "infer_ms"  # median forward time of the exported sparse network (ms)
-INFER_MS_DENSE_KEY = "infer_ms_dense"  # the same network run dense (same architecture, same input)
-INFER_SPEEDUP_KEY = "infer_speedup"  # infer_ms_dense / infer_ms (>= 1 up to timing noise)
-INFER_KEYS = (INFER_MS_KEY, INFER_MS_DENSE_KEY, INFER_SPEEDUP_KEY)
 INFER_BATCH = 64  # the fixed batch: the first INFER_BATCH test examples
 
 
