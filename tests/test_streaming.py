@@ -19,6 +19,7 @@ from torch.utils.data import DistributedSampler
 
 from trainables.config import ConfigError, ExperimentConfig
 from trainables.data import check_available, load_data, sample_batch
+from trainables.export.keys import TIMING_KEYS
 from trainables.folder_data import FolderData, loader_workers
 from trainables.loop import DistContext, run_experiment
 
@@ -139,7 +140,7 @@ def _reports(cfg: ExperimentConfig, ctx: DistContext, out: Path | None = None) -
     reports: list[dict] = []
 
     def reporter(metrics: dict, ckpt: Path | None) -> None:
-        reports.append({k: v for k, v in metrics.items() if k != "epoch_time_s"})
+        reports.append({k: v for k, v in metrics.items() if k not in TIMING_KEYS})
         if ckpt is not None and out is not None:
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(ckpt, out)
