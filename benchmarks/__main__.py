@@ -23,6 +23,11 @@ time: other jobs on a shared machine do not count; BENCH_CLOCK=wall for wall tim
             (benchmarks.imp_rounds)
   memory    peak RSS of edge-popup, DST and IMP training / dense at the same batch (fresh
             process each)
+  infer     CSR inference / dense at densities .5-.01 for MLP, Conv-8, ResNet-18, per-layer
+            choice as a trial makes it (benchmarks.nm_inference)
+  nm        2:4 training step / unstructured at the same density (goal <= 1.10): edge-popup,
+            multicoat, DST (step and update step); 2:4, 1:4, 4:8 mask files against
+            log2(C(M,N))/M bits per weight + 1%
   compile   (--compile) torch.compile'd step / eager step, dense and edge-popup, Conv-8
 GPU: `--device cuda` runs the training rows on the GPU (wall time after a synchronize) and adds
 peak GPU memory to the memory rows. It has not run on a GPU yet.
@@ -43,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-Row = tuple[str, str, float | None, str, str]  # name, measure, ratio, goal, met
+from benchmarks.table import Row, print_table
 
 
 def _met(ratio: float, goal: float) -> str:
@@ -228,17 +233,7 @@ def compile_rows(batch: int, repeats: int) -> list[Row]:
             for name in ("dense", "ep")]
 
 
-def print_table(rows: list[Row]) -> None:
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    print(f"| {'benchmark':<{w0}} | {'measure':<{w1}} | ratio  | goal               | met? |")
-    print(f"|{'-' * (w0 + 2)}|{'-' * (w1 + 2)}|--------|--------------------|------|")
-    for name, measure, ratio, goal, met in rows:
-        r = f"{ratio:6.3f}" if ratio is not None else "     -"
-        print(f"| {name:<{w0}} | {measure:<{w1}} | {r} | {goal:<18} | {met} |")
-
-
-SECTIONS = ("steps", "tracking", "dst", "imp", "masks", "ticket", "memory")
+SECTIONS = ("steps", "tracking", "dst", "imp", "masks", "ticket", "memory", "infer", "nm")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -250,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mask-weights", type=int, default=2_000_000, help="weights of the iid masks (full size: 11 M)")
     p.add_argument("--no-resnet50", action="store_true", help="skip the ResNet-50 mask row")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
+    p.add_argument("--infer-seconds", type=float, default=6.0, help="latency budget per model and density "
+                   "of the infer rows")
     p.add_argument("--compile", action="store_true", help="add torch.compile rows (slow to compile)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the training rows run "
                    "(cuda: wall time after a synchronize; not yet run on a GPU)")
@@ -283,6 +280,15 @@ def main(argv: list[str] | None = None) -> None:
         rows += ticket_rows(models[-1])
     if "memory" in only:
         rows += memory_rows(models[-1], args.batch, args.device)
+    if "infer" in only:
+        from benchmarks.nm_inference import infer_rows
+
+        rows += infer_rows(["mlp", *models], args.infer_seconds)
+    if "nm" in only:
+        from benchmarks.nm_inference import nm_mask_rows, nm_step_rows
+
+        rows += nm_step_rows(models, args.batch, args.repeats)
+        rows += nm_mask_rows(max(args.mask_weights, 11_000_000))
     if args.compile:
         rows += compile_rows(args.batch, args.repeats)
     print_table(rows)

@@ -59,6 +59,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "multicoat_naive": {"method.name": "edge_popup", "method.coats": 4},
     "dst": {"method.name": "dst", "method.update_period": 800},
     "dst_update": {"method.name": "dst", "method.update_period": 1},
+    # the same methods with a 2:4 pattern against unstructured at the same density (0.5); a conv
+    # whose input dimension 4 does not divide (the 3-channel stem) stays unstructured
+    "ep_nm": {"method.name": "edge_popup", "sparsity.pattern": "2:4", "sparsity.misfit": "unstructured"},
+    "multicoat_nm": {"method.name": "edge_popup", "method.coats": 4, "sparsity.pattern": "2:4",
+                     "sparsity.misfit": "unstructured"},
+    "dst_u50": {"method.name": "dst", "method.update_period": 800, "method.density": 0.5,
+                "method.distribution": "uniform"},
+    "dst_nm": {"method.name": "dst", "method.update_period": 800, "method.density": 0.5,
+               "method.distribution": "uniform", "sparsity.pattern": "2:4", "sparsity.misfit": "unstructured"},
+    "dst_update_u50": {"method.name": "dst", "method.update_period": 1, "method.density": 0.5,
+                       "method.distribution": "uniform"},
+    "dst_update_nm": {"method.name": "dst", "method.update_period": 1, "method.density": 0.5,
+                      "method.distribution": "uniform", "sparsity.pattern": "2:4", "sparsity.misfit": "unstructured"},
     # IMP as it trains a round (θ0 kept for the rewind; analyses off); steps: benchmarks.imp_rounds
     "imp": {"method.name": "imp", "method.reinit_baseline": False, "method.lmc_successive": False},
 }
@@ -144,7 +157,7 @@ def build_variant(name: str, model: str, batch: int, *, compile_model: bool = Fa
     if name in ("ep_naive", "ep_notrack", "multicoat_naive"):
         state.method.before_step = types.MethodType(_no_history, state.method)  # type: ignore[method-assign]
     state.method.on_train_start(state.model, Position(step=0, epoch=0, cycle=1, steps_per_epoch=10**6))
-    if name == "dst_update":
+    if name.startswith("dst_update"):
         state.method.end_step = 10**9
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, generator=g).to(DEVICE)
@@ -153,7 +166,7 @@ def build_variant(name: str, model: str, batch: int, *, compile_model: bool = Fa
     if compile_model:
         compile_ready()  # the supermask layers' mask cache stays out of the graph
     v = Variant(name, state, x, y, net=torch.compile(state.model) if compile_model else None)
-    if name == "dst_update":
+    if name.startswith("dst_update"):
         v.step = 1  # step 0 never updates
     return v
 

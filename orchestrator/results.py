@@ -17,10 +17,13 @@ from orchestrator.cluster.nodes import NODE_KEY
 from orchestrator.recovery import error_summary
 from orchestrator.tuner.schedulers import describe_stops, stopped_at
 from search_spaces import Plan
-from trainables.keys import DIVERGED_KEY
+from trainables.keys import (
+    DIVERGED_KEY,
+    INFER_SPEEDUP_KEY,  # measured at the end of a sparse trial
+)
 
 # Shown when some trial reported them (dense training has no dying ratio).
-SHOWN_METRICS = ("test_acc", "dying_ratio", "k_minus_dying", "density", "epoch")
+SHOWN_METRICS = ("test_acc", "dying_ratio", "k_minus_dying", "density", INFER_SPEEDUP_KEY, "epoch")
 # Per-cycle metrics of the cycle table, in display order.
 CYCLE_METRICS = ("cycle_remaining_ratio", "cycle_test_acc", "cycle_dying_ratio", "cycle_dying_ratio_apparent",
                  "cycle_dying_ratio_total",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from search_spaces import baselines, dst, edge_popup, imp, tour
+from search_spaces import baselines, dst, edge_popup, imp, nm, tour
 from search_spaces.base import Plan, SearchSpace, make_plan
 from trainables.config import ConfigError
 
 REGISTRY: dict[str, SearchSpace] = {s.name: s for s in (*edge_popup.SPACES, *baselines.SPACES, *dst.SPACES,
-                                                 *imp.SPACES, *tour.SPACES)}
+                                                 *imp.SPACES, *tour.SPACES, *nm.SPACES)}
 DEFAULT_SPACE = "tour"
 
 

@@ -74,12 +74,23 @@ class Plan:
     def trial_configs(self) -> list[ExperimentConfig]:
         """All grid trials validated; for Optuna, the base plus each bound of each axis."""
         if self.search == "grid":
-            return [self.resolve(p) for p in self.points()]
+            return _fit_patterns([self.resolve(p) for p in self.points()])
         probes = [dict(self.base)]
         for key, dist in self.optuna_space.items():
             for value in _bounds(dist):
                 probes.append({**self.base, key: value})
-        return [self.resolve(p) for p in probes]
+        return _fit_patterns([self.resolve(p) for p in probes])
+
+
+def _fit_patterns(cfgs: list[ExperimentConfig]) -> list[ExperimentConfig]:
+    """An N:M sparsity.pattern must tile every masked layer (needs the model: not in from_flat)."""
+    from trainables.sparse.nm_fit import misfit_problem
+
+    for cfg in cfgs:
+        problem = misfit_problem(cfg)
+        if problem:
+            raise ConfigError(problem)
+    return cfgs
 
 
 def _bounds(dist: optuna.distributions.BaseDistribution) -> list[Any]:

@@ -39,6 +39,7 @@ from trainables.checkpoint_io import (
     verify_checkpoint,
 )
 from trainables.config import ConfigError, ExperimentConfig
+from trainables.keys import TIMING_KEYS
 from trainables.loop import REPLAYED_KEY, run_experiment
 
 TINY = {"data.dataset": "digits", "model.name": "mlp", "model.mlp_hidden": "32", "schedule.epochs": 4,
@@ -136,8 +137,8 @@ def test_restore_replays_the_latest_reports_then_trains_on(
     for got, want in zip(resumed[:2], reports[:2], strict=True):  # a replay: the report, unchanged
         assert {k: v for k, v in got.items() if k != REPLAYED_KEY} == want
     for got, want in zip(resumed[2:], reports[2:], strict=True):  # then training, bit-identical
-        assert {k: v for k, v in got.items() if k != "epoch_time_s"} == \
-            {k: v for k, v in want.items() if k != "epoch_time_s"}
+        assert {k: v for k, v in got.items() if k not in TIMING_KEYS} == \
+            {k: v for k, v in want.items() if k not in TIMING_KEYS}
     # restored after its last epoch: the final report again, with a checkpoint, no training
     again, ckpts_again = _run(ExperimentConfig.from_flat(TINY), tmp_path / "end", resume_from=ckpts[-1])
     assert [r["epoch"] for r in again][-1] == 4 and len(ckpts_again) == 1

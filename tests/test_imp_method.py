@@ -15,6 +15,7 @@ import torch
 from engine_tools import run_by_epoch
 
 from trainables.config import ConfigError, ExperimentConfig
+from trainables.keys import TIMING_KEYS
 from trainables.loop import run_experiment
 from trainables.methods.imp import Imp, imp_cycle_table
 from trainables.metrics.distances import distance_matrix
@@ -141,7 +142,7 @@ def test_optima_on_disk_give_the_same_run(tmp_path: Path, monkeypatch: pytest.Mo
     memory, _ = run(cfg, tmp_path / "memory")
     spy, disk = spy_run(cfg_of(method__rounds=2, method__repel="all", schedule__epochs=1, method__optima_store="disk"),
                         monkeypatch)
-    drop = ("epoch_time_s",)
+    drop = TIMING_KEYS
     assert [{k: v for k, v in r.items() if k not in drop} for r in memory] == \
            [{k: v for k, v in r.items() if k not in drop} for r in disk]
     files = sorted(p.name for p in spy.spill_dir.iterdir())
@@ -280,8 +281,8 @@ def test_resume_mid_round_is_bit_identical(tmp_path: Path, variant: dict) -> Non
         resumed, rckpts = run(cfg, tmp_path / f"from{at}", resume=ckpts[at])
         assert [r["epoch"] for r in resumed] == list(range(at + 1, end + 1))
         for a, b in zip(full[at:], resumed, strict=True):
-            assert {k: v for k, v in a.items() if k != "epoch_time_s"} == \
-                   {k: v for k, v in b.items() if k != "epoch_time_s"}
+            assert {k: v for k, v in a.items() if k not in TIMING_KEYS} == \
+                   {k: v for k, v in b.items() if k not in TIMING_KEYS}
         a_state = torch.load(ckpts[end] / "state.pt", weights_only=True)
         b_state = torch.load(rckpts[end] / "state.pt", weights_only=True)
         for k in a_state["model"]:

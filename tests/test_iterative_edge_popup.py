@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from engine_tools import run_by_epoch
 
 from trainables.config import ConfigError, ExperimentConfig
+from trainables.keys import TIMING_KEYS
 from trainables.loop import TrainState, build_state, load_checkpoint, start_cycle
 from trainables.methods.base import Position
 from trainables.optim import LRSchedule, lr_factor
@@ -276,8 +277,8 @@ def test_resume_mid_cycle_and_at_a_boundary_is_bit_identical(tmp_path: Path, var
         resumed, rckpts = run(cfg, tmp_path / f"from{at}", resume=ckpts[at])
         assert [r["epoch"] for r in resumed] == list(range(at + 1, 7))
         for a, b in zip(full[at:], resumed, strict=True):
-            assert {k: v for k, v in a.items() if k != "epoch_time_s"} == \
-                   {k: v for k, v in b.items() if k != "epoch_time_s"}
+            assert {k: v for k, v in a.items() if k not in TIMING_KEYS} == \
+                   {k: v for k, v in b.items() if k not in TIMING_KEYS}
         end_a, end_b = state(ckpts[6]), state(rckpts[6])
         for k in end_a["model"]:
             assert torch.equal(end_a["model"][k], end_b["model"][k]), k

@@ -19,6 +19,7 @@ from torch.utils.data import DistributedSampler
 
 from trainables.config import ConfigError, ExperimentConfig
 from trainables.data import FolderData, check_available, load_data, loader_workers, sample_batch
+from trainables.keys import TIMING_KEYS
 from trainables.loop import DistContext, run_experiment
 
 CLASSES = ("n01443537", "n01629819", "n01641577")
@@ -138,7 +139,7 @@ def _reports(cfg: ExperimentConfig, ctx: DistContext, out: Path | None = None) -
     reports: list[dict] = []
 
     def reporter(metrics: dict, ckpt: Path | None) -> None:
-        reports.append({k: v for k, v in metrics.items() if k != "epoch_time_s"})
+        reports.append({k: v for k, v in metrics.items() if k not in TIMING_KEYS})
         if ckpt is not None and out is not None:
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(ckpt, out)

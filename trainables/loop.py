@@ -37,6 +37,7 @@ from trainables.data import (
     steps_per_epoch,
     train_batches,
 )
+from trainables.export.trial import finish_trial
 from trainables.keys import CYCLE_PREFIX, DIVERGED_KEY, REPLAYED_KEY
 from trainables.methods import build_method
 from trainables.methods.base import Evaluator, Method, Position, StepContext
@@ -475,6 +476,9 @@ def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
                        lr=state.optimizer.param_groups[0]["lr"])
         if cycle_done:
             metrics.update(end_cycle(state, metrics))
+        if state.epoch >= plan.total_epochs and cfg.method.masked and ctx.is_main:
+            # the sparse network for inference (artifacts export/...) and its measured speed-up
+            metrics.update(finish_trial(state.model, cfg, data, state.artifacts))
         every = cfg.run.masks_every
         if every and state.epoch % every == 0 and (masks := state.method.masks(state.model)):
             state.artifacts[f"masks/epoch_{state.epoch:04d}.parquet"] = masks_to_bytes(masks)

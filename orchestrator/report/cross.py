@@ -10,6 +10,7 @@ import pandas as pd
 from orchestrator.report.collect import Runs, Trial, differing_keys, sweep_name
 from orchestrator.report.figure import Figure, Missing, axes, parents_of
 from trainables.config import label_of
+from trainables.keys import INFER_SPEEDUP_KEY
 
 
 def density(t: Trial) -> float:
@@ -24,6 +25,12 @@ def density(t: Trial) -> float:
 
 
 def method_label(t: Trial) -> str:
+    pattern = str(t.p("sparsity.pattern", "unstructured"))
+    base = _family_label(t)
+    return base if pattern == "unstructured" else f"{base} {pattern}"  # N:M runs apart from unstructured
+
+
+def _family_label(t: Trial) -> str:
     if t.method == "iep":
         return t.slt_label.split(" (")[0]  # EP (run afresh per cycle), soft iEP, hard iEP
     if t.method == "dst":
@@ -39,7 +46,8 @@ def chart(runs: Runs) -> Figure | Missing:
                        f"needs runs of >= 2 families in the experiment, found {sorted(families) or 'none'}")
     df = pd.DataFrame([{"run_id": t.run_id, "family": t.family, "method": method_label(t), "cycle": np.nan,
                         "density": density(t), "test_acc": t.metrics["test_acc"],
-                        "dying_ratio": t.metrics.get("dying_ratio", np.nan)} for t in trials])
+                        "dying_ratio": t.metrics.get("dying_ratio", np.nan),
+                        "infer_speedup": t.metrics.get(INFER_SPEEDUP_KEY, np.nan)} for t in trials])
     # iterative runs (iEP cycles, IMP rounds) also pass through every earlier density: their path
     cycled = [t for t in trials if t.method in ("iep", "imp", "dense_lrr") and "cycle_remaining_ratio" in t.metrics]
     path = runs.per_step(cycled, ["cycle_remaining_ratio", "cycle_test_acc", "cycle_dying_ratio"], [])
@@ -51,7 +59,8 @@ def chart(runs: Runs) -> Figure | Missing:
         path["family"] = path["run_id"].map(lambda r: labels[r][0])
         path["method"] = path["run_id"].map(lambda r: labels[r][1])
         df = pd.concat([df, path.reindex(columns=df.columns)], ignore_index=True)
-    fig, ax = axes(ncols=2)
+    speed = bool(df["infer_speedup"].notna().any())  # trials that measured their exported network
+    fig, ax = axes(ncols=3 if speed else 2)
     methods = sorted(df["method"].unique())
     markers = dict(zip(methods, "osD^v<>ph*X", strict=False))
     colors = {m: f"C{i}" for i, m in enumerate(methods)}
@@ -66,6 +75,13 @@ def chart(runs: Runs) -> Figure | Missing:
         ax[0, 0].scatter(g["density"], g["test_acc"], **kw)
         if g["dying_ratio"].notna().any():
             ax[0, 1].scatter(g["density"], g["dying_ratio"], **kw)
+        if speed and g["infer_speedup"].notna().any():
+            ax[0, 2].scatter(g["infer_speedup"], g["test_acc"], **kw)
+    if speed:
+        ax[0, 2].axvline(1.0, color="0.6", lw=0.8, ls=":")
+        ax[0, 2].set(xlabel="measured inference speed-up over dense (infer_speedup)", ylabel="test accuracy",
+                     title="Accuracy against measured speed-up")
+        ax[0, 2].legend(fontsize=7)
     lo = max(1e-4, float(df["density"].min()) * 0.8)
     for a, ylabel in ((ax[0, 0], "test accuracy"), (ax[0, 1], "dying ratio (never-active weights)")):
         a.set_xscale("log")
@@ -78,9 +94,11 @@ def chart(runs: Runs) -> Figure | Missing:
     ax[0, 0].set_title("Accuracy against density")
     ax[0, 1].set_title("Exploration against density")
     return Figure("cross_families", "All families: accuracy and exploration against density",
-                  "Final test accuracy (left) and dying ratio (right; for DST 1 − ITOP; IMP logs none) "
+                  "Final test accuracy (left) and dying ratio (middle; for DST 1 − ITOP; IMP logs none) "
                   "against the final density, one marker per run, for every family in the experiment; lines: "
-                  "the per-cycle (iEP) or per-round (IMP) path of iterative runs (rows with a cycle).",
+                  "the per-cycle (iEP) or per-round (IMP) path of iterative runs (rows with a cycle). Right, "
+                  "where runs measured it: test accuracy against the measured inference speed-up of the "
+                  "exported network over dense (N:M runs labelled with their pattern).",
                   "none (across the three papers)", df, fig, parents_of(trials))
 
 

@@ -48,7 +48,7 @@ def _line(a, s: pd.DataFrame, x: str, label: str, **kw) -> str:  # noqa: ANN001
 def _with_reinit(a, g: pd.DataFrame, label: str, reinit_label: str) -> None:  # noqa: ANN001
     """IMP's accuracy against remaining weights (min/max bars) and, dashed in its colour, its reinit's."""
     color = _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_test_acc"), "cycle_remaining_ratio", label)
-    if g["cycle_reinit_test_acc"].notna().any():
+    if "cycle_reinit_test_acc" in g and g["cycle_reinit_test_acc"].notna().any():  # none: reinit_baseline=false
         _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_reinit_test_acc"), "cycle_remaining_ratio",
               reinit_label, ls="--", color=color)
 
@@ -91,7 +91,7 @@ def _per_round(runs: Runs, key: str, name: str, ylabel: str, title: str, caption
     for (variant, bs), g in df.groupby(["variant", "data.batch_size"]):
         color = _line(a, _minmax(g, ["cycle_remaining_ratio"], key), "cycle_remaining_ratio",
                       f"{variant} bs={bs}")
-        if reinit and g[reinit].notna().any():
+        if reinit and reinit in g and g[reinit].notna().any():  # none: reinit_baseline=false
             _line(a, _minmax(g, ["cycle_remaining_ratio"], reinit), "cycle_remaining_ratio",
                   f"its reinit bs={bs}", ls="--", color=color)
     _remaining_axis(a)

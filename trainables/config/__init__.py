@@ -40,6 +40,7 @@ from trainables.config.groups import (
     OptimConfig,
     RunConfig,
     ScheduleConfig,
+    SparsityConfig,
 )
 from trainables.config.methods import (
     DST_CRITERIA,
@@ -64,6 +65,6 @@ __all__ = [
     "SCHEDULES", "SCORE_INITS", "SUPERMASK_WEIGHT_INITS", "VARIANT_KEY", "WEIGHT_INITS", "ConfigError",
     "CyclesConfig", "DSTConfig", "DataConfig", "DatasetSpec", "DenseConfig", "DenseLRRConfig", "EdgePopupConfig",
     "ExperimentConfig", "ImpConfig", "IterativeEdgePopupConfig", "MethodCard", "MethodConfig", "ModelConfig",
-    "ModelSpec", "OptimConfig", "RunConfig", "ScheduleConfig", "SupermaskConfig", "describe_keys", "family_of",
+    "ModelSpec", "OptimConfig", "RunConfig", "ScheduleConfig", "SparsityConfig", "SupermaskConfig", "describe_keys", "family_of",
     "label_of", "method_short_keys", "model_input_error", "param", "register_method", "resolve_tune_config",
 ]

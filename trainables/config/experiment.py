@@ -17,7 +17,14 @@ from typing import Any, ClassVar
 
 from trainables.config.cards import METHODS
 from trainables.config.catalog import DATASETS, model_input_error
-from trainables.config.groups import DataConfig, ModelConfig, OptimConfig, RunConfig, ScheduleConfig
+from trainables.config.groups import (
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    ScheduleConfig,
+    SparsityConfig,
+)
 from trainables.config.methods import EdgePopupConfig, MethodConfig
 from trainables.config.schema import (
     ConfigError,
@@ -37,8 +44,9 @@ class ExperimentConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     method: MethodConfig = field(default_factory=EdgePopupConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)  # mask pattern of every sparse method
 
-    GROUPS: ClassVar[tuple[str, ...]] = ("data", "model", "optim", "schedule", "method", "run")
+    GROUPS: ClassVar[tuple[str, ...]] = ("data", "model", "optim", "schedule", "method", "run", "sparsity")
 
     @property
     def total_epochs(self) -> int:
@@ -160,6 +168,7 @@ class ExperimentConfig:
         if problem:
             raise ConfigError(problem)
         self.method.validate(self)
+        self.sparsity.validate(self)
         if self.data.dataset != "digits" and not self.data.data_dir and not self.data.download:
             raise ConfigError(
                 f"data.data_dir: dataset {self.data.dataset} is read from a directory; set "

@@ -6,9 +6,10 @@ Each field is a dotted key (`data.batch_size`) with its help, choices and range.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from trainables.config.catalog import DATASETS, MODELS
-from trainables.config.schema import param
+from trainables.config.schema import ConfigError, param
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "lars")
 SCHEDULES: tuple[str, ...] = ("cosine", "step", "constant")
@@ -76,3 +77,29 @@ class RunConfig:
     checkpoint_every: int = param(1, "checkpoint every N epochs (the last epoch is always saved)", ge=1)
     masks_every: int = param(0, "also keep the mask every N epochs as masks/epoch_XXXX.parquet (0: cycle ends "
                                 "only); for overlap curves over training (soft-iep-appendix A.3, Fig. 8)", ge=0)
+    # Inference export and latency of a sparse trial's final network (trainables.export).
+    export: bool = param(True, "export the final sparse network for inference (masks folded into the weights, "
+                               "safetensors + architecture JSON) beside its mask")
+    infer_seconds: float = param(10.0, "time bound of the CPU inference-latency measurement of the exported "
+                                       "network against dense (infer_ms, infer_ms_dense, infer_speedup; 0: off)",
+                                 ge=0)
+
+
+@dataclass(frozen=True)
+class SparsityConfig:
+    """The mask pattern shared by every sparse method (rules in trainables.sparse.nm_pattern)."""
+
+    pattern: str = param("unstructured", "unstructured, or N:M: N kept in every group of M consecutive weights "
+                                         "along the input dimension (conv: along in_channels*kh*kw), e.g. 2:4")
+    misfit: str = param("refuse", "a masked layer whose input dimension M does not divide: refuse the config, "
+                                  "or keep that layer unstructured at density N/M", choices=("refuse", "unstructured"))
+
+    def validate(self, exp: Any) -> None:
+        from trainables.sparse.nm_pattern import pattern_problem
+
+        try:
+            problem = pattern_problem(exp)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if problem:
+            raise ConfigError(problem)

@@ -48,6 +48,8 @@ from trainables.sparse.dst_criteria import CRITERIA, grow_selection, prune_selec
 from trainables.sparse.er import layer_active_counts
 from trainables.sparse.mask_io import masks_table
 from trainables.sparse.masked import MASKED, MaskedMixin, masked_modules
+from trainables.sparse.nm import group_counts, grow_in_groups, layer_patterns, nm_random_mask
+from trainables.sparse.nm_pattern import NM
 
 __all__ = ["DST", "prune_fraction_at"]
 
@@ -99,6 +101,7 @@ class DST(Method):
         self.jaccard_rows: list[dict[str, Any]] = []
         self.end_step = 0
         self.sparse: list[str] = []  # layers below density 1 at init: the only ones updated
+        self.nm: dict[str, NM | None] = {}  # sparsity.pattern per layer (None: unstructured)
 
     # --- construction ---------------------------------------------------------------------
     def layer_factory(self) -> LayerFactory:
@@ -118,10 +121,16 @@ class DST(Method):
         except ValueError as e:
             raise ConfigError(f"method.density: {e}") from None
         generator = torch.Generator().manual_seed(mask_seed)
+        shapes = {n: tuple(layer.weight.shape) for n, layer in layers.items()}
+        self.nm = layer_patterns(shapes, self.cfg.sparsity.pattern, self.cfg.sparsity.misfit)
         for name, layer in layers.items():
             n = layer.weight.numel()
-            idx = torch.randperm(n, generator=generator)[:counts[name]]
-            mask = torch.zeros(n, dtype=torch.bool).scatter_(0, idx, True).view(layer.weight.shape)
+            nm = self.nm[name]
+            if nm is not None:  # sparsity.pattern N:M: N random entries in every group of M
+                mask = nm_random_mask(shapes[name], nm.n, nm.m, generator)
+            else:
+                idx = torch.randperm(n, generator=generator)[:counts[name]]
+                mask = torch.zeros(n, dtype=torch.bool).scatter_(0, idx, True).view(layer.weight.shape)
             layer.set_mask(mask)
             self.init_masks[name] = mask.clone()
 
@@ -240,6 +249,10 @@ class DST(Method):
         if self.method_cfg.scope == "local":
             out = {}
             for name in self.sparse:
+                nm = self.nm.get(name)
+                if nm is not None:  # N:M: regrow in each group what was pruned from it
+                    out[name] = self._grow_nm(nm, kept[name], pruned[name], effective[name], generator)
+                    continue
                 n = int(torch.count_nonzero(pruned[name]))
                 out[name] = grow_selection(self.method_cfg.growth, ~kept[name].flatten(), n,
                                            effective_grad=_flat(effective[name]),
@@ -250,6 +263,19 @@ class DST(Method):
         n = sum(int(torch.count_nonzero(pruned[k])) for k in self.sparse)
         grown = grow_selection(self.method_cfg.growth, inactive, n, effective_grad=eff, generator=generator)
         return self._split(grown, kept)
+
+    def _grow_nm(self, nm: NM, kept: Tensor, pruned: Tensor, effective: Tensor | None,
+                 generator: torch.Generator) -> Tensor:
+        """The growth criterion's best inactive entries of each group, as many as it lost.
+
+        The prune set is the criterion's worst active entries of the layer (so each group
+        loses its own worst); regrowth stays in the group, restoring N per group of M.
+        """
+        if self.method_cfg.growth == "random":
+            key = torch.rand(kept.shape, generator=generator).to(kept.device)
+        else:
+            key = effective.detach().abs().float()  # type: ignore[union-attr]
+        return grow_in_groups(key, ~kept, group_counts(pruned, nm.m), nm.m)
 
     def _split(self, flat: Tensor, like: dict[str, Any]) -> dict[str, Tensor]:
         out, offset = {}, 0

@@ -40,6 +40,7 @@ from trainables.rng import stable_generator
 from trainables.sparse.bits import PackedBits, pack_bits
 from trainables.sparse.init import init_scores, init_weight
 from trainables.sparse.mask_io import masks_table
+from trainables.sparse.nm import layer_patterns
 from trainables.sparse.schedules import coat_prune_rates, progressive_prune_rates
 from trainables.sparse.selection import selection_key
 from trainables.sparse.supermask import SUPERMASK, SupermaskMixin, supermask_modules
@@ -114,6 +115,10 @@ class EdgePopup(Method):
         layers = supermask_layers(model)
         k = self.init_prune_rate()
         self.set_prune_rate(model, k)
+        # sparsity.pattern: N:M layers select per group (misfits, if allowed, stay unstructured)
+        shapes = {name: tuple(layer.weight.shape) for name, layer in layers.items()}
+        for name, nm in layer_patterns(shapes, self.cfg.sparsity.pattern, self.cfg.sparsity.misfit).items():
+            layers[name].nm = nm
         weight_seed, score_seed = torch.randint(0, 2**62, (2,)).tolist()
         g_weight = torch.Generator().manual_seed(weight_seed)
         g_score = torch.Generator().manual_seed(score_seed)

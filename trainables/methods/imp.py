@@ -35,6 +35,7 @@ import math
 import shutil
 import tempfile
 import weakref
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,14 @@ from trainables.metrics.histograms import weight_histogram
 from trainables.metrics.interpolation import instability, interpolation_errors
 from trainables.models.layers import LayerFactory
 from trainables.rng import stable_generator
-from trainables.sparse.imp_prune import imp_prune, one_shot_prune
+from trainables.sparse.density import kept_count
+from trainables.sparse.imp_prune import PruneResult, imp_prune, one_shot_prune
 from trainables.sparse.init import init_weight
 from trainables.sparse.masked import MASKED, MASKED_NONAFFINE, MaskedMixin, masked_modules
+from trainables.sparse.nm import layer_patterns, nm_topk
+from trainables.sparse.nm_pattern import imp_round_keep, parse_pattern
 from trainables.sparse.repel import RepellentTerm
+from trainables.sparse.supermask import topk_mask
 
 __all__ = ["Imp", "PHASE_INDEX", "SHORTCUT_NAMES", "imp_cycle_table"]
 
@@ -241,7 +246,9 @@ class Imp(Method):
         """Round r's mask from the model's weights, which are round r-1's IMP optimum."""
         layers = self.prunable(model)
         values, masks = self._ranked(model)
-        if self.method_cfg.one_shot_sparsity is not None:
+        if parse_pattern(self.cfg.sparsity.pattern) is not None:
+            result = self._prune_nm(values, masks, r)
+        elif self.method_cfg.one_shot_sparsity is not None:
             result = one_shot_prune(values, masks, self.method_cfg.one_shot_sparsity, self.method_cfg.scope)
         else:
             result = imp_prune(values, masks, self.method_cfg.prune_fraction, self.method_cfg.scope)
@@ -252,6 +259,29 @@ class Imp(Method):
         self._apply_masks(model)
         del self.prune_thresholds[r - 2:]
         self.prune_thresholds.append(result.threshold)
+
+    def _prune_nm(self, values: dict[str, Tensor], masks: dict[str, Tensor], r: int) -> PruneResult:
+        """sparsity.pattern N:M: round r keeps the imp_round_keep(r) largest |θ| of every group
+        (exactly N at the last round); a misfit layer (sparsity.misfit=unstructured) keeps the
+        same fraction of its weights by layerwise magnitude."""
+        shapes = {n: tuple(v.shape) for n, v in values.items()}
+        patterns = layer_patterns(shapes, self.cfg.sparsity.pattern, self.cfg.sparsity.misfit)
+        nm = parse_pattern(self.cfg.sparsity.pattern)
+        assert nm is not None
+        keep = imp_round_keep(nm, self.method_cfg.prune_fraction, r, self.method_cfg.rounds)
+        out, threshold = {}, 0.0
+        for name, w in values.items():
+            alive = masks[name].to(torch.bool)
+            key = torch.where(alive, w.detach().abs(), torch.full_like(w, -1.0))
+            if patterns[name] is not None:
+                new = nm_topk(key, keep, nm.m)
+            else:
+                new = topk_mask(key, kept_count(w.numel(), Fraction(nm.m - keep, nm.m)))
+            removed = alive & ~new
+            if bool(removed.any()):
+                threshold = max(threshold, float(w.detach().abs()[removed].max()))
+            out[name] = new
+        return PruneResult(out, threshold)
 
     @torch.no_grad()
     def _load(self, model: nn.Module, state: dict[str, Tensor], masks: dict[str, Tensor]) -> None:

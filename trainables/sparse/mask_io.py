@@ -11,6 +11,11 @@ zstd on packed bits is close to the entropy H(d) above ~25% density but 25% over
 d = 0.01, where the gaps are within 3% (measured on iid masks of 11 M weights: 0.0828 bits per
 weight against H = 0.0808; packed bits 0.1035).
 
+- "nmN:M" (e.g. "nm2:4"): a mask with exactly N kept in every group of M consecutive
+  entries, coded by each group's choice index (`trainables.sparse.nm_code`: 2:4 at 0.647
+  bits per weight, the entropy log2(C(4,2))/4 = 0.646). Files with such a row say version 3,
+  so an older release refuses them instead of misreading; versions 1 and 2 read as before.
+
 Format version 1 (read only): columns layer, shape, numel, density, bits (`np.packbits`,
 zstd at Parquet's default level). `read_masks` reads both; every row is checked (shape,
 size, padding, density) before it is trusted. Files are written to a temporary name and
@@ -31,6 +36,8 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from trainables.sparse.nm_code import MAX_M, detect_nm, nm_decode, nm_encode
+
 __all__ = [
     "ENCODINGS",
     "GAP_CODING_BELOW",
@@ -48,6 +55,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = b"2"
+NM_FORMAT_VERSION = b"3"  # version 2 plus the "nmN:M" encoding
 ENCODINGS: tuple[str, ...] = ("bits", "ones", "zeros")
 #: Minority fraction below which a layer is coded as positions instead of packed bits.
 GAP_CODING_BELOW = 0.25
@@ -110,7 +118,10 @@ def _positions(raw: bytes, numel: int, where: str) -> np.ndarray:
 
 
 def encode_mask(flat: np.ndarray) -> tuple[str, bytes]:
-    """(encoding, zstd payload) of a flat bool mask, chosen by its density."""
+    """(encoding, zstd payload) of a flat bool mask, chosen by its density (or its N:M pattern)."""
+    nm = detect_nm(flat)
+    if nm is not None:
+        return f"nm{nm[0]}:{nm[1]}", _compress(nm_encode(flat, *nm))
     n = flat.size
     ones = int(flat.sum())
     minority = min(ones, n - ones)
@@ -142,6 +153,14 @@ def _decompress(payload: bytes, where: str) -> bytes:
 def decode_mask(encoding: str, payload: bytes, numel: int, where: str = "mask") -> np.ndarray:
     """The flat bool mask that `encode_mask` coded."""
     raw = _decompress(payload, where)
+    if encoding.startswith("nm"):
+        n, _, m = encoding[2:].partition(":")
+        if not (n.isdigit() and m.isdigit() and 0 < int(n) < int(m) <= MAX_M):
+            raise MaskFileError(f"{where}: unknown encoding {encoding!r}")
+        try:
+            return nm_decode(raw, numel, int(n), int(m))
+        except ValueError as e:
+            raise MaskFileError(f"{where}: {e}") from None
     if encoding == "bits":
         return _unpack_bits(raw, numel, where)
     if encoding not in ENCODINGS:
@@ -175,7 +194,10 @@ def masks_table(masks: Mapping[str, Tensor]) -> pa.Table:
         rows["density"].append(float(flat.sum()) / flat.size if flat.size else 0.0)
         rows["encoding"].append(encoding)
         rows["payload"].append(payload)
-    return pa.table(rows, schema=SCHEMA)
+    table = pa.table(rows, schema=SCHEMA)
+    if any(e.startswith("nm") for e in rows["encoding"]):
+        table = table.replace_schema_metadata({**SCHEMA.metadata, b"sparsesweep.version": NM_FORMAT_VERSION})
+    return table
 
 
 def table_to_bytes(table: pa.Table) -> bytes:
@@ -224,9 +246,9 @@ def read_masks(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         raise MaskFileError(f"{path}: not a readable mask file ({exc})") from exc
     version = (table.schema.metadata or {}).get(b"sparsesweep.version", b"1")
     schema = SCHEMA_V1 if version == b"1" else SCHEMA
-    if version not in (b"1", FORMAT_VERSION):
+    if version not in (b"1", FORMAT_VERSION, NM_FORMAT_VERSION):
         raise MaskFileError(f"{path}: mask format version {version.decode()} is newer than this "
-                            f"release reads ({FORMAT_VERSION.decode()})")
+                            f"release reads ({NM_FORMAT_VERSION.decode()})")
     missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         raise MaskFileError(f"{path}: not a mask file, missing columns {missing}")

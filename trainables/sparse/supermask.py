@@ -29,6 +29,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from trainables.models.layers import LayerFactory, non_affine_bn
 from trainables.sparse.density import kept_count
+from trainables.sparse.nm import nm_nested
+from trainables.sparse.nm_pattern import NM, group_keep
 from trainables.sparse.selection import (
     band_topk_mask,
     coat_mask,
@@ -151,6 +153,9 @@ class SupermaskMixin:
         self.scores = nn.Parameter(torch.empty_like(self.weight))
         nn.init.kaiming_uniform_(self.scores, a=5**0.5)
         self.register_buffer("allowed", None)  # type: ignore[attr-defined]
+        # N:M pattern (sparsity.pattern): each coat keeps group_keep(k_i) of every group of M,
+        # nested in the coarser coat's entries of the group; None = unstructured top-k.
+        self.nm: NM | None = None
         self.prune_rate = prune_rate
         self.invalidate_mask()
 
@@ -178,7 +183,10 @@ class SupermaskMixin:
         self._coats = rates
 
     def keep_count(self) -> int:
-        """Number of weights the mask keeps: n - floor(k n)."""
+        """Number of weights the mask keeps: n - floor(k n) (N:M: group_keep(k) per group of M)."""
+        nm = getattr(self, "nm", None)
+        if nm is not None:
+            return self.scores.numel() // nm.m * group_keep(nm, self._coats[0])
         return kept_count(self.scores.numel(), self._coats[0])
 
     def set_allowed(self, allowed: Tensor | None) -> None:
@@ -220,7 +228,7 @@ class SupermaskMixin:
         space = None if allowed is None else (id(allowed), allowed._version, allowed.device)
         w = self.weight
         key = (s._version, s.data_ptr(), s.dtype, s.device, self._coats, space, _step_count,
-               w._version, w.data_ptr(), w.dtype)
+               w._version, w.data_ptr(), w.dtype, getattr(self, "nm", None))
         # The weakref identifies the tensor itself: a new scores Parameter allocated where
         # the old one lived cannot be mistaken for it.
         if self._cache_ref is not None and self._cache_ref() is s and self._cache_key == key:
@@ -229,7 +237,14 @@ class SupermaskMixin:
         # mask cached during eval can be reused by a training forward.
         with torch.inference_mode(False), torch.no_grad():
             n = s.numel()
-            if len(self._coats) == 1:
+            nm = getattr(self, "nm", None)
+            if nm is not None:  # N:M: per-group top-k's of |s| (outside `allowed` at -1)
+                depth = nm_nested(selection_key(s, allowed), tuple(group_keep(nm, k) for k in self._coats),
+                                  nm.m, s.dtype)
+                self._cached_bool = depth > 0
+                self._cached_float = None if len(self._coats) == 1 else depth
+                self._cached_weight = w * depth
+            elif len(self._coats) == 1:
                 mask = self._select(s, allowed)
                 self._cached_bool = mask
                 self._cached_float = None  # one coat: made on demand (coat_depth), not kept
