@@ -217,7 +217,7 @@ def test_imp_masks_reach_n_m_at_the_last_round(tmp_path: Path, monkeypatch: pyte
     def prune(self: Imp, model: torch.nn.Module, r: int) -> None:
         orig(self, model, r)
         masks = {n: m.mask for n, m in self.prunable(model).items()}
-        keep = imp_round_keep(NM(2, 4), self.c.prune_fraction, r, self.c.rounds)
+        keep = imp_round_keep(NM(2, 4), self.method_cfg.prune_fraction, r, self.method_cfg.rounds)
         seen.append([keep])
         _assert_nm(masks, [], keep)
 
