@@ -1,5 +1,7 @@
-"""Helpers of the fault tests: run the sweep CLI as a user would, watch Tune's files, end what
-the test started (by process group, never by name), restart a real `mlflow server`.
+"""Helpers of the fault tests (test_faults.py, test_faults_resume.py): run the sweep CLI as a
+user would, watch Tune's files, end what the test started (by process group, never by name),
+restart a real `mlflow server`, read what a sweep recorded in MLflow and Tune, and compute the
+uninterrupted run it must equal.
 
 Every CLI run starts in its own session, so that after a SIGKILL of the driver the test can
 end the Ray processes that driver left behind (raylet, workers) by their process group: only

@@ -1,13 +1,15 @@
-"""Fault paths of a real sweep while it runs: the CLI with a real local Ray and real MLflow on
-loopback. A trial's process or a DDP worker SIGKILLed mid-epoch restarts from its last
-checkpoint; a trial that cannot allocate its model fails alone; diverging trials stop at once.
+"""Fault paths a real sweep survives while it runs: the CLI with a real local Ray and real
+MLflow on loopback. A trial's process or a DDP worker SIGKILLed mid-epoch restarts from its last
+checkpoint; a trial that cannot allocate its model fails alone; diverging trials stop at once;
+an MLflow server that dies mid-sweep is spooled, replayed, and completed by `--sync-mlflow`.
 Results are compared with an uninterrupted run of the same engine, in this process (CPU runs
-are bit-identical). Interrupted sweeps resumed with `--resume`: test_faults_resume.py (two
-files, so that two test workers share the fault tests).
+are bit-identical). Sweeps that die and are resumed with `--resume`: test_faults_resume.py (two
+files of about equal length, so that two test workers share the fault tests).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,6 +20,8 @@ import pandas as pd
 import pytest
 from fault_tools import (
     FAST,
+    MLP,
+    RestartableMlflowServer,
     around_restart,
     child_runs,
     cli_env,
@@ -34,8 +38,10 @@ from fault_tools import (
     trial_id_of,
     wait_for,
 )
+from mlflow import MlflowClient
 
-from orchestrator.tracking.tags import STATUS_TAG
+from orchestrator.sweep import main
+from orchestrator.tracking.tags import KIND_TAG, STATUS_TAG
 from trainables.config import resolve_tune_config
 from trainables.loop import run_experiment
 
@@ -227,3 +233,111 @@ def test_diverging_trials_stop_at_once_are_pruned_and_no_secret_leaks(tmp_path: 
     study = optuna.load_study(study_name="div", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
     # told "failed (pruned)": no objective value, whatever the epochs before the NaN reported
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+
+
+@pytest.mark.timeout(420)
+def test_mlflow_outage_is_buffered_replayed_and_synced(
+        tmp_path: Path, migrated_db: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The tracking server dies mid-sweep: training goes on, the driver spools what it cannot
+    log, and replays it in order when the server is back. It dies again before the end: the
+    sweep finishes, says how to replay, and `--resume NAME --sync-mlflow` completes MLflow
+    (twice: idempotent)."""
+    (tmp_path / "server").mkdir()
+    server = RestartableMlflowServer(tmp_path / "server", migrated_db)
+    storage = tmp_path / "runs"
+    sweep_dir = storage / "tune" / "out"
+    log = tmp_path / "out.log"
+    epochs = 60
+    uri = server.start()
+    proc = None
+    try:
+        proc = start_sweep("--space", "ep_quick", "--storage", str(storage), "--name", "out", "--experiment", "out",
+                           "--tracking-uri", uri, *MLP, "--set", "method.prune_rate=0.5",
+                           "--set", f"schedule.epochs={epochs}", *FAST, log=log)
+        client = MlflowClient(tracking_uri=uri)
+
+        def logged_steps() -> list[int]:
+            exp = client.get_experiment_by_name("out")
+            runs = client.search_runs([exp.experiment_id], f"tags.`{KIND_TAG}` = 'trial'") if exp else []
+            return [m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")] if runs else []
+
+        def trial_rows() -> list[dict[str, Any]]:
+            dirs = list(sweep_dir.glob("trial_*"))
+            return results_of(dirs[0]) if dirs else []
+
+        wait_for("epoch 3 in MLflow", lambda: len(logged_steps()) >= 3, 240, proc, log)
+        # The test freezes the trial (SIGSTOP) whenever it must not run ahead: a server takes
+        # seconds to stop and start, a tiny epoch milliseconds.
+        pid = int(trial_rows()[-1]["pid"])
+        assert in_session(pid, proc.pid)
+        os.kill(pid, signal.SIGSTOP)
+        server.stop()  # outage 1
+        down_at = trial_rows()[-1]["epoch"]
+        os.kill(pid, signal.SIGCONT)
+        wait_for("training goes on while MLflow is down",
+                 lambda: trial_rows()[-1]["epoch"] >= down_at + 4, 120, proc, log)
+        os.kill(pid, signal.SIGSTOP)
+
+        def spooled_steps() -> list[int]:
+            path = sweep_dir / "mlflow-spool.jsonl"
+            lines = path.read_text().splitlines() if path.is_file() else []
+            return [op["metrics"][0][2] for op in map(json.loads, lines) if op["op"] == "metrics"]
+
+        # The driver still handles what the trial sent before it froze: poll until the spool
+        # holds the last epoch Tune recorded and neither has grown over three polls (0.6 s).
+        polls: list[tuple[list[int], int]] = []
+
+        def spool_settled() -> bool:
+            polls.append((spooled_steps()[-1:], int(trial_rows()[-1]["epoch"])))
+            last = polls[-3:]
+            return len(last) == 3 and last[0] == last[1] == last[2] and last[2][0] == [last[2][1]]
+
+        wait_for("the spool to stop growing", spool_settled, 60, proc, log, poll_s=0.2)
+        steps = spooled_steps()  # durably on the driver's disk, in order
+        trained = steps[-1]
+        assert steps == list(range(steps[0], trained + 1))
+        assert down_at + 4 <= trained < epochs
+        server.start()
+        # replayed in order, without duplicates, by the running sweep (the trial is frozen)
+        wait_for("the spool replayed", lambda: logged_steps()[-1:] == [trained], 60, proc, log)
+        assert logged_steps() == list(range(1, trained + 1))
+        server.stop()  # outage 2, until after the sweep
+        os.kill(pid, signal.SIGCONT)
+        code = proc.wait(timeout=300)
+        out = log.read_text()
+    finally:
+        if proc is not None:
+            end_group(proc)
+        server.stop()
+    assert code == 0, out[-4000:]
+    assert f"--storage {storage.resolve()} --resume out --sync-mlflow" in out
+    assert (sweep_dir / "mlflow-spool.jsonl").stat().st_size > 0
+
+    server.start()
+    try:
+        for _ in (1, 2):  # the second sync changes nothing; no Ray: run in this process
+            with monkeypatch.context() as env:  # the CLI sets MLflow's retry env in its process
+                for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+                    env.setenv(name, os.environ.get(name, ""))
+                    env.delenv(name)
+                assert main(["--storage", str(storage), "--resume", "out", "--sync-mlflow"]) == 0
+            assert "MLflow synced" in capsys.readouterr().out
+            client, parent, runs = child_runs(uri, "out")
+            (run,) = runs.values()
+            first = {}
+            for r in results_of(next(sweep_dir.glob("trial_*"))):
+                first.setdefault(int(r["epoch"]), r)
+            assert sorted(first) == list(range(1, epochs + 1))
+            for key in ("train_loss", "test_acc", "dying_ratio"):
+                assert history(client, run, key) == [(e, first[e][key]) for e in sorted(first)], key
+            assert run.info.status == "FINISHED" and run.data.tags[STATUS_TAG] == "finished"
+            assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"config.json", "masks"}
+            assert parent.info.status == "FINISHED"
+            # the report the sweep could not make while MLflow was down, made and logged now
+            assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+                "results.csv", "results.parquet", "report"}
+            assert "report/index.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+        assert (sweep_dir / "mlflow-spool.jsonl").stat().st_size == 0
+    finally:
+        server.stop()
