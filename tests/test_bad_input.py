@@ -33,6 +33,16 @@ IMP_WD = ["--space", "imp_weight_decay", "--set", "data.dataset=digits", "--set"
 
 @pytest.mark.parametrize(("argv", "message"), [
     # dynamic sparse training: density D, prune fraction ρ, update period Δt, end T, ...
+    # N:M masks (sparsity.pattern): the string, the method's density, ER/ERK, a layer M does not tile
+    ([*EP, "--set", "sparsity.pattern=2/4"], "sparsity.pattern: '2/4' is not unstructured, or N:M"),
+    ([*EP, "--set", "sparsity.pattern=4:2"], "sparsity.pattern: '4:2' needs 0 < N < M"),
+    ([*EP, "--set", "sparsity.pattern=2:4"], "method.prune_rate: 0.2 keeps 0.8 of the weights, but "
+                                            "sparsity.pattern=2:4 keeps 0.5"),
+    ([*DST, "--set", "sparsity.pattern=2:4", "--set", "method.density=0.5", "--set", "model.name=mlp"],
+     "method.distribution: erk sets per-layer densities"),
+    ([*EP, "--set", "sparsity.pattern=2:4", "--set", "method.prune_rate=0.5"],
+     "sparsity.pattern: 2:4 needs M=4 to divide the input dimension of every masked layer, but features.0.weight "
+     "has 9"),
     ([*DST, "--set", "method.density=0"], "method.density: 0.0 must be > 0 (allowed range (0, 1])"),
     ([*DST, "--set", "method.density=1.5"], "method.density: 1.5 must be <= 1 (allowed range (0, 1])"),
     ([*DST, "--set", "method.density=abc"], "method.density: expected a number, got 'abc'"),
