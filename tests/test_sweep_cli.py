@@ -54,7 +54,7 @@ def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
     (["--space", "ep_nope"], "--space: 'ep_nope' is not one of ep_quick"),
     (["--search", "bayes"], "--search: 'bayes' is not one of grid, optuna"),
     (["--metric", "accuracy"], "--metric: 'accuracy' is not one of test_acc"),
-    (["--max-concurrent", "0"], "--max-concurrent: 0 must be >= 1"),
+    (["--max-concurrent", "0"], "--max-concurrent: '0' is out of range; allowed: an integer in [1, 10000]"),
     (["--workers-per-trial", "3"], "data.batch_size: 64 is not divisible by --workers-per-trial 3"),
     (["--tracking-uri", "./mlruns"], "--tracking-uri: './mlruns' is not supported"),
     (["--set", "data.dataset=cifar10", "--set", "data.data_dir=/nonexistent/cifar"],
@@ -67,7 +67,7 @@ def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
     ([*EP, "--set", "schedule.name=step", "--set", "schedule.milestones=15"], "schedule.milestones: [15] must lie in [1, schedule.epochs=15)"),
     (["--workers-per-trial", "2", "--gpus-per-worker", "0.5"], "--gpus-per-worker: 0.5 is a GPU share"),
     ([*EP, "--set", "method.name=dense"], "--set method.name=dense: space 'ep_quick' sweeps method.prune_rate"),
-    (["--max-failures", "-1"], "--max-failures: -1 must be >= 0"),
+    (["--max-failures", "-1"], "--max-failures: '-1' is out of range; allowed: an integer in [0, 1000]"),
     # the strong-lottery family's keys
     (["--space", "iep_quick", "--set", "method.cycles=0"], "method.cycles: 0 must be >= 1"),
     (["--space", "iep_quick", "--set", "method.shrinkage=1"], "method.shrinkage: 1.0 must be < 1"),

@@ -24,6 +24,12 @@ class ConfigError(ValueError):
     """Bad configuration: the message is one line naming the key and what is allowed."""
 
 
+# Integers go to torch, numpy and Parquet as 64-bit: an integer key without a narrower range
+# has this one. Seeds: numpy's legacy RandomState and Optuna's samplers take [0, 2**32 - 1].
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+SEED_MAX = 2**32 - 1
+
+
 def param(default: Any, help: str, *, choices: tuple[Any, ...] | None = None,
           ge: float | None = None, gt: float | None = None, lt: float | None = None,
           le: float | None = None) -> Any:
@@ -403,7 +409,8 @@ class ImpConfig(MethodConfig):
                                         "pruned round, inside the trial")
     lmc: bool = param(False, "train a second copy of every round from the same state with another data seed "
                              "and measure linear mode connectivity (instability)")
-    copy_data_seed: int | None = param(None, "data seed of the second copy (None: the run's data seed + 1)")
+    copy_data_seed: int | None = param(None, "data seed of the second copy (None: the run's data seed + 1)",
+                                       ge=0, le=SEED_MAX)
     lmc_points: int = param(20, "evenly spaced points on the linear path (endpoints included)", ge=2, le=1000)
     lmc_successive: bool = param(True, "also interpolate between the IMP optima of successive rounds (Fig. 8)")
     bn_batches: int = param(0, "training batches used to recompute BatchNorm statistics at each point "
@@ -464,8 +471,9 @@ METHODS: dict[str, type[MethodConfig]] = {
 
 @dataclass(frozen=True)
 class RunConfig:
-    seed: int = param(0, "seed for initialisation (and data order unless data_seed is set)", ge=0)
-    data_seed: int | None = param(None, "seed for data order and augmentation (None: same as seed)")
+    seed: int = param(0, "seed for initialisation (and data order unless data_seed is set)", ge=0, le=SEED_MAX)
+    data_seed: int | None = param(None, "seed for data order and augmentation (None: same as seed)",
+                                  ge=0, le=SEED_MAX)
     device: str = param("auto", "auto picks cuda when available", choices=("auto", "cpu", "cuda"))
     amp: bool = param(False, "bfloat16 autocast on CUDA")
     deterministic: bool = param(True, "torch deterministic algorithms (exact CPU reruns)")
@@ -725,19 +733,30 @@ def _check_constraints(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+    for item in value if isinstance(value, tuple) else (value,):
+        _check_number(key, item, meta)
+
+
+def _check_number(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    """Both ends of the key's range (an integer's default range: 64 bits), named in the message."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
+    is_int = isinstance(value, int)
+    lo = meta["ge"] if meta.get("ge") is not None else meta.get("gt")
+    hi = meta["le"] if meta.get("le") is not None else meta.get("lt")
+    lo_b = "(" if meta.get("gt") is not None and meta.get("ge") is None else "["
+    hi_b = ")" if meta.get("lt") is not None and meta.get("le") is None else "]"
+    if is_int:
+        lo, hi = INT64_MIN if lo is None else lo, INT64_MAX if hi is None else hi
+    allowed = f"{lo_b}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{hi_b}"
     bounds = [("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
               ("le", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b)]
     for name, sym, ok in bounds:
         bound = meta.get(name)
         if bound is not None and not ok(value, bound):
-            lo = meta["ge"] if meta.get("ge") is not None else meta.get("gt")
-            hi = meta["le"] if meta.get("le") is not None else meta.get("lt")
-            lo_b = "[" if meta.get("ge") is not None else "("
-            hi_b = "]" if meta.get("le") is not None else ")"
-            allowed = f"{lo_b}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{hi_b}"
             raise ConfigError(f"{key}: {value!r} must be {sym} {bound} (allowed range {allowed})")
+    if is_int and not INT64_MIN <= value <= INT64_MAX:
+        raise ConfigError(f"{key}: {value!r} is not a 64-bit integer (allowed range {allowed})")
 
 
 VARIANT_KEY = "variant"
