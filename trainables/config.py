@@ -744,9 +744,10 @@ def _check_number(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     is_int = isinstance(value, int)
     lo = meta["ge"] if meta.get("ge") is not None else meta.get("gt")
     hi = meta["le"] if meta.get("le") is not None else meta.get("lt")
-    lo_b = "(" if meta.get("gt") is not None and meta.get("ge") is None else "["
-    hi_b = ")" if meta.get("lt") is not None and meta.get("le") is None else "]"
-    if is_int:
+    lo_b = "[" if meta.get("ge") is not None else "("
+    hi_b = "]" if meta.get("le") is not None else ")"
+    if is_int:  # an integer's ends are inclusive
+        lo_b, hi_b = ("[" if lo is None else lo_b), ("]" if hi is None else hi_b)
         lo, hi = INT64_MIN if lo is None else lo, INT64_MAX if hi is None else hi
     allowed = f"{lo_b}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{hi_b}"
     bounds = [("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
