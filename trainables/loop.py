@@ -39,7 +39,7 @@ from trainables.data import (
     steps_per_epoch,
     train_batches,
 )
-from trainables.keys import DIVERGED_KEY
+from trainables.keys import DIVERGED_KEY, REPLAYED_KEY
 from trainables.methods import build_method
 from trainables.methods.base import Evaluator, Method, Position, StepContext
 from trainables.models import build_model
@@ -53,7 +53,6 @@ REPORTS_FILE = "reports.json"  # every report so far (up to REPORT_HISTORY), for
 REPORT_HISTORY = 4096  # 40 cycles of 100 epochs; ~0.5 KB a report
 REPLAY_REPORTS = 16  # a restored run sends its latest reports again: more than the lag of a
 # one-worker trial's reports behind its driver (one: a Tune report waits for the driver)
-REPLAYED_KEY = "replayed"  # set on a report sent again after a restore (the tracker drops repeats)
 CONFIG_FILE = "config.json"
 MASKS_FILE = "masks.parquet"
 ARTIFACTS_DIR = "artifacts"  # per-cycle files: masks/cycle_01.parquet, ranks/..., uploaded as they are
