@@ -159,11 +159,11 @@ def check_db_url(flag: str, url: str) -> None:
         parsed = make_url(url)
         shown = one_line(repr(parsed.render_as_string(hide_password=True)))
         dialect = parsed.get_dialect()
-    except ArgumentError:
-        raise ConfigError(f"{flag}: {shown} is not a database URL (dialect+driver://USER@HOST/DB)") from None
-    except NoSuchModuleError:
+    except NoSuchModuleError:  # an ArgumentError too
         raise ConfigError(f"{flag}: {shown}: SQLAlchemy has no dialect {parsed.drivername!r}; allowed: "
                           f"sqlite, postgresql, mysql, mssql (optionally +DRIVER)") from None
+    except ArgumentError:
+        raise ConfigError(f"{flag}: {shown} is not a database URL (dialect+driver://USER@HOST/DB)") from None
     except ValueError as e:  # a port that is not a number
         raise ConfigError(f"{flag}: {shown} is not a valid URL ({one_line(str(e))})") from None
     try:

@@ -49,7 +49,7 @@ class OneLineParser(argparse.ArgumentParser):
     like every other bad input, instead of the usage text."""
 
     def error(self, message: str) -> NoReturn:
-        hint = ("; a value starting with '-' is written --set=KEY=VALUE"
+        hint = ("; a value starting with '-' is written with '=' (--max-failures=-1, --set=KEY=VALUE)"
                 if "expected one argument" in message else "")
         # "argument --num-samples: 'nan' is not finite..." -> "--num-samples: 'nan' is not finite..."
         message = message.removeprefix("argument ")

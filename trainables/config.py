@@ -131,14 +131,14 @@ class DataConfig:
     augment: bool = param(True, "standard augmentation (CIFAR: random crop 4 + horizontal flip; SVHN: crop; others: none)")
     batch_size: int = param(128, "global training batch size (split across DDP workers)", ge=1)
     eval_batch_size: int = param(1000, "evaluation batch size", ge=1)
-    resize: int = param(0, "resize images to this side length (0 keeps the native size)", ge=0)
+    resize: int = param(0, "resize images to this side length (0 keeps the native size)", ge=0, le=16384)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = param("conv4", "architecture", choices=MODELS)
-    width: float = param(1.0, "width multiplier (e.g. 2 for ResNet18x2)", gt=0)
-    mlp_hidden: tuple[int, ...] = param((300, 100), "hidden layer sizes of the MLP")
+    width: float = param(1.0, "width multiplier (e.g. 2 for ResNet18x2)", gt=0, le=1024)
+    mlp_hidden: tuple[int, ...] = param((300, 100), "hidden layer sizes of the MLP", ge=1, le=2**24)
 
 
 @dataclass(frozen=True)
