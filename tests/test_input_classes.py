@@ -228,7 +228,7 @@ def test_every_numeric_flag_and_key_refuses_non_finite_values(tmp_path: Path) ->
     assert not (tmp_path / "runs").exists()
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flags=st.lists(st.tuples(st.sampled_from(FLAGS), NUMBER), max_size=2),
        keys=st.lists(st.tuples(st.sampled_from(NUMERIC_KEYS), NUMBER), max_size=2),
        method=st.sampled_from(sorted(SPACE_OF)))
