@@ -123,7 +123,6 @@ def test_each_class_exits_2_with_one_line_and_writes_nothing(
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(("argv", "message"), [
     (["--cpus-per-worker", "64"], "a trial needs 64 CPUs and 0 GPUs but the Ray cluster has 1 CPUs and 0 GPUs"),
-    (["--gpus-per-worker", "2"], "a trial needs 1 CPUs and 2 GPUs but the Ray cluster has 1 CPUs and 0 GPUs"),
 ])
 def test_resources_beyond_the_cluster_are_refused_before_any_store(
         tmp_path: Path, argv: list[str], message: str) -> None:
@@ -142,6 +141,26 @@ def test_resources_beyond_the_cluster_are_refused_before_any_store(
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "runs").exists(), "no store, spool or tune/ folder"
     assert not any(home.rglob("*")), "nothing under $HOME"
+
+
+@pytest.mark.parametrize(("flags", "cluster"), [
+    ({"cpus_per_worker": 64.0}, {"CPU": 2.0}),
+    ({"gpus_per_worker": 2.0}, {"CPU": 2.0, "GPU": 1.0}),
+    ({"gpus_per_worker": 1.0}, {"CPU": 2.0}),
+    ({"workers_per_trial": 3, "cpus_per_worker": 1.0}, {"CPU": 2.0}),
+])
+def test_resources_beyond_a_local_cluster_are_one_line(flags: dict, cluster: dict) -> None:
+    """The check that runs right after Ray connects (before any store): several inputs."""
+    from orchestrator.cluster.resources import check_resources
+    from orchestrator.settings import Settings
+    from search_spaces import get_space, make_plan
+    from trainables.config import ConfigError
+
+    plan = make_plan(get_space("dense_quick"), search="grid", sets={"data.batch_size": "60"}, grid_overrides={},
+                     num_samples=1)
+    with pytest.raises(ConfigError, match=r"^--workers-per-trial/--cpus-per-worker/--gpus-per-worker: a trial "
+                                          r"needs .* but the Ray cluster has [^\n]*$"):
+        check_resources(Settings(**flags), plan, cluster, remote=False)
 
 
 # ----- property: any number, any numeric flag or key ----------------------------------------
