@@ -272,3 +272,34 @@ def test_a_port_is_a_number_too() -> None:
     for port in ("0", "65536", str(2**70), "99999999999999999999999"):
         with pytest.raises(ConfigError, match=r"--address: '\d+' is out of range; allowed: an integer in \[1, 65535\]"):
             check_address(f"127.0.0.1:{port}", timeout_s=0.5)
+
+
+# ----- messages ----------------------------------------------------------------------------
+
+def test_address_auto_that_finds_a_cluster_says_so_and_how_to_start_a_private_one() -> None:
+    from orchestrator.cluster.resources import _refused
+
+    message = str(_refused("auto", "10.0.0.5:6379"))
+    assert message.startswith("--address auto found an existing Ray cluster at 10.0.0.5:6379")
+    assert "to run a private Ray, leave out --address (and unset RAY_ADDRESS)" in message
+    assert "\n" not in message
+    assert str(_refused("10.0.0.5:6379")).startswith("--address: the Ray cluster at 10.0.0.5:6379 requires token")
+
+
+def test_a_unicode_name_is_a_name_and_its_figures_draw_without_glyph_warnings(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    import pandas as pd
+
+    from orchestrator.report.figure import Figure, axes
+
+    name = "スイープ-ü"
+    assert main([*EP, "--dry-run", "--name", name, "--storage", str(tmp_path / "runs")]) == 0
+    fig, ax = axes()
+    ax[0, 0].set_title(f"{name} (ep_quick)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "Glyph ... missing from font(s)" is a UserWarning
+        Figure("f", "t", "c", "p", pd.DataFrame({"x": [1]}), fig).write(tmp_path / "report")
+    assert (tmp_path / "report" / "f.png").is_file()
+    assert ax[0, 0].get_title() == "????-ü (ep_quick)"  # what DejaVu Sans can draw, as it is
