@@ -132,9 +132,15 @@ def _prepare_tracking(settings: Settings, plan: Plan) -> SweepLabels:
     module (torch's compiler stack, ray.train: ~1.5 s) and of MLflow, the runs' labels, and
     each data config's MLflow dataset (`dataset_input` keeps it for the sweep: the trials'
     first start does not compute it)."""
-    import orchestrator.tracking.tracker  # noqa: F401 - MLflow's client and stores
+    import orchestrator.tracking.tracker  # noqa: F401 - MLflow's client
     import trainables.tune  # noqa: F401
     from orchestrator.tracking.labels import SweepLabels, dataset_input
+    from orchestrator.tracking.uris import scheme
+
+    if scheme(settings.tracking_uri) in ("http", "https"):
+        import mlflow.store.tracking.rest_store  # noqa: F401
+    else:  # SQLite or another database: SQLAlchemy and alembic (~2 s)
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
     labels = SweepLabels.from_plan(plan, settings.name)  # run names, tags, note (MLflow's UI)
     # one config per distinct data setting (data.* keys, variant) of the grid; Optuna's base
