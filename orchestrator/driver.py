@@ -101,37 +101,47 @@ def _preflight(settings: Settings, layout: SweepLayout, *, resume: bool, address
 
 def _start(settings: Settings, plan: Plan, layout: SweepLayout, *, num_cpus: int | None,
            address: str | None) -> Started:
-    """Ray's start (processes to spawn and wait for) and MLflow's (a new SQLite store migrates
-    its schema: seconds of Python; the trainable's imports) overlap: the driver's fixed cost,
-    before any trial runs."""
+    """Ray's start (processes to spawn and wait for) overlaps the imports and labels of the
+    tracking side (the trainable's torch stack, MLflow: seconds of Python), which write
+    nothing; MLflow's store is created only once the cluster has been checked to fit a trial,
+    so a refused request leaves no store and no spool behind."""
     import ray
 
     from orchestrator.cluster.resources import check_resources, connect
     from orchestrator.tracking.uris import fail_fast_http
 
     fail_fast_http()
-    with ThreadPoolExecutor(1, thread_name_prefix="sparsesweep-mlflow") as pool:
-        mlflow_ready = pool.submit(_open_tracking, settings, plan, layout.spool_dir)
-        connect(address, num_cpus)
+    with ThreadPoolExecutor(1, thread_name_prefix="sparsesweep-imports") as pool:
+        prepared = pool.submit(_prepare_tracking, settings, plan)
         try:
+            connect(address, num_cpus)
             gpus = check_resources(settings, plan, ray.cluster_resources(), remote=address is not None)
-            tracker, labels = mlflow_ready.result()
+            labels = prepared.result()
+            from orchestrator.tracking.tracker import SweepTracker
+
+            tracker = SweepTracker(settings.tracking_uri, settings.experiment, Path(settings.storage),
+                                   layout.spool_dir)
         except BaseException:
             ray.shutdown()
             raise
     return Started(tracker, labels, gpus)
 
 
-def _open_tracking(settings: Settings, plan: Plan,
-                   spool_dir: Path | None) -> tuple[SweepTracker, SweepLabels]:
-    """MLflow's store and experiment, the runs' labels, and each data config's MLflow dataset
-    (`dataset_input` keeps it for the sweep: the trials' first start does not compute it).
-    Imports the trainable's module first (torch's compiler stack, ray.train: ~1.5 s)."""
+def _prepare_tracking(settings: Settings, plan: Plan) -> SweepLabels:
+    """Everything of the tracking side that writes nothing: the imports of the trainable's
+    module (torch's compiler stack, ray.train: ~1.5 s) and of MLflow, the runs' labels, and
+    each data config's MLflow dataset (`dataset_input` keeps it for the sweep: the trials'
+    first start does not compute it)."""
+    import orchestrator.tracking.tracker  # noqa: F401 - MLflow's client
     import trainables.tune  # noqa: F401
     from orchestrator.tracking.labels import SweepLabels, dataset_input
-    from orchestrator.tracking.tracker import SweepTracker
+    from orchestrator.tracking.uris import scheme
 
-    tracker = SweepTracker(settings.tracking_uri, settings.experiment, Path(settings.storage), spool_dir)
+    if scheme(settings.tracking_uri) in ("http", "https"):
+        import mlflow.store.tracking.rest_store  # noqa: F401
+    else:  # SQLite or another database: SQLAlchemy and alembic (~2 s)
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
     labels = SweepLabels.from_plan(plan, settings.name)  # run names, tags, note (MLflow's UI)
     # one config per distinct data setting (data.* keys, variant) of the grid; Optuna's base
     points = plan.points() if plan.search == "grid" else [dict(plan.base)]
@@ -142,7 +152,7 @@ def _open_tracking(settings: Settings, plan: Plan,
             dataset_input(plan.resolve(point).to_flat())
     except Exception:  # an unreadable data dir: each trial's start says so (tracking)
         logger.debug("dataset inputs not prepared", exc_info=True)
-    return tracker, labels
+    return labels
 
 
 def _open_parent(settings: Settings, plan: Plan, layout: SweepLayout, started: Started,
@@ -182,7 +192,7 @@ def _build_tuner(settings: Settings, plan: Plan, layout: SweepLayout, started: S
 
     from orchestrator.cluster.nodes import with_node_id
     from orchestrator.cluster.resources import trial_resources, worker_gpus
-    from trainables.tune import Runtime, trial  # imported by _open_tracking, while Ray started
+    from trainables.tune import Runtime, trial  # imported by _prepare_tracking, while Ray started
 
     gpus = started.gpus
     runtime = Runtime(workers=settings.workers_per_trial, use_gpu=worker_gpus(gpus) > 0,

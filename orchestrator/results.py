@@ -13,13 +13,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cluster.nodes import NODE_KEY
+from orchestrator.cluster.nodes import MACHINE_KEY, NODE_KEY
 from orchestrator.recovery import error_summary
 from orchestrator.tuner.schedulers import describe_stops, stopped_at
 from search_spaces import Plan
 from trainables.keys import (
     DIVERGED_KEY,
     INFER_SPEEDUP_KEY,  # measured at the end of a sparse trial
+    REPLAYED_KEY,
 )
 
 # Shown when some trial reported them (dense training has no dying ratio).
@@ -39,7 +40,9 @@ def swept_keys(plan: Plan) -> list[str]:
 
 def results_table(results: Any, plan: Plan, metric: str, mode: str) -> Any:
     """One row per trial: swept keys, last metrics, status (OK / STOPPED / INCOMPLETE / ERROR);
-    `stopped_at` (epoch or cycle) for trials ASHA stopped, `node` when several nodes ran trials."""
+    `stopped_at` (epoch or cycle) for trials ASHA stopped, `node` (the machine) when several
+    machines ran trials. Rows by the metric, ties by the swept keys: a resumed sweep's table
+    equals an uninterrupted one's (trial ids aside)."""
     import pandas as pd
 
     swept = swept_keys(plan)
@@ -57,7 +60,7 @@ def results_table(results: Any, plan: Plan, metric: str, mode: str) -> Any:
             row["status"] = "DIVERGED"
         row["error"] = error_summary(r.error) if r.error else None  # e.g. out of memory, and why
         row["stopped_at"] = f"{stop[0]} {stop[1]}" if stop else None
-        row["node"] = str(metrics.get(NODE_KEY) or "")[:8] or None
+        row["node"] = metrics.get(MACHINE_KEY) or None
         rows.append(row)
     df = pd.DataFrame(rows)
     empty = [m for m in (*SHOWN_METRICS, "stopped_at", "error") if m in df and df[m].isna().all()]
@@ -66,8 +69,12 @@ def results_table(results: Any, plan: Plan, metric: str, mode: str) -> Any:
     df = df.drop(columns=empty)
     if "stopped_at" in df:
         df["stopped_at"] = df["stopped_at"].fillna("")
-    if metric in df and len(df):
-        df = df.sort_values(metric, ascending=(mode == "min"), na_position="last")
+    if len(df):
+        shown = [k for k in swept if k in df]
+        ties = df[shown].astype(str).agg("\x1f".join, axis=1) if shown else ""
+        by, ascending = (["_ties"], [True]) if metric not in df else ([metric, "_ties"], [mode == "min", True])
+        df = (df.assign(_ties=ties).sort_values(by, ascending=ascending, kind="mergesort", na_position="last")
+              .drop(columns="_ties"))
     return df
 
 
@@ -106,13 +113,14 @@ def trial_frame(df: Any, results: Any, plan: Plan) -> Any:
         stop = stopped_at(metrics)
         row["stopped_at"] = f"{stop[0]} {stop[1]}" if stop else None
         row[NODE_KEY] = metrics.get(NODE_KEY)
+        row[MACHINE_KEY] = metrics.get(MACHINE_KEY)
         row["error"] = None if r.error is None else str(r.error).splitlines()[0][:500]
         if r.config:
             if "variant" in r.config:
                 row["variant"] = r.config["variant"]
             row.update(plan.resolve(r.config).to_flat())
         row.update({k: v for k, v in metrics.items()
-                    if k not in row and k != "config" and (v is None or isinstance(v, (bool, int, float, str)))})
+                    if k not in row and k not in ("config", REPLAYED_KEY) and (v is None or isinstance(v, (bool, int, float, str)))})
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -11,23 +11,38 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from orchestrator.checks import SEED_MAX, Number, argparse_type, check_name, check_storage, one_line
 from orchestrator.driver import ExitCode
 from orchestrator.settings import STATE_FILE, Settings, SweepLayout, is_uri, storage_root, tune_root
-from orchestrator.tracking.uris import (
-    check_tracking_uri,
-    check_writable,
-    default_tracking_uri,
-    refuse_password,
-)
+from orchestrator.tracking.uris import check_tracking_uri, default_tracking_uri, refuse_password
 from trainables.config import ConfigError, describe_keys
 
 if TYPE_CHECKING:  # search_spaces imports Optuna: not needed by --help
     from search_spaces import Plan
 
 METRICS = ("test_acc", "test_loss", "train_acc", "train_loss", "dying_ratio", "k_minus_dying")
+GRID_SEEDS_MAX = 100  # --num-samples with --search grid: seeds per point (each point resolved up front)
+
+# Every numeric flag and its range (--gpus-per-worker: cluster.resources.GPUS, --address's port:
+# cluster.resources.PORT); argparse reads them through Number.parse only.
+NUMBERS: dict[str, Number] = {
+    "--num-samples": Number(True, 1, 10_000, why="trials; with --search grid, seeds per point, "
+                                                 f"at most {GRID_SEEDS_MAX}"),
+    "--max-concurrent": Number(True, 1, 10_000),
+    "--max-failures": Number(True, 0, 1000),
+    "--workers-per-trial": Number(True, 1, 1024),
+    "--cpus-per-worker": Number(False, 0, 1024, lo_open=True),
+    "--optuna-seed": Number(True, 0, SEED_MAX, why="the seed range of numpy and Optuna's samplers"),
+    "--grace-period": Number(True, 1, 1_000_000, why="epochs (cycles)"),
+    "--reduction-factor": Number(False, 1, 1_000_000, lo_open=True),
+    "--num-cpus": Number(True, 1, 65_536),
+}
+
+
+def _num(flag: str) -> dict:
+    return {"type": argparse_type(flag, NUMBERS[flag])}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -35,9 +50,11 @@ class OneLineParser(argparse.ArgumentParser):
     like every other bad input, instead of the usage text."""
 
     def error(self, message: str) -> NoReturn:
-        hint = ("; a value starting with '-' is written --set=KEY=VALUE"
+        hint = ("; a value starting with '-' is written with '=' (--max-failures=-1, --set=KEY=VALUE)"
                 if "expected one argument" in message else "")
-        self.exit(2, f"error: {message}{hint} (see --help)\n")
+        # "argument --num-samples: 'nan' is not finite..." -> "--num-samples: 'nan' is not finite..."
+        message = message.removeprefix("argument ")
+        self.exit(2, f"error: {one_line(message)}{hint} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,20 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key for every trial (pins a grid axis); repeatable")
     p.add_argument("--grid", dest="grids", action="append", default=[], metavar="KEY=V1,V2",
                    help="add or replace a grid axis; repeatable")
-    p.add_argument("--num-samples", type=int, default=None,
+    p.add_argument("--num-samples", **_num("--num-samples"), default=None,
                    help="grid: seeds per point (run.seed, run.seed+1, ...); optuna: number of trials (default 10)")
-    p.add_argument("--max-concurrent", type=int, default=2, help="trials running at once (default 2)")
-    p.add_argument("--max-failures", type=int, default=0,
+    p.add_argument("--max-concurrent", **_num("--max-concurrent"), default=2, help="trials running at once (default 2)")
+    p.add_argument("--max-failures", **_num("--max-failures"), default=0,
                    help="retries of a failed trial from its last checkpoint (e.g. preempted nodes; default 0)")
-    p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers per trial (default 1: no DDP)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)")
+    p.add_argument("--workers-per-trial", **_num("--workers-per-trial"), default=1, help="DDP workers per trial (default 1: no DDP)")
+    p.add_argument("--cpus-per-worker", **_num("--cpus-per-worker"), default=1.0, help="CPUs reserved per worker (default 1)")
     p.add_argument("--gpus-per-worker", default=None, metavar="N|auto",
                    help="GPUs per worker: a share such as 0.25, or auto (a share per trial from its "
                         "model's size: 2-8 small trials per GPU); default 1 when the Ray cluster has "
                         "GPUs, else 0")
     p.add_argument("--metric", default=None, help=f"metric to rank trials by, one of {', '.join(METRICS)}")
     p.add_argument("--mode", default=None, help="max or min (default: the space's)")
-    p.add_argument("--optuna-seed", type=int, default=0, help="seed of the Optuna sampler")
+    p.add_argument("--optuna-seed", **_num("--optuna-seed"), default=0, help="seed of the Optuna sampler")
     p.add_argument("--sampler", default=None, help="Optuna sampler: tpe (default), gp, random or cmaes")
     p.add_argument("--optuna-storage", default="", metavar="URL",
                    help="RDB of the Optuna study, e.g. postgresql://HOST/DB (default: SQLite in the "
@@ -79,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default="fifo",
                    help="fifo (every trial runs to the end) or asha (early stopping; in cycles for "
                         "iterative methods)")
-    p.add_argument("--grace-period", default=None, metavar="N",
+    p.add_argument("--grace-period", **_num("--grace-period"), default=None, metavar="N",
                    help="ASHA: epochs (cycles) every trial trains before it can be stopped (default 1)")
-    p.add_argument("--reduction-factor", default=None, metavar="R",
+    p.add_argument("--reduction-factor", **_num("--reduction-factor"), default=None, metavar="R",
                    help="ASHA: keep the top 1/R of the trials at each rung (default 4)")
     p.add_argument("--name", default="", help="sweep name (default SPACE-SEARCH-TIMESTAMP)")
     p.add_argument("--storage", default="sparsesweep-runs",
@@ -92,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="NAME",
                    help="resume an interrupted sweep (default: the latest in --storage)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all cores)")
+    p.add_argument("--num-cpus", **_num("--num-cpus"), default=None, help="CPUs of the local Ray (default: all cores)")
     p.add_argument("--dry-run", action="store_true", help="print the trials and exit without starting Ray")
     p.add_argument("--sync-mlflow", action="store_true",
                    help="with --resume NAME: replay what MLflow missed (server down) from the sweep's "
@@ -123,23 +140,18 @@ def _parse_grids(items: Sequence[str]) -> dict[str, list[str]]:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    storage = storage_root(args.storage)
+    storage = storage_root(check_storage("--storage", args.storage))
     if args.resume is not None:
         return _resume_settings(args, storage)
-    if args.max_concurrent < 1:
-        raise ConfigError(f"--max-concurrent: {args.max_concurrent} must be >= 1")
-    if args.max_failures < 0:
-        raise ConfigError(f"--max-failures: {args.max_failures} must be >= 0")
-    if args.workers_per_trial < 1:
-        raise ConfigError(f"--workers-per-trial: {args.workers_per_trial} must be >= 1")
+    if args.search == "grid" and args.num_samples is not None and args.num_samples > GRID_SEEDS_MAX:
+        raise ConfigError(f"--num-samples: {args.num_samples} seeds per grid point is out of range; allowed "
+                          f"with --search grid: an integer in [1, {GRID_SEEDS_MAX}]")
     from orchestrator.cluster.resources import parse_gpus
 
     gpus = parse_gpus(args.gpus_per_worker)
     if args.workers_per_trial > 1 and isinstance(gpus, float) and 0 < gpus < 1:
         raise ConfigError(f"--gpus-per-worker: {gpus:g} is a GPU share; DDP workers "
                           f"(--workers-per-trial > 1) need whole GPUs (NCCL ranks cannot share one)")
-    if args.cpus_per_worker <= 0:
-        raise ConfigError(f"--cpus-per-worker: {args.cpus_per_worker} must be > 0")
     scheduler, grace, reduction = _scheduler_args(args)
     sampler, optuna_storage = _study_args(args)
     from orchestrator.cluster.shared_db import check_study
@@ -152,14 +164,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     from search_spaces import DEFAULT_SPACE, get_space
 
     space = get_space(args.space or DEFAULT_SPACE)
-    name = args.name or f"{space.name}-{args.search}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if "/" in name or name.startswith("."):
-        raise ConfigError(f"--name: {name!r} must be a plain name (no '/', not starting with '.')")
+    name = check_name("--name", args.name or f"{space.name}-{args.search}-{time.strftime('%Y%m%d-%H%M%S')}")
+    experiment = check_name("--experiment", args.experiment or f"sparsesweep-{space.name}")
     if not is_uri(storage) and SweepLayout(storage, name).sweep_dir.exists():
         raise ConfigError(f"--name: a sweep {name!r} already exists in {tune_root(storage)}; "
                           f"pick another name or --resume {name}")
-    if not is_uri(storage):
-        check_writable(Path(storage), "--storage")
     tracking = args.tracking_uri or _default_tracking(storage)
     check_tracking_uri(tracking)
     return Settings(space=space.name, search=args.search, sets=_parse_sets(args.sets),
@@ -169,7 +178,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     cpus_per_worker=args.cpus_per_worker, gpus_per_worker=gpus,
                     metric=args.metric, mode=args.mode, optuna_seed=args.optuna_seed, name=name,
                     storage=storage, tracking_uri=tracking,
-                    experiment=args.experiment or f"sparsesweep-{space.name}",
+                    experiment=experiment,
                     scheduler=scheduler, grace_period=grace, reduction_factor=reduction,
                     sampler=sampler, optuna_storage=optuna_storage, study=args.study)
 
@@ -180,19 +189,7 @@ def _scheduler_args(args: argparse.Namespace) -> tuple[str, int | None, float | 
 
     if args.scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler: {args.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
-    grace = reduction = None
-    if args.grace_period is not None:
-        try:
-            grace = int(args.grace_period)
-        except ValueError:
-            raise ConfigError(f"--grace-period: {args.grace_period!r} is not a whole number of "
-                              f"epochs (cycles) >= 1") from None
-    if args.reduction_factor is not None:
-        try:
-            reduction = float(args.reduction_factor)
-        except ValueError:
-            raise ConfigError(f"--reduction-factor: {args.reduction_factor!r} is not a number > 1") from None
-    return args.scheduler, grace, reduction
+    return args.scheduler, args.grace_period, args.reduction_factor
 
 
 def _study_args(args: argparse.Namespace) -> tuple[str, str]:
@@ -235,7 +232,7 @@ def _resume_settings(args: argparse.Namespace, storage: str) -> Settings:
         raise ConfigError("--resume: give a local --storage (remote sweeps resume with Tuner.restore)")
     saved = SweepLayout.saved_sweeps(storage)
     if args.resume:
-        layout = SweepLayout(storage, args.resume)
+        layout = SweepLayout(storage, check_name("--resume", args.resume))
     elif saved:
         layout = saved[-1]
     else:
@@ -347,12 +344,20 @@ def _sync(args: argparse.Namespace, settings: Settings, plan: Plan) -> int:
                            lambda c: plan.resolve(c).to_flat(),
                            labels=SweepLabels.from_plan(plan, settings.name))
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return ExitCode.BAD_INPUT
+        return refuse(e)
+
+
+def refuse(error: Exception) -> int:
+    """Bad input: its one line on stderr (a newline in a value escaped), exit 2."""
+    print(f"error: {one_line(str(error))}", file=sys.stderr)
+    return ExitCode.BAD_INPUT
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0), or argparse's one-line refusal (2), already printed
+        return e.code if isinstance(e.code, int) else 2
     if args.list_spaces:
         print_spaces()
         return ExitCode.OK
@@ -363,11 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         plan = build_plan(settings, missing if args.dry_run else None)
-        if args.num_cpus is not None and args.num_cpus < 1:
-            raise ConfigError(f"--num-cpus: {args.num_cpus} must be >= 1")
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return ExitCode.BAD_INPUT
+        return refuse(e)
     if args.resume is None:  # the parent MLflow run's description (orchestrator.tracking.labels)
         from orchestrator.cluster.security import redact_command
 
@@ -386,8 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run(settings, plan, resume=args.resume is not None, num_cpus=args.num_cpus, address=address)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return ExitCode.BAD_INPUT
+        return refuse(e)
     except Exception as e:  # a full or unwritable storage: one line, and the sweep resumes later
         from orchestrator.recovery import storage_failure_message
 

@@ -103,6 +103,7 @@ def test_driver_sigkill_then_resume_keeps_everything_once(tmp_path: Path) -> Non
 
     code, out = run_sweep("--storage", str(storage), "--resume", "kill", log=tmp_path / "resume.log")
     assert code == 0, out[-4000:]
+    assert "Traceback" not in out and "ERROR" not in out, out[-6000:]  # a resume raises no false alarm
     # the damaged checkpoint is named and skipped (whether or not Tune had recorded it)
     assert f"{c_newest.name}: state.pt has" in out and "truncated or overwritten); skipping it" in out
 

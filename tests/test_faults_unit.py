@@ -329,12 +329,27 @@ def test_storage_failure_message_and_probe(tmp_path: Path) -> None:
 
 # ----- Tune's own state ------------------------------------------------------------------------
 
+def _checkpoint_manager(trial_dir: Path, names: list[str]) -> Any:
+    """Tune's checkpoint manager keeping `names`, as its experiment state holds it (Ray's own
+    encoder: a cloudpickle inside the JSON)."""
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune.utils.serialization import TuneFunctionEncoder
+
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
+    manager._checkpoint_results = [_TrainingResult(Checkpoint(str(trial_dir / n)), {}) for n in names]
+    manager._latest_checkpoint_result = manager._checkpoint_results[-1]
+    return json.loads(json.dumps(manager, cls=TuneFunctionEncoder))
+
+
 def _tune_state(sweep: Path, checkpoint: str = "checkpoint_000004") -> Path:
     """The JSON layout of Tune 2.60's experiment state, one trial (pickles as opaque bytes)."""
     trial_dir = sweep / "trial_ab_00000_0"
     (trial_dir / "checkpoint_000005").mkdir(parents=True)
     trial = json.dumps({"trial_id": "ab_00000", "status": "RUNNING", "relative_logdir": trial_dir.name})
-    meta = json.dumps({"last_result": {"epoch": 5, "checkpoint_dir_name": checkpoint}})
+    meta = json.dumps({"last_result": {"epoch": 5, "checkpoint_dir_name": checkpoint},
+                       "checkpoint_manager": _checkpoint_manager(trial_dir, ["checkpoint_000003", checkpoint])})
     state = sweep / "experiment_state-2026-01-01_00-00-00.json"
     state.write_text(json.dumps({"trial_data": [[trial, meta]], "runner_data": {}}))
     (sweep / "tuner.pkl").write_bytes(pickle.dumps({"opaque": b"x" * 64}))
@@ -361,6 +376,9 @@ def test_resume_repairs_tunes_state_from_its_backup_and_lost_checkpoints(tmp_pat
     placeholder = tmp_path / "trial_ab_00000_0" / "checkpoint_000004"
     assert placeholder.is_dir() and not any(placeholder.iterdir())
     assert "checkpoint_000004 was deleted" in notes[1]
+    # so is the older one Tune keeps and deletes later (gone: a traceback in Tune's log)
+    older = tmp_path / "trial_ab_00000_0" / "checkpoint_000003"
+    assert older.is_dir() and not any(older.iterdir()) and len(notes) == 2
     assert prepare_restore(tmp_path) == []  # nothing left to repair
 
     # a storage sync cut a pickle Tune restores from: found without loading it, and replaced

@@ -111,10 +111,13 @@ def test_auto_on_clusters_with_and_without_gpus(capsys: pytest.CaptureFixture[st
 
 def test_parse_gpus() -> None:
     assert parse_gpus(None) is None and parse_gpus("auto") == AUTO and parse_gpus("0.25") == 0.25
-    with pytest.raises(ConfigError, match="is not a number >= 0 or auto"):
+    with pytest.raises(ConfigError, match=r"'half' is not a number in \[0, 64\]"):
         parse_gpus("half")
-    with pytest.raises(ConfigError, match="must be >= 0"):
+    with pytest.raises(ConfigError, match=r"'-1' is out of range; allowed: a number in \[0, 64\]"):
         parse_gpus("-1")
+    with pytest.raises(ConfigError, match="1.5 is more than one GPU but not a whole number"):
+        parse_gpus("1.5")
+    assert parse_gpus("2") == 2.0
 
 
 def test_estimate_counts_steps_and_packing() -> None:

@@ -54,7 +54,7 @@ def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
     (["--space", "ep_nope"], "--space: 'ep_nope' is not one of ep_quick"),
     (["--search", "bayes"], "--search: 'bayes' is not one of grid, optuna"),
     (["--metric", "accuracy"], "--metric: 'accuracy' is not one of test_acc"),
-    (["--max-concurrent", "0"], "--max-concurrent: 0 must be >= 1"),
+    (["--max-concurrent", "0"], "--max-concurrent: '0' is out of range; allowed: an integer in [1, 10000]"),
     (["--workers-per-trial", "3"], "data.batch_size: 64 is not divisible by --workers-per-trial 3"),
     (["--tracking-uri", "./mlruns"], "--tracking-uri: './mlruns' is not supported"),
     (["--set", "data.dataset=cifar10", "--set", "data.data_dir=/nonexistent/cifar"],
@@ -67,7 +67,7 @@ def test_dry_run_optuna(capsys: pytest.CaptureFixture[str]) -> None:
     ([*EP, "--set", "schedule.name=step", "--set", "schedule.milestones=15"], "schedule.milestones: [15] must lie in [1, schedule.epochs=15)"),
     (["--workers-per-trial", "2", "--gpus-per-worker", "0.5"], "--gpus-per-worker: 0.5 is a GPU share"),
     ([*EP, "--set", "method.name=dense"], "--set method.name=dense: space 'ep_quick' sweeps method.prune_rate"),
-    (["--max-failures", "-1"], "--max-failures: -1 must be >= 0"),
+    (["--max-failures", "-1"], "--max-failures: '-1' is out of range; allowed: an integer in [0, 1000]"),
     # the strong-lottery family's keys
     (["--space", "iep_quick", "--set", "method.cycles=0"], "method.cycles: 0 must be >= 1"),
     (["--space", "iep_quick", "--set", "method.shrinkage=1"], "method.shrinkage: 1.0 must be < 1"),
@@ -199,3 +199,32 @@ def test_the_default_sweep_is_the_cross_family_tour_at_one_density(
     assert final.pop("dense") == 1.0
     assert set(final) == {"ep", "soft_iep", "dst_rigl", "imp"}
     assert all(abs(d - 0.8 ** 5) < 1e-3 for d in final.values()), final  # matched densities
+
+
+def test_results_table_is_the_same_whatever_the_trial_order_and_ray_restarts() -> None:
+    """A resumed sweep's table equals an uninterrupted one's: ties ordered by the swept keys,
+    the machine (not Ray's node id, new after a restart) as `node`, no `replayed` column."""
+    from types import SimpleNamespace
+
+    from orchestrator.cluster.nodes import MACHINE_KEY, NODE_KEY
+    from orchestrator.results import results_table, trial_frame
+    from search_spaces import get_space, make_plan
+
+    plan = make_plan(get_space("ep_quick"), search="grid", sets={}, grid_overrides={}, num_samples=1)
+    rates = plan.grid["method.prune_rate"]
+
+    def result(i: int, rate: float, node: str, machine: str, **extra: float) -> SimpleNamespace:
+        config = {**plan.base, "method.prune_rate": rate}
+        epochs = plan.resolve(config).total_epochs
+        return SimpleNamespace(config=config, error=None, metrics={
+            "trial_id": f"t{i}", "test_acc": 0.5, "epoch": epochs, NODE_KEY: node, MACHINE_KEY: machine, **extra})
+
+    first = [result(i, r, "a1b2c3", "host") for i, r in enumerate(rates)]
+    resumed = [result(i + 9, r, f"new{i}", "host", replayed=1.0) for i, r in reversed(list(enumerate(rates)))]
+    tables = [results_table(rs, plan, "test_acc", "max") for rs in (first, resumed)]
+    texts = [t.drop(columns="trial").to_csv(index=False) for t in tables]
+    assert texts[0] == texts[1] and "node" not in tables[0]  # one machine: no node column
+    assert list(tables[0]["method.prune_rate"]) == sorted(rates, key=str)  # all tied at 0.5
+    assert "replayed" not in trial_frame(tables[1], resumed, plan)
+    two = [result(0, rates[0], "n1", "head"), result(1, rates[1], "n2", "worker")]
+    assert list(results_table(two, plan, "test_acc", "max")["node"]) == ["head", "worker"]

@@ -77,9 +77,9 @@ class TwoNodes:
         assert self.token.is_file()
         common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
                   "--include-dashboard=false"]
-        self._ray("start", "--head", f"--port={self.port}", f"--temp-dir={self.root / 'head'}",
+        self._ray("start", "--head", "--node-name=head", f"--port={self.port}", f"--temp-dir={self.root / 'head'}",
                   f"--dashboard-agent-listen-port={free_port()}", *common)
-        self._ray("start", f"--address={self.address}", f"--temp-dir={self.root / 'worker'}",
+        self._ray("start", f"--address={self.address}", "--node-name=worker", f"--temp-dir={self.root / 'worker'}",
                   f"--dashboard-agent-listen-port={free_port()}",
                   *(c for c in common if c != "--include-dashboard=false"))
 
@@ -130,7 +130,9 @@ def test_sweep_runs_trials_on_both_nodes(cluster: TwoNodes, mlflow_server: Mlflo
     table = pd.read_parquet(storage / "tune" / "two" / "results.parquet")
     assert len(table) == 4 and (table["status"] == "OK").all()
     assert sorted(set(table["node_id"])) == nodes, "trials must have run on both nodes"
-    assert " node" in proc.stdout  # the printed table names each trial's node
+    # the machine: each node's --node-name (one host here), stable across restarts of Ray
+    assert sorted(set(table["machine"])) == ["head", "worker"]
+    assert " node" in proc.stdout  # the printed table names each trial's machine
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("two-nodes")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 #: Where a trial's mask summary goes, next to ``masks/masks.parquet``.
 MASK_FIGURE = "density.png"
@@ -84,5 +85,30 @@ def render_mask_figure(final: Path | None, cycles: Sequence[tuple[int, Path]], o
     if title:
         fig.suptitle(title, fontsize=9)
     out.parent.mkdir(parents=True, exist_ok=True)
+    fit_text_to_fonts(fig)
     fig.savefig(out, format="png")
     return out
+
+
+def fit_text_to_fonts(fig: Any) -> None:
+    """Every text of `fig` drawable by the font matplotlib picks for it: a character the font
+    lacks (a run name in a script the installed fonts do not cover) is drawn as '?' instead
+    of a missing-glyph box and a "Glyph missing" warning per character and figure."""
+    from matplotlib.font_manager import findfont, get_font
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        value = text.get_text()
+        if value.isascii():
+            continue
+        charmap = _charmap(findfont(text.get_fontproperties()), get_font)
+        text.set_text("".join(ch if ord(ch) in charmap or ch == "\n" else "?" for ch in value))
+
+
+_CHARMAPS: dict[str, frozenset[int]] = {}
+
+
+def _charmap(path: str, get_font: Any) -> frozenset[int]:
+    if path not in _CHARMAPS:
+        _CHARMAPS[path] = frozenset(get_font(path).get_charmap())
+    return _CHARMAPS[path]

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.checks import Number, one_line
 from orchestrator.cluster.packing import AUTO, gpu_share
 from trainables.config import ConfigError
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from search_spaces import Plan
 
 Gpus = float | str  # a share per worker, or AUTO
+# Ray takes a share of one GPU (0..1) or whole GPUs; more than 64 per worker is no machine.
+GPUS = Number(False, 0, 64, why="a share such as 0.25, or whole GPUs; or auto")
+PORT = Number(True, 1, 65535, why="a TCP port")
 
 
 def parse_gpus(value: str | None) -> float | str | None:
@@ -31,12 +35,10 @@ def parse_gpus(value: str | None) -> float | str | None:
         return None
     if value.strip().lower() == AUTO:
         return AUTO
-    try:
-        gpus = float(value)
-    except ValueError:
-        raise ConfigError(f"--gpus-per-worker: {value!r} is not a number >= 0 or auto") from None
-    if not gpus >= 0 or gpus != gpus:
-        raise ConfigError(f"--gpus-per-worker: {gpus:g} must be >= 0 (or auto)")
+    gpus = float(GPUS.parse("--gpus-per-worker", value))
+    if gpus > 1 and not gpus.is_integer():
+        raise ConfigError(f"--gpus-per-worker: {gpus:g} is more than one GPU but not a whole number; "
+                          f"allowed: a share in [0, 1] or whole GPUs (Ray cannot reserve {gpus:g})")
     return gpus
 
 
@@ -70,18 +72,30 @@ def check_address(address: str | None, timeout_s: float = 5.0) -> None:
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"--address: {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+        raise ConfigError(f"--address: {one_line(repr(address))} is not auto, HOST:PORT or ray://HOST:PORT")
+    number = PORT.parse("--address", port)
     import socket
 
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise ConfigError(f"--address: no Ray cluster answers at {hostport} ({e})") from None
+        socket.create_connection((host.strip("[]"), number), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:  # UnicodeError: a host name no DNS label can hold
+        raise ConfigError(f"--address: no Ray cluster answers at {one_line(hostport)} ({one_line(str(e))})") from None
 
 
 TOKEN_HINT = ("the Ray cluster at {address} requires token authentication: export RAY_AUTH_MODE=token "
               "(and the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN) "
               "in every shell that runs `ray start` or a sweep")
+FOUND_HINT = ("--address auto found an existing Ray cluster at {target} (started by `ray start` on this "
+              "machine, maybe by another user) and it refuses this process (token authentication); to run "
+              "a private Ray, leave out --address (and unset RAY_ADDRESS): the sweep then starts its own; "
+              "to join that cluster, export RAY_AUTH_MODE=token and its token (~/.ray/auth_token)")
+
+
+def _refused(address: str | None, target: str | None = None) -> ConfigError:
+    """The one line for a cluster that refused this process's token (or its lack of one)."""
+    if address == "auto":
+        return ConfigError(FOUND_HINT.format(target=target or "the address `ray start` recorded"))
+    return ConfigError("--address: " + TOKEN_HINT.format(address=address))
 
 
 def check_auth(address: str | None) -> None:
@@ -114,7 +128,7 @@ def check_auth(address: str | None) -> None:
         except Exception:  # noqa: BLE001 - anything else: ray.init reports it in its own words
             return
     if refused:
-        raise ConfigError("--address: " + TOKEN_HINT.format(address=address))
+        raise _refused(address, target)
 
 
 @contextlib.contextmanager
@@ -144,7 +158,7 @@ def connect(address: str | None, num_cpus: int | None) -> None:
         ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
                  log_to_driver=True, configure_logging=True, logging_level="WARNING")
     except AuthenticationError:
-        raise ConfigError("--address: " + TOKEN_HINT.format(address=address)) from None
+        raise _refused(address) from None
 
 
 def check_resources(settings: Settings, plan: Plan, cluster: dict[str, float], *, remote: bool) -> Gpus:

@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from trainables.mask_figure import fit_text_to_fonts  # noqa: E402
+
 
 @dataclass
 class Figure:
@@ -30,6 +32,7 @@ class Figure:
     def write(self, out: Path) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
         png, csv, parquet = (out / f"{self.name}.{ext}" for ext in ("png", "csv", "parquet"))
+        fit_text_to_fonts(self.fig)  # a run name the fonts cannot draw: '?', not a warning per glyph
         self.fig.savefig(png, dpi=110, bbox_inches="tight")
         plt.close(self.fig)
         self.data.to_csv(csv, index=False)

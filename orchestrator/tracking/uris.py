@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+from orchestrator.checks import check_db_url, check_writable, one_line, parse_url
 from orchestrator.settings import default_tracking_uri, local_artifact_root
 from trainables.config import ConfigError
 
@@ -19,8 +20,10 @@ __all__ = ["artifact_root_for", "check_tracking_server", "check_tracking_uri", "
            "tracking_ui_command"]
 
 REMOTE_SCHEMES = frozenset({"http", "https", "databricks"})
-SUPPORTED = ("sqlite:///", "http://", "https://", "postgresql://", "postgresql+", "mysql://", "mysql+",
-             "mssql://", "databricks")
+# MLflow's database stores (SQLAlchemy dialects, optionally +DRIVER) and its servers
+DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+SUPPORTED = ("sqlite:///PATH", "http(s)://HOST:PORT", "postgresql://", "mysql://", "mssql://",
+             "databricks (with DATABRICKS_HOST or ~/.databrickscfg)")
 
 
 def scheme(uri: str) -> str:
@@ -86,16 +89,30 @@ def check_tracking_server(uri: str, timeout_s: float = 10.0) -> None:
 
 
 def check_tracking_uri(uri: str) -> None:
-    if not uri.startswith(SUPPORTED):
-        raise ConfigError(f"--tracking-uri: {uri!r} is not supported; use one of sqlite:///PATH, "
-                          f"http(s)://HOST:PORT, postgresql://, mysql:// (MLflow 3 has no ./mlruns file store)")
-    if uri.startswith("sqlite:///"):
-        check_writable(Path(uri.removeprefix("sqlite:///")).parent, "--tracking-uri")
-    refuse_password(uri, "--tracking-uri", "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
-                                           "(or the database's own password file)")
+    """A tracking URI MLflow can open here: its scheme supported, its URL well formed, a
+    database's driver installed and its SQLite file creatable, Databricks configured."""
+    flag = "--tracking-uri"
+    refuse_password(uri, flag, "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                               "(or the database's own password file)")
+    parts = parse_url(flag, uri)
+    kind = parts.scheme.lower().partition("+")[0]
+    allowed = f"use one of {', '.join(SUPPORTED)} (MLflow 3 has no ./mlruns file store)"
+    if kind in ("http", "https"):
+        if not parts.hostname:
+            raise ConfigError(f"{flag}: {one_line(repr(uri))} names no host; {allowed}")
+    elif kind in DB_SCHEMES:
+        if kind == "sqlite" and not uri.startswith("sqlite:///"):
+            raise ConfigError(f"{flag}: {one_line(repr(uri))} is not supported; {allowed}")
+        check_db_url(flag, uri)
+    elif uri.split("://")[0].lower() == "databricks":
+        if not (os.environ.get("DATABRICKS_HOST") or (Path.home() / ".databrickscfg").is_file()):
+            raise ConfigError(f"{flag}: databricks needs a Databricks workspace configured (DATABRICKS_HOST "
+                              f"and DATABRICKS_TOKEN, or ~/.databrickscfg); none is")
+    else:
+        raise ConfigError(f"{flag}: {one_line(repr(uri))} is not supported; {allowed}")
     from orchestrator.cluster.shared_db import check_server_uri
 
-    check_server_uri(uri, "--tracking-uri")  # a database URI: driver installed, server answering
+    check_server_uri(uri, flag)  # a database server: its driver installed, the server answering
 
 
 def refuse_password(uri: str, flag: str, instead: str) -> None:
@@ -107,12 +124,3 @@ def refuse_password(uri: str, flag: str, instead: str) -> None:
     if secret:
         raise ConfigError(f"{flag}: the URI holds a password, which would be written to the sweep's "
                           f"files and logs; remove it and set {instead}")
-
-
-def check_writable(path: Path, flag: str) -> None:
-    """The nearest existing ancestor must be a writable directory (nothing is created here)."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag}: cannot write under {path} ({probe} is not a writable directory)")

@@ -8,18 +8,22 @@ Why: two failures of Tune's own bookkeeping break `--resume`, both seen in this 
   previous one), and `--resume` puts it back when the newest state does not parse.
 - Tune deletes old checkpoints (`num_to_keep`) and can die before it saves a state that says
   so. It then refuses to restore a trial whose recorded checkpoint is gone ("does not exist on
-  storage anymore"). `--resume` puts an empty directory there. That directory has no manifest,
-  so the trial skips it and resumes from its newest intact checkpoint
-  (`trainables.checkpoint_io.usable_checkpoint`).
+  storage anymore"), and logs a traceback when it later deletes an older recorded one that is
+  gone. `--resume` puts an empty directory in place of every recorded checkpoint that is gone
+  (the latest and the ones Tune keeps to delete later). Such a directory has no manifest, so
+  the trial skips it and resumes from its newest intact checkpoint
+  (`trainables.checkpoint_io.usable_checkpoint`); Tune deletes it in its turn.
 
 Only Tune's JSON is parsed here; its pickles are copied as bytes, never loaded.
 """
 
 from __future__ import annotations
 
+import binascii
 import json
 import os
 import pickletools
+import re
 import shutil
 import time
 from pathlib import Path
@@ -102,6 +106,27 @@ def backup_state(sweep_dir: Path) -> bool:
         return False
 
 
+_CHECKPOINT = re.compile(r"(?:^|/)(checkpoint_\d+)/?$")
+
+
+def _recorded_checkpoints(meta: dict[str, Any]) -> set[str]:
+    """Names of the checkpoints Tune's saved state records for a trial: its last result's, and
+    every one its checkpoint manager keeps (pickled inside the JSON: the pickle's strings are
+    read opcode by opcode, never loaded)."""
+    names = set()
+    if name := (meta.get("last_result") or {}).get("checkpoint_dir_name"):
+        names.add(str(name))
+    manager = meta.get("checkpoint_manager")
+    if isinstance(manager, dict) and isinstance(manager.get("value"), str):
+        try:
+            for _, arg, _ in pickletools.genops(binascii.unhexlify(manager["value"])):
+                if isinstance(arg, str) and (match := _CHECKPOINT.search(arg)):
+                    names.add(match.group(1))
+        except Exception:  # noqa: BLE001 - a damaged pickle: Tune reports it in its own words
+            pass
+    return names
+
+
 def _trials(state: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     data = json.loads(state.read_text())
     out = []
@@ -134,12 +159,15 @@ def prepare_restore(sweep_dir: Path) -> list[str]:
     state = newest_state(sweep_dir)
     assert state is not None
     for trial, meta in _trials(state):
-        name = (meta.get("last_result") or {}).get("checkpoint_dir_name")
         trial_dir = sweep_dir / trial.get("relative_logdir", "")
-        if name and trial_dir.is_dir() and not (trial_dir / name).exists():
+        latest = (meta.get("last_result") or {}).get("checkpoint_dir_name")
+        for name in sorted(_recorded_checkpoints(meta)):
+            if not trial_dir.is_dir() or (trial_dir / name).exists():
+                continue
             (trial_dir / name).mkdir()
-            notes.append(f"trial {trial['trial_id']}: its checkpoint {name} was deleted after Tune's "
-                         f"last saved state; it resumes from its newest intact checkpoint")
+            if name == latest:  # an older one is only Tune's to delete: nothing to say
+                notes.append(f"trial {trial['trial_id']}: its checkpoint {name} was deleted after Tune's "
+                             f"last saved state; it resumes from its newest intact checkpoint")
     return notes
 
 

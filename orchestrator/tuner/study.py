@@ -37,10 +37,14 @@ def check_sampler(name: str) -> str:
 
 
 def check_storage_url(url: str) -> str:
-    """An RDB URL SQLAlchemy can open: sqlite:///PATH, postgresql://..., mysql://..."""
+    """An RDB URL SQLAlchemy can open here: sqlite:///PATH (its folder creatable),
+    postgresql://..., mysql://... with the driver installed."""
+    from orchestrator.checks import check_db_url, one_line
+
     if not url.startswith(_STORAGE_SCHEMES):
-        raise ConfigError(f"--optuna-storage: {url!r} is not an RDB URL; use sqlite:///PATH, "
+        raise ConfigError(f"--optuna-storage: {one_line(repr(url))} is not an RDB URL; use sqlite:///PATH, "
                           f"postgresql://USER@HOST/DB or mysql://USER@HOST/DB")
+    check_db_url("--optuna-storage", url)
     return url
 
 

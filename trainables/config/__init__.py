@@ -58,10 +58,10 @@ from trainables.config.methods import (
     MethodConfig,
     SupermaskConfig,
 )
-from trainables.config.schema import ConfigError, param
+from trainables.config.schema import INT64_MAX, INT64_MIN, SEED_MAX, ConfigError, param
 
 __all__ = [
-    "DATASETS", "DST_CRITERIA", "IMP_PHASES", "METHODS", "METHOD_CARDS", "MODELS", "MODEL_MIN_SIDE", "OPTIMIZERS",
+    "DATASETS", "DST_CRITERIA", "INT64_MAX", "INT64_MIN", "SEED_MAX", "IMP_PHASES", "METHODS", "METHOD_CARDS", "MODELS", "MODEL_MIN_SIDE", "OPTIMIZERS",
     "SCHEDULES", "SCORE_INITS", "SUPERMASK_WEIGHT_INITS", "VARIANT_KEY", "WEIGHT_INITS", "ConfigError",
     "CyclesConfig", "DSTConfig", "DataConfig", "DatasetSpec", "DenseConfig", "DenseLRRConfig", "EdgePopupConfig",
     "ExperimentConfig", "ImpConfig", "IterativeEdgePopupConfig", "MethodCard", "MethodConfig", "ModelConfig",

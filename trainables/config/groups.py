@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables.config.catalog import DATASETS, MODELS
-from trainables.config.schema import ConfigError, param
+from trainables.config.schema import SEED_MAX, ConfigError, param
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "lars")
 SCHEDULES: tuple[str, ...] = ("cosine", "step", "constant")
@@ -26,14 +26,14 @@ class DataConfig:
     augment: bool = param(True, "standard augmentation (CIFAR: random crop 4 + horizontal flip; SVHN: crop; others: none)")
     batch_size: int = param(128, "global training batch size (split across DDP workers)", ge=1)
     eval_batch_size: int = param(1000, "evaluation batch size", ge=1)
-    resize: int = param(0, "resize images to this side length (0 keeps the native size)", ge=0)
+    resize: int = param(0, "resize images to this side length (0 keeps the native size)", ge=0, le=16384)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = param("conv4", "architecture", choices=tuple(MODELS))
-    width: float = param(1.0, "width multiplier (e.g. 2 for ResNet18x2)", gt=0)
-    mlp_hidden: tuple[int, ...] = param((300, 100), "hidden layer sizes of the MLP")
+    width: float = param(1.0, "width multiplier (e.g. 2 for ResNet18x2)", gt=0, le=1024)
+    mlp_hidden: tuple[int, ...] = param((300, 100), "hidden layer sizes of the MLP", ge=1, le=2**24)
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,9 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    seed: int = param(0, "seed for initialisation (and data order unless data_seed is set)", ge=0)
-    data_seed: int | None = param(None, "seed for data order and augmentation (None: same as seed)")
+    seed: int = param(0, "seed for initialisation (and data order unless data_seed is set)", ge=0, le=SEED_MAX)
+    data_seed: int | None = param(None, "seed for data order and augmentation (None: same as seed)",
+                                  ge=0, le=SEED_MAX)
     device: str = param("auto", "auto picks cuda when available", choices=("auto", "cpu", "cuda"))
     amp: bool = param(False, "bfloat16 autocast on CUDA")
     deterministic: bool = param(True, "torch deterministic algorithms (exact CPU reruns)")

@@ -11,7 +11,7 @@ from typing import ClassVar, Protocol
 
 from trainables.config.catalog import DATASETS
 from trainables.config.groups import DataConfig, RunConfig, ScheduleConfig
-from trainables.config.schema import ConfigError, param
+from trainables.config.schema import SEED_MAX, ConfigError, param
 
 
 class Experiment(Protocol):
@@ -272,7 +272,8 @@ class ImpConfig(MethodConfig):
                                         "pruned round, inside the trial")
     lmc: bool = param(False, "train a second copy of every round from the same state with another data seed "
                              "and measure linear mode connectivity (instability)")
-    copy_data_seed: int | None = param(None, "data seed of the second copy (None: the run's data seed + 1)")
+    copy_data_seed: int | None = param(None, "data seed of the second copy (None: the run's data seed + 1)",
+                                       ge=0, le=SEED_MAX)
     lmc_points: int = param(20, "evenly spaced points on the linear path (endpoints included)", ge=2, le=1000)
     lmc_successive: bool = param(True, "also interpolate between the IMP optima of successive rounds (Fig. 8)")
     bn_batches: int = param(0, "training batches used to recompute BatchNorm statistics at each point "

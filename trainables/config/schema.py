@@ -20,6 +20,12 @@ class ConfigError(ValueError):
     """Bad configuration: the message is one line naming the key and what is allowed."""
 
 
+# Integers go to torch, numpy and Parquet as 64-bit: an integer key without a narrower range
+# has this one. Seeds: numpy's legacy RandomState and Optuna's samplers take [0, 2**32 - 1].
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+SEED_MAX = 2**32 - 1
+
+
 def param(default: Any, help: str, *, choices: tuple[Any, ...] | None = None,
           ge: float | None = None, gt: float | None = None, lt: float | None = None,
           le: float | None = None) -> Any:
@@ -128,17 +134,29 @@ def check_constraints(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+    for item in value if isinstance(value, tuple) else (value,):
+        check_number(key, item, meta)
+
+
+def check_number(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    """Both ends of the key's range (an integer's default range: 64 bits), named in the message."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
+    is_int = isinstance(value, int)
+    lo = meta["ge"] if meta.get("ge") is not None else meta.get("gt")
+    hi = meta["le"] if meta.get("le") is not None else meta.get("lt")
+    lo_b = "[" if meta.get("ge") is not None else "("
+    hi_b = "]" if meta.get("le") is not None else ")"
+    if is_int:  # an integer's ends are inclusive
+        lo_b, hi_b = ("[" if lo is None else lo_b), ("]" if hi is None else hi_b)
+        lo, hi = INT64_MIN if lo is None else lo, INT64_MAX if hi is None else hi
+    allowed = f"{lo_b}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{hi_b}"
     bounds = [("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
               ("le", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b)]
     for name, sym, ok in bounds:
         bound = meta.get(name)
         if bound is not None and not ok(value, bound):
-            lo = meta["ge"] if meta.get("ge") is not None else meta.get("gt")
-            hi = meta["le"] if meta.get("le") is not None else meta.get("lt")
-            lo_b = "[" if meta.get("ge") is not None else "("
-            hi_b = "]" if meta.get("le") is not None else ")"
-            allowed = f"{lo_b}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{hi_b}"
             raise ConfigError(f"{key}: {value!r} must be {sym} {bound} (allowed range {allowed})")
+    if is_int and not INT64_MIN <= value <= INT64_MAX:
+        raise ConfigError(f"{key}: {value!r} is not a 64-bit integer (allowed range {allowed})")
 
