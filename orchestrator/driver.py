@@ -169,9 +169,29 @@ def _open_parent(settings: Settings, plan: Plan, layout: SweepLayout, started: S
         run_name=labels.parent_run_name(grid_trials or plan.num_samples),
         note=labels.parent_note(settings.command, plan, view_link),
         experiment_tags={view_tag: view})
+    if settings.space_file:
+        _keep_space_file(settings, layout, tracker)
     if not layout.remote:
         layout.write_settings(settings)
     return view_link
+
+
+def _keep_space_file(settings: Settings, layout: SweepLayout, tracker: SweepTracker) -> None:
+    """A --space file: copied into the sweep folder (what --resume reads) and logged to the
+    parent run, once; a resumed sweep already reads the copy."""
+    import shutil
+
+    source = Path(settings.space_file)
+    if layout.remote:
+        tracker.log_artifact(source, "")
+        return
+    copy = layout.space_copy(source.suffix)
+    if source == copy:
+        return
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, copy)
+    settings.space_file = str(copy)
+    tracker.log_artifact(copy, "")
 
 
 def _build_tuner(settings: Settings, plan: Plan, layout: SweepLayout, started: Started,
