@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from orchestrator.cluster.packing import profile
-from trainables.config import MODELS, TORCHVISION_MODELS, ExperimentConfig
+from trainables.config import MODELS, ExperimentConfig
 from trainables.data import DataBundle
 from trainables.loop import DistContext, build_state, train_epoch
 from trainables.methods.base import Position
@@ -32,7 +32,7 @@ TABLE = Path(__file__).resolve().parents[1] / "orchestrator" / "step_costs.py"
 
 
 def reference_config(model: str, batch: int, steps: int) -> ExperimentConfig:
-    big = model in TORCHVISION_MODELS
+    big = MODELS[model].torchvision
     return ExperimentConfig.from_flat({
         "model.name": model, "data.dataset": "cifar10", "data.data_dir": "/synthetic",
         "data.resize": 224 if big else 0, "data.batch_size": batch, "data.augment": False,
@@ -97,7 +97,7 @@ def main() -> None:
     print(f"{'model':<18} {'batch':>5} {'s/step':>9} {'ms/sample':>10}  ({device}, "
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()})")
     for model in args.models.split(","):
-        big = model in TORCHVISION_MODELS
+        big = model in MODELS and MODELS[model].torchvision
         batch = args.batch or {("cpu", False): 32, ("cpu", True): 4, ("cuda", False): 128,
                                ("cuda", True): 64}[(device.type, big)]
         s = seconds_per_step(model, batch, args.steps, device)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from trainables.config import CONV_POOLS, DATASETS, MODELS, TORCHVISION_MODELS, ExperimentConfig
+from trainables.config import DATASETS, MODELS, ExperimentConfig
 from trainables.models.cifar_resnet import CIFAR_RESNET_DEPTHS, CIFAR_RESNET_WIDTHS, cifar_resnet
 from trainables.models.conv import CONV_CHANNELS, HEAD_HIDDEN, ConvNet
 from trainables.models.convmixer import (
@@ -62,7 +62,7 @@ def _mlp(cfg: ExperimentConfig, layers: LayerFactory) -> nn.Module:
 
 def _conv(cfg: ExperimentConfig, layers: LayerFactory) -> nn.Module:
     channels, side, classes = input_shape(cfg)
-    convs = CONV_CHANNELS[: 2 * CONV_POOLS[cfg.model.name]]
+    convs = CONV_CHANNELS[: 2 * MODELS[cfg.model.name].pools]
     return ConvNet(layers, channels, side, scale(convs, cfg.model.width),
                    scale(HEAD_HIDDEN, cfg.model.width), classes)
 
@@ -127,7 +127,7 @@ def _torchvision(cfg: ExperimentConfig, layers: LayerFactory) -> nn.Module:
 
 MODEL_BUILDERS: dict[str, Callable[[ExperimentConfig, LayerFactory], nn.Module]] = {
     "mlp": _mlp,
-    **{name: _conv for name in CONV_POOLS},
+    **{name: _conv for name, spec in MODELS.items() if spec.pools},
     "resnet18": _resnet18,
     **{f"resnet{depth}": _cifar_resnet for depth in CIFAR_RESNET_DEPTHS},
     "resnext29_32x4d": _resnext29_32x4d,
@@ -137,7 +137,7 @@ MODEL_BUILDERS: dict[str, Callable[[ExperimentConfig, LayerFactory], nn.Module]]
     "cnn_small": _cnn_small,
     "lenet5_caffe": _lenet5_caffe,
     "vgg16_bn": _vgg16_bn,
-    **{name: _torchvision for name in TORCHVISION_MODELS},
+    **{name: _torchvision for name, spec in MODELS.items() if spec.torchvision},
 }
 assert set(MODEL_BUILDERS) == set(MODELS), "every name in config.MODELS needs a builder"
 

@@ -12,7 +12,7 @@ soft-iep.txt §5) and the DST paper's EfficientNet-B0 and ResNet-50 (fantastic-w
 A.1: "we use the implementation from pytorch models"). Any other torchvision model whose
 weighted layers are 2-D convs, linears and BatchNorms converts the same way; a model with
 any other weighted module (LayerNorm, a class token, ...) is refused rather than half-converted.
-The registered names (config.TORCHVISION_MODELS) are torchvision's own builder names.
+The names with `torchvision=True` in config.MODELS are torchvision's own builder names.
 """
 
 from __future__ import annotations
