@@ -106,14 +106,17 @@ def _start(settings: Settings, plan: Plan, layout: SweepLayout, *, num_cpus: int
     before any trial runs."""
     import ray
 
+    from orchestrator.cluster.plugins import check_workers, plugin_runtime_env
     from orchestrator.cluster.resources import check_resources, connect
     from orchestrator.tracking.uris import fail_fast_http
+    from trainables.plugins import LOADED
 
     fail_fast_http()
     with ThreadPoolExecutor(1, thread_name_prefix="sparsesweep-mlflow") as pool:
         mlflow_ready = pool.submit(_open_tracking, settings, plan, layout.spool_dir)
-        connect(address, num_cpus)
+        connect(address, num_cpus, plugin_runtime_env(settings.plugins))
         try:
+            check_workers(list(LOADED))  # every node loads the plugins, or one line now
             gpus = check_resources(settings, plan, ray.cluster_resources(), remote=address is not None)
             tracker, labels = mlflow_ready.result()
         except BaseException:
@@ -164,7 +167,8 @@ def _open_parent(settings: Settings, plan: Plan, layout: SweepLayout, started: S
               "num_samples": plan.num_samples,
               "workers_per_trial": settings.workers_per_trial}
     settings.parent_run_id = tracker.start(
-        settings.name, params=params, tags={"sparsesweep.space": plan.space.name, **labels.parent_tags()},
+        settings.name, params=params, tags={"sparsesweep.space": plan.space.name, **labels.parent_tags(),
+                                            **_plugin_tags()},
         resume_run_id=settings.parent_run_id,
         run_name=labels.parent_run_name(grid_trials or plan.num_samples),
         note=labels.parent_note(settings.command, plan, view_link),
@@ -174,6 +178,13 @@ def _open_parent(settings: Settings, plan: Plan, layout: SweepLayout, started: S
     if not layout.remote:
         layout.write_settings(settings)
     return view_link
+
+
+def _plugin_tags() -> dict[str, str]:
+    """The plugins the sweep loaded (module and where found), as the parent run's tag."""
+    from trainables.plugins import LOADED
+
+    return {"sparsesweep.plugins": ", ".join(f"{m} ({how})" for m, how in LOADED.items())} if LOADED else {}
 
 
 def _keep_space_file(settings: Settings, layout: SweepLayout, tracker: SweepTracker) -> None:

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default=None,
                    help="named search space (default tour; see --list-spaces) or a space file "
                         "(.yaml/.toml, the fields of a named space)")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                   help="import a plugin module that is not installed (installed plugins load "
+                        "by their entry point); repeatable")
     p.add_argument("--search", default="grid", help="grid (the paper's ablation) or optuna")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every trial (pins a grid axis); repeatable")
@@ -150,7 +153,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         check_writable(Path(storage), "--storage")
     tracking = args.tracking_uri or _default_tracking(storage)
     check_tracking_uri(tracking)
-    return Settings(space=space.name, space_file=space_file, search=args.search, sets=_parse_sets(args.sets),
+    return Settings(space=space.name, space_file=space_file, plugins=list(args.plugins), search=args.search, sets=_parse_sets(args.sets),
                     grids=_parse_grids(args.grids), num_samples=args.num_samples,
                     max_concurrent=args.max_concurrent, max_failures=args.max_failures,
                     workers_per_trial=args.workers_per_trial,
@@ -333,6 +336,13 @@ def _sync(args: argparse.Namespace, settings: Settings, plan: Plan) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from trainables.plugins import load_plugins
+
+    try:  # installed plugins and --plugin modules, before anything reads a registry
+        load_plugins(args.plugins)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.list_spaces:
         print_spaces()
         return 0
@@ -342,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing: list[str] = []
     try:
         settings = settings_from_args(args)
+        load_plugins(settings.plugins)  # --resume: the sweep's own
         plan = build_plan(settings, missing if args.dry_run else None)
         if args.num_cpus is not None and args.num_cpus < 1:
             raise ConfigError(f"--num-cpus: {args.num_cpus} must be >= 1")

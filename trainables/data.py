@@ -89,6 +89,11 @@ class DataBundle:
 
 # ----- availability ------------------------------------------------------------------------
 
+# Datasets that plugins register (trainables.plugins): name -> a reader of both splits,
+# (train_x, train_y, test_x, test_y), images as (N, C, H, W), labels int64 in [0, classes).
+EXTRA_READERS: dict[str, Callable[[DataConfig], tuple[torch.Tensor, ...]]] = {}
+
+
 def data_root(cfg: DataConfig) -> Path:
     """Where torchvision datasets live: data.data_dir, or a cache dir when only downloading."""
     return Path(cfg.data_dir or DEFAULT_ROOT).expanduser()
@@ -125,7 +130,9 @@ def check_available(cfg: DataConfig) -> None:
 
         check_folder(cfg)
         return
-    if cfg.dataset == "digits" or (cfg.download and not DATASETS[cfg.dataset].tabular):
+    if DATASETS[cfg.dataset].bundled or cfg.dataset in EXTRA_READERS:  # a plugin's reader checks its own
+        return
+    if cfg.download and not DATASETS[cfg.dataset].tabular:
         return
     root = data_root(cfg)
     if DATASETS[cfg.dataset].tabular:
@@ -172,6 +179,9 @@ def load_data(cfg: DataConfig, *, progress: bool = True, verify: bool = True) ->
         if cfg.dataset == "digits":
             train_x, train_y, test_x, test_y = _read_digits()
             bar.update(2)
+        elif cfg.dataset in EXTRA_READERS:
+            train_x, train_y, test_x, test_y = _read_extra(cfg, spec)
+            bar.update(2)
         elif spec.tabular:
             train_x, train_y, test_x, test_y = _read_tabular(cfg.dataset, data_root(cfg), spec)
             bar.update(2)
@@ -201,6 +211,21 @@ def load_data(cfg: DataConfig, *, progress: bool = True, verify: bool = True) ->
 
 
 Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def _read_extra(cfg: DataConfig, spec: DatasetSpec) -> tuple[torch.Tensor, ...]:
+    """A plugin's reader, its output checked against the dataset's spec (a wrong shape fails here,
+    not in the model)."""
+    out = EXTRA_READERS[cfg.dataset](cfg)
+    if not (isinstance(out, tuple) and len(out) == 4 and all(isinstance(t, torch.Tensor) for t in out)):
+        raise ValueError(f"dataset {cfg.dataset}: its reader must return 4 tensors "
+                         f"(train_x, train_y, test_x, test_y)")
+    train_x, train_y, test_x, test_y = out
+    for name, x in (("train_x", train_x), ("test_x", test_x)):
+        if x.ndim != 4 or x.shape[1] != spec.channels or x.shape[-1] != spec.image_size:
+            raise ValueError(f"dataset {cfg.dataset}: {name} has shape {tuple(x.shape)}, not "
+                             f"(N, {spec.channels}, {spec.image_size}, {spec.image_size}) as its spec says")
+    return train_x.float(), train_y.long(), test_x.float(), test_y.long()
 
 
 def _read_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
