@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.tracking.labels import FAMILIES  # method.name -> family, as MLflow's tags say
 from orchestrator.tracking.tags import PARENT_TAG, SPACE_TAG, SWEEP_NAME_TAG
+from trainables.config import family_of, label_of
 
 
 def sweep_name(parent: Any) -> str:
@@ -70,7 +70,7 @@ class Trial:
 
     @property
     def family(self) -> str:
-        return FAMILIES.get(self.method, self.method)
+        return family_of(self.method)  # as MLflow's family tag says
 
     @property
     def slt_label(self) -> str:
@@ -83,7 +83,7 @@ class Trial:
                      {"rewind": "SRw", "reinit": "SRi"}.get(score, "LR"))
             zero = " + zero init" if self.p("method.zero_init", False) else ""
             return f"{pruning} iEP ({reset}{zero})"
-        return {"edge_popup": "EP", "dense_lrr": "dense LRR", "dense": "dense"}.get(self.method, self.method)
+        return label_of(self.method)
 
     @property
     def dst_label(self) -> str:

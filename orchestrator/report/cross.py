@@ -9,8 +9,7 @@ import pandas as pd
 
 from orchestrator.report.collect import Runs, Trial, differing_keys, sweep_name
 from orchestrator.report.figure import Figure, Missing, axes, parents_of
-
-LABELS = {"edge_popup": "EP", "iep": "iEP", "dst": "DST", "imp": "IMP", "dense": "dense", "dense_lrr": "dense LRR"}
+from trainables.config import label_of
 
 
 def density(t: Trial) -> float:
@@ -29,7 +28,7 @@ def method_label(t: Trial) -> str:
         return t.slt_label.split(" (")[0]  # EP (run afresh per cycle), soft iEP, hard iEP
     if t.method == "dst":
         return f"DST {t.dst_label}" if t.dst_label in ("static", "dense") else "DST"
-    return LABELS.get(t.method, t.method)
+    return label_of(t.method)
 
 
 def chart(runs: Runs) -> Figure | Missing:

@@ -51,6 +51,7 @@ from orchestrator.tracking.tags import (
     SWEPT_TAG,
     VIEW_TAG_PREFIX,
 )
+from trainables.config import family_of, method_short_keys
 
 if TYPE_CHECKING:
     from search_spaces import Plan
@@ -60,17 +61,10 @@ VIEW_METRICS = ("test_acc", "test_loss", "density", "dying_ratio")
 SOURCE_NAME = "python -m orchestrator.sweep"
 
 
-#: method.name -> family. dense_lrr (Renda et al.'s LR rewinding) is magnitude pruning of
-#: trained weights, rounds and all: the IMP family.
-FAMILIES: dict[str, str] = {"edge_popup": "strong_lottery", "iep": "strong_lottery", "dst": "dst",
-                            "imp": "imp", "dense_lrr": "imp", "dense": "dense"}
-
 #: Short names of swept keys in run names (any other key: its last part, or the whole key
-#: when two swept keys would share it).
+#: when two swept keys would share it). method.* keys: each method card's `short_keys`.
 SHORT_KEYS: dict[str, str] = {
-    "method.prune_rate": "k", "method.density": "d", "method.prune_fraction": "p",
-    "method.shrinkage": "p", "method.update_period": "dt", "method.criterion": "crit",
-    "method.repel_lambda": "lambda_r", "optim.lr": "lr", "optim.weight_decay": "wd",
+    "optim.lr": "lr", "optim.weight_decay": "wd",
     "optim.momentum": "mom", "optim.name": "opt", "data.batch_size": "bs", "data.dataset": "data",
     "model.name": "model", "schedule.name": "sched", "schedule.warmup_epochs": "warmup",
     "run.seed": "seed",
@@ -117,10 +111,6 @@ def method_label(flat: Mapping[str, Any]) -> str:
     if name == "iep":
         return f"{flat.get('method.pruning', 'soft')}_iep"
     return name
-
-
-def family_of(method_name: str) -> str:
-    return FAMILIES.get(str(method_name), str(method_name))
 
 
 def trial_number(trial_id: str) -> int | None:
@@ -297,7 +287,8 @@ def view_url(tracking_uri: str, experiment_id: str, key: str) -> str:
 
 
 def _short_names(keys: Sequence[str]) -> dict[str, str]:
-    out = {k: SHORT_KEYS.get(k, k.rsplit(".", 1)[-1]) for k in keys}
+    short = {**method_short_keys(), **SHORT_KEYS}
+    out = {k: short.get(k, k.rsplit(".", 1)[-1]) for k in keys}
     taken: dict[str, int] = {}
     for name in out.values():
         taken[name] = taken.get(name, 0) + 1
