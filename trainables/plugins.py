@@ -154,7 +154,6 @@ class PluginAPI:
                short_keys: Mapping[str, str] | None = None) -> None:
         """A whole method: a frozen MethodConfig dataclass (its `name` field defaults to `name`)
         and a `Method` subclass that trains through the engine's hooks."""
-        import trainables.methods  # noqa: F401  (the built-in cards' classes, before a new card)
         from trainables.methods.base import Method
 
         if not (isinstance(method, type) and issubclass(method, Method)):
