@@ -71,5 +71,5 @@ def check_workers(modules: list[str]) -> None:
         raise ConfigError(f"--plugin: a node could not load the plugins: {first}") from None
     for (_, node), problem in zip(refs.items(), answers, strict=True):
         if problem:
-            raise ConfigError(f"node {node}: {problem} (install it in the cluster's environment, or "
-                              f"name its module with --plugin to ship it with the job)")
+            raise ConfigError(f"node {node}: {problem} (every node needs the plugin: installed in the "
+                              f"cluster's environment, or a --plugin module shipped with the job)")
