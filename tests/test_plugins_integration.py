@@ -80,7 +80,7 @@ def test_installed_example_plugin_lists_runs_and_reports(tmp_path: Path) -> None
     proc = cli("--space", "magsnip_digits", "--storage", str(storage), "--name", "installed", "--experiment",
                "installed", *FAST, pythonpath=path)
     assert proc.returncode == 0
-    check_sweep(storage, "installed", plugin_tag="sparsesweep_magsnip (entry point magsnip of sparsesweep-magsnip)")
+    check_sweep(storage, "installed", plugin_tag="sparsesweep_magsnip (entry point magsnip of sparsesweep-magsnip 0.1.0)")
 
 
 def test_plugin_module_with_a_space_file_runs_without_installation(tmp_path: Path) -> None:

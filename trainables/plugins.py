@@ -257,7 +257,7 @@ def load_plugins(modules: Sequence[str] = (), *, entry_points: bool = True) -> l
     found: list[tuple[str, str, str | None]] = []  # (module, source, register attribute)
     if entry_points:
         for ep in entry_point_plugins():
-            dist = ep.dist.name if ep.dist is not None else ep.name
+            dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "an unknown distribution"
             found.append((ep.module, f"entry point {ep.name} of {dist}", ep.attr))
     found += [(m.strip(), "--plugin", None) for m in modules if m.strip()]
     for module, source, attr in found:
