@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from trainables.config.methods import DST_CRITERIA, DST_GROWTHS
+
 __all__ = [
     "CRITERIA",
     "EPS",
@@ -50,9 +52,9 @@ __all__ = [
     "set_selection",
 ]
 
-CRITERIA: tuple[str, ...] = ("magnitude", "set", "mest", "sensitivity", "rsensitivity", "snip", "random")
+CRITERIA: tuple[str, ...] = DST_CRITERIA  # the seven built-ins (the config's choices add plugins')
 GRADIENT_CRITERIA: frozenset[str] = frozenset({"mest", "sensitivity", "rsensitivity", "snip"})
-GROWTH: tuple[str, ...] = ("random", "gradient")
+GROWTH: tuple[str, ...] = DST_GROWTHS
 EPS = 1e-8
 
 
