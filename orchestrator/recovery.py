@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from trainables.keys import STORAGE_ERRNOS
+from trainables.checkpoint_io import STORAGE_ERRNOS
 
 STORAGE_MARKERS = ("No space left on device", "Disk quota exceeded", "Read-only file system",
                    "database or disk is full", "cannot write the checkpoint to")

@@ -32,8 +32,14 @@ def test_each_builtin_card_names_its_config_and_method_class() -> None:
         assert METHODS[name] is card.config and card.config().name == name
         cls = card.method_class()
         assert issubclass(cls, Method) and cls.__module__.startswith("trainables.methods.")
+        assert issubclass(card.config, cls.config_class)  # the Method's guard accepts the card's config
         method = build_method(ExperimentConfig.from_flat({"method.name": name}))
-        assert type(method) is cls
+        assert type(method) is cls and method.method_cfg is method.cfg.method
+
+
+def test_a_method_refuses_another_methods_config() -> None:
+    with pytest.raises(TypeError, match="Dense needs a DenseConfig, got EdgePopupConfig"):
+        Dense(ExperimentConfig())
 
 
 def test_families_labels_and_short_keys_are_the_cards() -> None:

@@ -13,6 +13,7 @@ Pure Python and torch-free on purpose: the Ray adapter and the tests use it too.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -22,6 +23,8 @@ from pathlib import Path
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
 _CHUNK = 1 << 20
+# errno values meaning "the storage cannot take more": a sweep resumes once it can.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class CorruptCheckpoint(ValueError):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import math
 import os
 import shutil
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from trainables.config import DATASETS, ConfigError, DataConfig, DatasetSpec
+from trainables.rng import stable_generator
 
 DEFAULT_ROOT = "~/.cache/sparsesweep/data"  # only used when data.download=true and no data_dir
 
@@ -432,16 +432,6 @@ def steps_per_epoch(n_train: int, batch_size: int, drop_last: bool = True) -> in
     return n_train // batch_size if drop_last else math.ceil(n_train / batch_size)
 
 
-def _stable_seed(*parts: object) -> int:
-    """A seed from a hash that does not change between processes (unlike hash())."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def _generator(*parts: object) -> torch.Generator:
-    return torch.Generator().manual_seed(_stable_seed(*parts))
-
-
 def _check_shard(rank: int, world_size: int) -> None:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} must lie in [0, world_size={world_size})")
@@ -473,10 +463,10 @@ def train_batches(bundle: DataBundle, *, batch_size: int, epoch: int, seed: int,
     n = bundle.n_train
     steps = steps_per_epoch(n, batch_size)
     local = batch_size // world_size
-    order = torch.randperm(n, generator=_generator("order", seed, epoch))
+    order = torch.randperm(n, generator=stable_generator("order", seed, epoch))
     crop, flip = _AUGMENT.get(dataset or bundle.dataset, (False, False)) if augment else (False, False)
     pad = crop_padding(bundle.image_size)
-    gen = _generator("augment", seed, epoch)
+    gen = stable_generator("augment", seed, epoch)
     used = steps * batch_size  # draw for the whole epoch up front: independent of sharding
     offsets = torch.randint(0, 2 * pad + 1, (used, 2), generator=gen) if crop else None
     flips = torch.rand(used, generator=gen) < 0.5 if flip else None

@@ -128,13 +128,13 @@ class _Seeded(Dataset):
         return len(self.folder)
 
     def __getitem__(self, item: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
-        from trainables.data import _stable_seed
+        from trainables.rng import stable_seed
 
         index, epoch, seed = item
         path, label = self.folder.samples[index]
         image = self.folder.loader(path)
         with torch.random.fork_rng(devices=[]):  # the caller's RNG stays untouched
-            torch.manual_seed(_stable_seed("augment", seed, epoch, index))
+            torch.manual_seed(stable_seed("augment", seed, epoch, index))
             return self.transform(image), label
 
 
@@ -201,13 +201,14 @@ class FolderData:
     def train_loader(self, *, batch_size: int, epoch: int, seed: int, rank: int = 0,
                      world_size: int = 1, augment: bool, workers: int | None = None) -> DataLoader:
         """This rank's loader for one epoch: batch_size // world_size examples per step."""
-        from trainables.data import _check_shard, _stable_seed
+        from trainables.data import _check_shard
+        from trainables.rng import stable_seed
 
         _check_shard(rank, world_size)
         if batch_size % world_size:
             raise ValueError(f"global batch_size {batch_size} is not divisible by world_size {world_size}")
         indices = DistributedSampler(range(self.n_train), num_replicas=world_size, rank=rank,
-                                     shuffle=True, seed=_stable_seed("order", seed) % 2**62,
+                                     shuffle=True, seed=stable_seed("order", seed) % 2**62,
                                      drop_last=True)
         indices.set_epoch(epoch)
         dataset = _Seeded(self.train, _transforms(self.dataset, self.image_size, train=augment))

@@ -39,7 +39,7 @@ from trainables.data import (
     steps_per_epoch,
     train_batches,
 )
-from trainables.keys import DIVERGED_KEY
+from trainables.keys import CYCLE_PREFIX, DIVERGED_KEY, REPLAYED_KEY
 from trainables.methods import build_method
 from trainables.methods.base import Evaluator, Method, Position, StepContext
 from trainables.models import build_model
@@ -53,7 +53,6 @@ REPORTS_FILE = "reports.json"  # every report so far (up to REPORT_HISTORY), for
 REPORT_HISTORY = 4096  # 40 cycles of 100 epochs; ~0.5 KB a report
 REPLAY_REPORTS = 16  # a restored run sends its latest reports again: more than the lag of a
 # one-worker trial's reports behind its driver (one: a Tune report waits for the driver)
-REPLAYED_KEY = "replayed"  # set on a report sent again after a restore (the tracker drops repeats)
 CONFIG_FILE = "config.json"
 MASKS_FILE = "masks.parquet"
 ARTIFACTS_DIR = "artifacts"  # per-cycle files: masks/cycle_01.parquet, ranks/..., uploaded as they are
@@ -485,8 +484,8 @@ def end_cycle(state: TrainState, metrics: dict[str, float]) -> dict[str, float]:
     for name, table in out.tables.items():
         state.artifacts[f"{name}/{tag}"] = table_to_bytes(table)
     prefix = state.method.cycle_metric_prefix(state.cycle)
-    cycle_metrics = {f"cycle_{prefix}{k}": v for k, v in engine.items()}
-    cycle_metrics.update({f"cycle_{k}": float(v) for k, v in out.metrics.items()})
+    cycle_metrics = {f"{CYCLE_PREFIX}{prefix}{k}": v for k, v in engine.items()}
+    cycle_metrics.update({f"{CYCLE_PREFIX}{k}": float(v) for k, v in out.metrics.items()})
     return cycle_metrics
 
 

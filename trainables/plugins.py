@@ -158,6 +158,9 @@ class PluginAPI:
 
         if not (isinstance(method, type) and issubclass(method, Method)):
             raise self._fail(f"method {name}: {method!r} is not a subclass of trainables.methods.base.Method")
+        if not (isinstance(config, type) and issubclass(config, method.config_class)):
+            raise self._fail(f"method {name}: {method.__name__}.config_class is "
+                             f"{method.config_class.__name__}, which {config!r} is not")
         if name in METHODS:
             raise self._fail(_taken("method", name, _OWNERS.get(f"method:{name}", "built-in")))
         try:

@@ -37,13 +37,17 @@ import ray.train
 import ray.tune
 import torch
 
-from trainables.checkpoint_io import MANIFEST_FILE, usable_checkpoint, write_manifest
+from trainables.checkpoint_io import (
+    MANIFEST_FILE,
+    STORAGE_ERRNOS,
+    usable_checkpoint,
+    write_manifest,
+)
 from trainables.config import ExperimentConfig, resolve_tune_config
-from trainables.keys import DIVERGED_KEY, STORAGE_ERRNOS
+from trainables.keys import DIVERGED_KEY, REPLAYED_KEY
 from trainables.loop import (
     ARTIFACTS_DIR,
     MASKS_FILE,
-    REPLAYED_KEY,
     DistContext,
     Reporter,
     read_reports,

@@ -36,15 +36,13 @@ from orchestrator.tracking.tags import (
     STATUS_TAG,
     TRIAL_PATH_TAG,
 )
-from trainables.keys import DIVERGED_KEY
+from trainables.keys import CYCLE_PREFIX, DIVERGED_KEY, POSITION_KEYS, REPLAYED_KEY
 from trainables.mask_figure import MASK_FIGURE
 
 logger = logging.getLogger(__name__)
 
 Op = dict[str, Any]
 
-
-#: The report key a diverged trial sets to 1 (trainables.loop); shown as a tag, not a metric.
 
 #: (file or directory in the last checkpoint, artifact path, required). A directory is
 #: uploaded with its tree: ``artifacts/masks/cycle_01.parquet`` -> ``masks/cycle_01.parquet``.
@@ -57,12 +55,6 @@ DEFAULT_ARTIFACT_FILES: tuple[tuple[str, str, bool], ...] = (
     ("artifacts", "", False),
 )
 
-#: Report keys that say where a report is (the x axis), not what was measured: the step of
-#: every metric, never a metric itself (MLflow's charts would plot the step against itself).
-POSITION_KEYS: frozenset[str] = frozenset({"epoch", "step"})
-
-#: Metrics whose name starts with this are logged at step = the reported ``cycle``.
-CYCLE_PREFIX = "cycle_"
 
 #: Keys Tune adds to every result; they are bookkeeping, not metrics of the method.
 BOOKKEEPING_KEYS: frozenset[str] = frozenset(
@@ -83,8 +75,8 @@ BOOKKEEPING_KEYS: frozenset[str] = frozenset(
         "checkpoint_dir_name",
         "should_checkpoint",
         TRAIN_CHECKPOINT_KEY,
-        DIVERGED_KEY,
-        "replayed",  # a report sent again after a restore (trainables.loop.REPLAYED_KEY)
+        DIVERGED_KEY,  # a diverged trial's report key: shown as a tag, not a metric
+        REPLAYED_KEY,
     }
 )
 

@@ -11,8 +11,9 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from orchestrator.tuner.schedulers import CYCLE_END_KEY, STOPPED_PREFIX, time_unit, trial_length
+from orchestrator.tuner.schedulers import STOPPED_PREFIX, time_unit, trial_length
 from search_spaces import Plan
+from trainables.keys import CYCLE_END_KEY
 
 
 class CycleASHA(ASHAScheduler):

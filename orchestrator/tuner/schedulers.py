@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from search_spaces import Plan
 
 SCHEDULERS: tuple[str, ...] = ("fifo", "asha")
-CYCLE_END_KEY = "cycle_test_acc"  # the engine reports it at every cycle's last epoch only
 STOPPED_PREFIX = "stopped_at_"
 
 

@@ -34,6 +34,8 @@ class ClippedDenseConfig(MethodConfig):
 class ClippedDense(Method):
     """Dense training whose gradients are clipped entrywise before each optimizer step."""
 
+    config_class = ClippedDenseConfig
+
     def layer_factory(self) -> LayerFactory:
         return DENSE
 
@@ -44,7 +46,7 @@ class ClippedDense(Method):
         return decay_groups(model)
 
     def before_optimizer_step(self, model: nn.Module, ctx: StepContext) -> bool:
-        clip = self.cfg.method.clip
+        clip = self.method_cfg.clip
         for p in model.parameters():
             if p.grad is not None:
                 p.grad.clamp_(-clip, clip)

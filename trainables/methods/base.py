@@ -30,13 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 import torch
 from torch import Tensor, nn
 
-from trainables.config import ExperimentConfig
+from trainables.config import ExperimentConfig, MethodConfig
 from trainables.models.layers import LayerFactory
 
 
@@ -147,10 +147,21 @@ class Evaluator:
 
 
 class Method:
-    """Default hooks: plain dense training of every parameter, one cycle."""
+    """Default hooks: plain dense training of every parameter, one cycle.
+
+    A subclass names the config class it trains (`config_class`); `__init__` refuses any
+    other and keeps the method's group as `self.method_cfg` (`self.cfg` is the whole config).
+    """
+
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    method_cfg: MethodConfig
 
     def __init__(self, cfg: ExperimentConfig) -> None:
+        if not isinstance(cfg.method, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                            f"got {type(cfg.method).__name__}")
         self.cfg = cfg
+        self.method_cfg = cfg.method
 
     # --- construction ---------------------------------------------------------------------
     def layer_factory(self) -> LayerFactory:

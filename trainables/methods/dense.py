@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainables.config import DenseConfig, ExperimentConfig
+from trainables.config import DenseConfig
 from trainables.methods.base import Method
 from trainables.models.layers import DENSE, LayerFactory
 from trainables.sparse.init import init_weight
@@ -49,11 +49,8 @@ def decay_groups(model: nn.Module) -> list[dict[str, Any]]:
 class Dense(Method):
     """Default hooks of `Method` (train all parameters) plus the configured weight init."""
 
-    def __init__(self, cfg: ExperimentConfig) -> None:
-        super().__init__(cfg)
-        if not isinstance(cfg.method, DenseConfig):
-            raise TypeError(f"Dense needs a DenseConfig, got {type(cfg.method).__name__}")
-        self.method_cfg: DenseConfig = cfg.method
+    config_class = DenseConfig
+    method_cfg: DenseConfig
 
     def layer_factory(self) -> LayerFactory:
         return DENSE

@@ -34,11 +34,11 @@ def _layers(model: nn.Module) -> dict[str, MaskedMixin]:
 class DenseLRR(Method):
     """Magnitude pruning at cycle boundaries, weights kept, LR rewound."""
 
+    config_class = DenseLRRConfig
+    method_cfg: DenseLRRConfig
+
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
-        if not isinstance(cfg.method, DenseLRRConfig):
-            raise TypeError(f"DenseLRR needs a DenseLRRConfig, got {type(cfg.method).__name__}")
-        self.method_cfg: DenseLRRConfig = cfg.method
         self.rates = cfg.method.cycle_prune_rates()
 
     def layer_factory(self) -> LayerFactory:

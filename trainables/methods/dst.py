@@ -33,7 +33,6 @@ from torch import Tensor, nn
 
 from trainables.config import ConfigError, DSTConfig, ExperimentConfig
 from trainables.config.methods import CRITERION_NAMES
-from trainables.data import _stable_seed  # the data order's process-stable seed hash
 from trainables.methods.base import CycleEnd, Method, Position, StepContext
 from trainables.methods.dense import decay_groups, init_dense_weights
 from trainables.metrics.criteria_jaccard import (
@@ -43,6 +42,7 @@ from trainables.metrics.criteria_jaccard import (
 )
 from trainables.metrics.itop import itop_ratio, record_masks
 from trainables.models.layers import LayerFactory
+from trainables.rng import stable_generator
 from trainables.sparse.bits import PackedBits
 from trainables.sparse.density import prune_rate_from_density, pruned_count
 from trainables.sparse.dst_criteria import (
@@ -83,11 +83,6 @@ def _layers(model: nn.Module) -> dict[str, MaskedMixin]:
     return layers
 
 
-def _generator(*parts: object) -> torch.Generator:
-    """A CPU generator that is a pure function of `parts` (stateless: resume-safe, same on every rank)."""
-    return torch.Generator().manual_seed(_stable_seed(*parts))
-
-
 def _mean_across_ranks(tensors: list[Tensor]) -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         for t in tensors:
@@ -98,11 +93,11 @@ def _mean_across_ranks(tensors: list[Tensor]) -> None:
 class DST(Method):
     """Hooks for DST (and static sparse training with update_period = 0)."""
 
+    config_class = DSTConfig
+    method_cfg: DSTConfig
+
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
-        if not isinstance(cfg.method, DSTConfig):
-            raise TypeError(f"DST needs a DSTConfig, got {type(cfg.method).__name__}")
-        self.m: DSTConfig = cfg.method
         self.ever: dict[str, PackedBits] = {}  # bit-packed, 1 bit per weight
         self.init_masks: dict[str, Tensor] = {}
         self.updates = 0
@@ -118,15 +113,15 @@ class DST(Method):
 
     def init_model(self, model: nn.Module) -> None:
         """Dense's Kaiming weights, then masks with exact per-layer counts (one seeded stream)."""
-        init_dense_weights(model, self.m.weight_init)
+        init_dense_weights(model, self.method_cfg.weight_init)
         mask_seed, self.update_seed = torch.randint(0, 2**62, (2,)).tolist()
         layers = _layers(model)
         names = list(layers)
-        dense = {names[0]} if self.m.dense_first else set()
-        dense |= {names[-1]} if self.m.dense_last else set()
+        dense = {names[0]} if self.method_cfg.dense_first else set()
+        dense |= {names[-1]} if self.method_cfg.dense_last else set()
         try:
             counts = layer_active_counts({n: tuple(layer.weight.shape) for n, layer in layers.items()},
-                                         self.m.density, self.m.distribution, dense)
+                                         self.method_cfg.density, self.method_cfg.distribution, dense)
         except ValueError as e:
             raise ConfigError(f"method.density: {e}") from None
         generator = torch.Generator().manual_seed(mask_seed)
@@ -143,24 +138,24 @@ class DST(Method):
     # --- schedule ---------------------------------------------------------------------------
     def on_train_start(self, model: nn.Module, pos: Position) -> None:
         layers = _layers(model)
-        self.end_step = self.m.update_end or self.cfg.total_epochs * pos.steps_per_epoch
+        self.end_step = self.method_cfg.update_end or self.cfg.total_epochs * pos.steps_per_epoch
         device = next(iter(layers.values())).mask.device
         self.init_masks = {n: t.to(device=device, dtype=torch.bool) for n, t in self.init_masks.items()}
         self.sparse = [n for n, t in self.init_masks.items() if not bool(t.all())]
         record_masks(self.ever, {n: layer.mask for n, layer in layers.items()})
 
     def is_update_step(self, step: int) -> bool:
-        p = self.m.update_period
+        p = self.method_cfg.update_period
         return bool(p and self.sparse and step > 0 and step % p == 0 and step < self.end_step)
 
     def rho(self, step: int) -> float:
-        return prune_fraction_at(step, rho=self.m.prune_fraction, schedule=self.m.prune_schedule,
-                                 end_step=self.end_step, linear_factor=self.m.linear_factor,
-                                 linear_every=self.m.linear_every)
+        return prune_fraction_at(step, rho=self.method_cfg.prune_fraction, schedule=self.method_cfg.prune_schedule,
+                                 end_step=self.end_step, linear_factor=self.method_cfg.linear_factor,
+                                 linear_every=self.method_cfg.linear_every)
 
     # --- training hooks -------------------------------------------------------------------
     def before_step(self, model: nn.Module, ctx: StepContext) -> None:
-        if growth_needs_gradient(self.m.growth) and not self.m.update_batch_size and self.is_update_step(ctx.step):
+        if growth_needs_gradient(self.method_cfg.growth) and not self.method_cfg.update_batch_size and self.is_update_step(ctx.step):
             layers = _layers(model)
             for name in self.sparse:
                 layers[name].retain_effective_grad(True)
@@ -172,9 +167,9 @@ class DST(Method):
         grads, effective = self._update_gradients(model, layers, ctx)
         rho = self.rho(ctx.step)
         state = {n: (layers[n].weight, grads[n], layers[n].mask) for n in self.sparse}
-        if self.updates == 0 or (self.m.jaccard_every and self.updates % self.m.jaccard_every == 0):
+        if self.updates == 0 or (self.method_cfg.jaccard_every and self.updates % self.method_cfg.jaccard_every == 0):
             self._record_jaccard(state, rho, ctx.step)
-        pruned = self._prune_sets(self.m.criterion, state, rho, ctx.step)
+        pruned = self._prune_sets(self.method_cfg.criterion, state, rho, ctx.step)
         kept = {n: layers[n].mask & ~pruned[n] for n in self.sparse}
         grown = self._grow_sets(kept, pruned, effective, ctx.step)
         self._install(layers, kept, grown, ctx.optimizer)
@@ -183,7 +178,7 @@ class DST(Method):
         self.updates += 1
         self.last_rho = rho
         record_masks(self.ever, {n: layers[n].mask for n in self.sparse})
-        return self.m.skip_step_on_update
+        return self.method_cfg.skip_step_on_update
 
     def after_step(self, model: nn.Module, ctx: StepContext) -> None:
         """θ ← θ ⊙ m: weight decay or momentum must not revive a masked weight (ANCHORS 7)."""
@@ -194,20 +189,20 @@ class DST(Method):
     def _update_gradients(self, model: nn.Module, layers: dict[str, MaskedMixin], ctx: StepContext
                           ) -> tuple[dict[str, Tensor], dict[str, Tensor | None]]:
         """∇θL and ∂L/∂(m⊙θ) per sparse layer: of the step's batch, or of a separate batch."""
-        if not self.m.update_batch_size:
+        if not self.method_cfg.update_batch_size:
             grads = {n: self._grad_or_zeros(layers[n]) for n in self.sparse}
             effective = {n: layers[n].effective_grad() for n in self.sparse}
             _mean_across_ranks([g for g in effective.values() if g is not None])  # DDP averaged ∇θ only
             return grads, effective
         if ctx.sample_batch is None:
             raise RuntimeError("method.update_batch_size needs StepContext.sample_batch from the engine")
-        x, y = ctx.sample_batch(self.m.update_batch_size)
+        x, y = ctx.sample_batch(self.method_cfg.update_batch_size)
         params = [p for p in model.parameters() if p.requires_grad]
         saved = [p.grad for p in params]
         buffers = {n: b.clone() for n, b in model.named_buffers() if b.dtype != torch.bool}
         for p in params:
             p.grad = None
-        if growth_needs_gradient(self.m.growth):
+        if growth_needs_gradient(self.method_cfg.growth):
             for name in self.sparse:
                 layers[name].retain_effective_grad(True)
         with torch.enable_grad():
@@ -231,10 +226,10 @@ class DST(Method):
     def _prune_sets(self, criterion: str, state: dict[str, tuple[Tensor, Tensor, Tensor]], rho: float,
                     step: int) -> dict[str, Tensor]:
         """What `criterion` prunes from `state` (name -> (θ, ∇θL, mask)), as bool masks."""
-        generator = _generator("prune", self.update_seed, step)
-        kw = {"mest_lambda": self.m.mest_lambda, "generator": generator,
+        generator = stable_generator("prune", self.update_seed, step)
+        kw = {"mest_lambda": self.method_cfg.mest_lambda, "generator": generator,
               "params": self._rule_params(EXTRA_CRITERIA.get(criterion))}
-        if self.m.scope == "local":
+        if self.method_cfg.scope == "local":
             out = {}
             for name, (w, g, m) in state.items():
                 n = pruned_count(int(torch.count_nonzero(m)), rho)
@@ -247,28 +242,28 @@ class DST(Method):
     def _grow_sets(self, kept: dict[str, Tensor], pruned: dict[str, Tensor],
                    effective: dict[str, Tensor | None], step: int) -> dict[str, Tensor]:
         """As many inactive entries as were pruned (per layer, or in total for global scope)."""
-        generator = _generator("grow", self.update_seed, step)
-        params = self._rule_params(EXTRA_GROWTH.get(self.m.growth))
-        if growth_needs_gradient(self.m.growth) and any(effective[n] is None for n in self.sparse):
+        generator = stable_generator("grow", self.update_seed, step)
+        params = self._rule_params(EXTRA_GROWTH.get(self.method_cfg.growth))
+        if growth_needs_gradient(self.method_cfg.growth) and any(effective[n] is None for n in self.sparse):
             raise RuntimeError("gradient growth found no ∂L/∂(m⊙θ): the layers did not retain it")
-        if self.m.scope == "local":
+        if self.method_cfg.scope == "local":
             out = {}
             for name in self.sparse:
                 n = int(torch.count_nonzero(pruned[name]))
-                out[name] = grow_selection(self.m.growth, ~kept[name].flatten(), n,
+                out[name] = grow_selection(self.method_cfg.growth, ~kept[name].flatten(), n,
                                            effective_grad=_flat(effective[name]),
                                            generator=generator, params=params).view(kept[name].shape)
             return out
         inactive = torch.cat([~kept[n].flatten() for n in self.sparse])
-        eff = None if not growth_needs_gradient(self.m.growth) else torch.cat([_flat(effective[n]) for n in self.sparse])
+        eff = None if not growth_needs_gradient(self.method_cfg.growth) else torch.cat([_flat(effective[n]) for n in self.sparse])
         n = sum(int(torch.count_nonzero(pruned[k])) for k in self.sparse)
-        grown = grow_selection(self.m.growth, inactive, n, effective_grad=eff, generator=generator,
+        grown = grow_selection(self.method_cfg.growth, inactive, n, effective_grad=eff, generator=generator,
                                params=params)
         return self._split(grown, kept)
 
     def _rule_params(self, rule: Any) -> dict[str, Any]:
         """A plugin rule's parameters, read from its config keys method.<rule>_<param>."""
-        return {} if rule is None else {p: getattr(self.m, f"{rule.name}_{p}") for p in rule.params}
+        return {} if rule is None else {p: getattr(self.method_cfg, f"{rule.name}_{p}") for p in rule.params}
 
     def _split(self, flat: Tensor, like: dict[str, Any]) -> dict[str, Tensor]:
         out, offset = {}, 0
@@ -295,7 +290,7 @@ class DST(Method):
             if optimizer is not None:
                 _reset_state(optimizer, layer.weight, survivors)
         after = {n: int(torch.count_nonzero(layers[n].mask)) for n in self.sparse}
-        if self.m.scope == "local" and after != before:
+        if self.method_cfg.scope == "local" and after != before:
             bad = {n: (before[n], after[n]) for n in self.sparse if before[n] != after[n]}
             raise RuntimeError(f"DST update changed per-layer active counts (before, after): {bad}")
         if sum(after.values()) != sum(before.values()):
@@ -307,8 +302,8 @@ class DST(Method):
         sets = {c: self._prune_sets(c, state, rho, step) for c in CRITERION_NAMES}  # plugins' too
         active = {n: int(torch.count_nonzero(m)) for n, (_, _, m) in state.items()}
         sizes = {n: m.numel() for n, (_, _, m) in state.items()}
-        info = {"update": self.updates + 1, "step": step, "rho": rho, "driver": self.m.criterion,
-                "growth": self.m.growth, "density": self.m.density}
+        info = {"update": self.updates + 1, "step": step, "rho": rho, "driver": self.method_cfg.criterion,
+                "growth": self.method_cfg.growth, "density": self.method_cfg.density}
         self.jaccard_rows += criteria_jaccard_rows(sets, active=active, sizes=sizes, info=info)
 
     # --- metrics and outputs ------------------------------------------------------------------
@@ -321,7 +316,7 @@ class DST(Method):
             "density": sum(counts.values()) / total,
             "itop": itop,
             "dying_ratio": 1.0 - itop,
-            "k_minus_dying": prune_rate_from_density(self.m.density) - (1.0 - itop),
+            "k_minus_dying": prune_rate_from_density(self.method_cfg.density) - (1.0 - itop),
             "updates": float(self.updates),
             "prune_fraction": self.last_rho,
         }

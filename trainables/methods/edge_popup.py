@@ -22,7 +22,6 @@ Variants of plain EP: `coats` N > 1 (multicoated supermask, appendix C.2.2) and
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +36,14 @@ from trainables.metrics.neurons import dying_neurons, second_last_pair
 from trainables.metrics.ranks import rank_table, sample_edges
 from trainables.metrics.visits import BUCKETS, VISIT_CAP, add_visit, visit_histogram
 from trainables.models.layers import LayerFactory
+from trainables.rng import stable_generator
 from trainables.sparse.bits import PackedBits, pack_bits
 from trainables.sparse.init import init_scores, init_weight
 from trainables.sparse.mask_io import masks_table
 from trainables.sparse.schedules import coat_prune_rates, progressive_prune_rates
 from trainables.sparse.supermask import SUPERMASK, SupermaskMixin, selection_key, supermask_modules
 
-__all__ = ["EdgePopup", "derived_generator", "supermask_layers"]
+__all__ = ["EdgePopup", "supermask_layers"]
 
 VISITS_SCHEMA = pa.schema([pa.field("cycle", pa.int32()), pa.field("layer", pa.string()),
                            pa.field("numel", pa.int64()),
@@ -58,20 +58,14 @@ def supermask_layers(model: nn.Module) -> dict[str, SupermaskMixin]:
     return layers
 
 
-def derived_generator(*parts: object) -> torch.Generator:
-    """A CPU generator seeded by a stable hash of `parts` (same draws on resume and any device)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-
-
 class EdgePopup(Method):
     """Hooks for edge-popup; the state is the exploration history (and s_0 when needed)."""
 
+    config_class: type[SupermaskConfig] = SupermaskConfig  # iEP shares these hooks
+    method_cfg: SupermaskConfig
+
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
-        if not isinstance(cfg.method, SupermaskConfig):
-            raise TypeError(f"{type(self).__name__} needs a SupermaskConfig, got {type(cfg.method).__name__}")
-        self.method_cfg: SupermaskConfig = cfg.method
         self.multi_cycle = cfg.method.cycle_count() > 1
         self._ever: dict[str, PackedBits] = {}
         self._ever_cycle: dict[str, PackedBits] = {}  # `_ever` itself for single-cycle methods
@@ -133,7 +127,7 @@ class EdgePopup(Method):
         if c.rank_sample:
             sizes = {name: layer.scores.numel() for name, layer in layers.items()}
             self.rank_edges = sample_edges(sizes, c.rank_sample,
-                                           derived_generator("rank-sample", self.cfg.run.seed))
+                                           stable_generator("rank-sample", self.cfg.run.seed, top_bits=True))
 
     def trainable_parameters(self, model: nn.Module) -> list[dict[str, Any]]:
         """The scores, and nothing else: a stray trainable tensor means a non-factory layer."""

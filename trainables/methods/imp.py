@@ -45,11 +45,11 @@ from torch import Tensor, nn
 from trainables.config import ExperimentConfig, ImpConfig
 from trainables.methods.base import CycleEnd, CycleStart, Evaluator, Method, Position, StepContext
 from trainables.methods.dense import decay_groups, init_dense_weights
-from trainables.methods.edge_popup import derived_generator
 from trainables.metrics.distances import distance_row, distance_table, shared_vectors
 from trainables.metrics.histograms import weight_histogram
 from trainables.metrics.interpolation import instability, interpolation_errors
 from trainables.models.layers import LayerFactory
+from trainables.rng import stable_generator
 from trainables.sparse.imp_prune import imp_prune, one_shot_prune
 from trainables.sparse.init import init_weight
 from trainables.sparse.masked import MASKED, MASKED_NONAFFINE, MaskedMixin, masked_modules
@@ -80,12 +80,12 @@ def _label(r: int) -> str:
 class Imp(Method):
     """IMP rounds on masked layers; the history a metric needs is kept in the method state."""
 
+    config_class = ImpConfig
+    method_cfg: ImpConfig
+
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
-        if not isinstance(cfg.method, ImpConfig):
-            raise TypeError(f"Imp needs an ImpConfig, got {type(cfg.method).__name__}")
-        self.c: ImpConfig = cfg.method
-        self.table = imp_cycle_table(self.c)
+        self.table = imp_cycle_table(self.method_cfg)
         self.evaluator: Evaluator | None = None
         self.init_state: dict[str, Tensor] = {}
         self.rewind_steps = 0
@@ -108,10 +108,10 @@ class Imp(Method):
 
     # --- construction -------------------------------------------------------------------
     def layer_factory(self) -> LayerFactory:
-        return MASKED if self.c.affine_bn else MASKED_NONAFFINE
+        return MASKED if self.method_cfg.affine_bn else MASKED_NONAFFINE
 
     def init_model(self, model: nn.Module) -> None:
-        init_dense_weights(model, self.c.weight_init)
+        init_dense_weights(model, self.method_cfg.weight_init)
         self.init_state = _cpu_state(model)
 
     def trainable_parameters(self, model: nn.Module) -> list[dict[str, Any]]:
@@ -121,7 +121,7 @@ class Imp(Method):
         layers = masked_modules(model)
         if not layers:
             raise ValueError("imp found no masked layer: build the model with method.layer_factory()")
-        if self.c.prune_shortcuts:
+        if self.method_cfg.prune_shortcuts:
             return layers
         return {n: m for n, m in layers.items() if not any(s in n.split(".") for s in SHORTCUT_NAMES)}
 
@@ -139,7 +139,7 @@ class Imp(Method):
         within = epoch - (cycle - 1) * self.cfg.schedule.epochs
         if self.round_phase(cycle)[1] != "copy":
             return data_seed, within
-        return (data_seed + 1 if self.c.copy_data_seed is None else self.c.copy_data_seed), within
+        return (data_seed + 1 if self.method_cfg.copy_data_seed is None else self.method_cfg.copy_data_seed), within
 
     def cycle_metric_prefix(self, cycle: int) -> str:
         phase = self.round_phase(cycle)[1]
@@ -150,7 +150,7 @@ class Imp(Method):
 
     # --- training hooks -------------------------------------------------------------------
     def on_train_start(self, model: nn.Module, pos: Position) -> None:
-        self.rewind_steps = self.c.rewind_step or self.c.rewind_epoch * pos.steps_per_epoch
+        self.rewind_steps = self.method_cfg.rewind_step or self.method_cfg.rewind_epoch * pos.steps_per_epoch
         for name, bias in self._biases(model).items():  # restored with the method state, or all kept
             self.bias_masks[name] = self.bias_masks.get(name, torch.ones_like(bias, dtype=torch.bool)).to(bias.device)
         self._apply_masks(model)
@@ -216,7 +216,7 @@ class Imp(Method):
 
     def _biases(self, model: nn.Module) -> dict[str, Tensor]:
         """With method.prune_biases: the biases of the pruned layers, by "<layer>.bias"."""
-        if not self.c.prune_biases:
+        if not self.method_cfg.prune_biases:
             return {}
         return {n.removesuffix("weight") + "bias": layer.bias for n, layer in self.prunable(model).items()  # type: ignore[attr-defined]
                 if getattr(layer, "bias", None) is not None}
@@ -241,10 +241,10 @@ class Imp(Method):
         """Round r's mask from the model's weights, which are round r-1's IMP optimum."""
         layers = self.prunable(model)
         values, masks = self._ranked(model)
-        if self.c.one_shot_sparsity is not None:
-            result = one_shot_prune(values, masks, self.c.one_shot_sparsity, self.c.scope)
+        if self.method_cfg.one_shot_sparsity is not None:
+            result = one_shot_prune(values, masks, self.method_cfg.one_shot_sparsity, self.method_cfg.scope)
         else:
-            result = imp_prune(values, masks, self.c.prune_fraction, self.c.scope)
+            result = imp_prune(values, masks, self.method_cfg.prune_fraction, self.method_cfg.scope)
         for name, layer in layers.items():
             layer.set_mask(result.masks[name])
         for name in self._biases(model):
@@ -268,9 +268,9 @@ class Imp(Method):
     def _reinit(self, model: nn.Module, r: int, masks: dict[str, Tensor]) -> None:
         """Same mask, fresh conv/linear weights (seeded by seed and round); the rest from θ_0."""
         self._load(model, self.init_state, masks)
-        generator = derived_generator("imp-reinit", self.cfg.run.seed, r)
+        generator = stable_generator("imp-reinit", self.cfg.run.seed, r, top_bits=True)
         for layer in masked_modules(model).values():
-            init_weight(layer.weight, self.c.weight_init, generator=generator)
+            init_weight(layer.weight, self.method_cfg.weight_init, generator=generator)
         self._apply_masks(model)
         self.reinit_init = {n: w.cpu()[m.cpu()] for n, w, m in self._named_active(model)}
 
@@ -283,7 +283,7 @@ class Imp(Method):
 
     def _keep(self, values: dict[str, Tensor], tag: str) -> dict[str, Tensor]:
         """An optimum as it is kept: in host memory, or (optima_store=disk) in memory-mapped files."""
-        if self.c.optima_store == "memory":
+        if self.method_cfg.optima_store == "memory":
             return values
         if self.spill_dir is None:
             self.spill_dir = Path(tempfile.mkdtemp(prefix="sparsesweep-imp-optima-"))
@@ -313,21 +313,21 @@ class Imp(Method):
         layers = self.prunable(model)
         self.index = {n: layer.mask.flatten().nonzero().squeeze(1) for n, layer in layers.items()}
         self.term = None
-        if self.c.repel == "off" or r < 2:
+        if self.method_cfg.repel == "off" or r < 2:
             return
-        chosen = range(r - 1) if self.c.repel == "all" else [r - 2]
+        chosen = range(r - 1) if self.method_cfg.repel == "all" else [r - 2]
         mask_now = {n: layer.mask.detach().cpu() for n, layer in layers.items()}
         optima = []
         for i in chosen:
             full = self._full(self.optima[i], self.round_masks[i])
             optima.append(torch.cat([full[n].flatten()[mask_now[n].flatten()] for n in layers]))
-        device = next(iter(layers.values())).weight.device if self.c.repel_device == "device" else torch.device("cpu")
-        self.term = RepellentTerm(optima, self.c.repel_lambda, device)
+        device = next(iter(layers.values())).weight.device if self.method_cfg.repel_device == "device" else torch.device("cpu")
+        self.term = RepellentTerm(optima, self.method_cfg.repel_lambda, device)
 
     def _threshold(self, model: nn.Module) -> float:
         """|θ| below which pruning this network by p would cut (Fig. 6's pruning threshold)."""
         values, masks = self._ranked(model)
-        return imp_prune(values, masks, self.c.prune_fraction, self.c.scope).threshold
+        return imp_prune(values, masks, self.method_cfg.prune_fraction, self.method_cfg.scope).threshold
 
     def _end_reinit(self, model: nn.Module, r: int) -> CycleEnd:
         values = self._keep(self._compact(model), f"reinit-r{r:02d}")
@@ -343,7 +343,7 @@ class Imp(Method):
                 self.rows.append(distance_row("reinit", _label(i), _label(r), x, y))
         self.pending.update(reinit_test_acc=self.last_engine.get("test_acc", math.nan),
                             reinit_threshold=self._threshold(model))
-        hist = weight_histogram(torch.cat(list(values.values())), self.c.hist_bins, "reinit")
+        hist = weight_histogram(torch.cat(list(values.values())), self.method_cfg.hist_bins, "reinit")
         return CycleEnd(metrics={"round": r}, tables={"histograms": _with_round(hist, r)})
 
     def round_masks_now(self, model: nn.Module) -> dict[str, Tensor]:
@@ -376,14 +376,14 @@ class Imp(Method):
             with torch.no_grad():
                 metrics["repel_loss"] = float(self.term(self._active(model)))
         tables: dict[str, pa.Table] = {"distances": distance_table(self.rows),
-                                       "histograms": _with_round(weight_histogram(theta, self.c.hist_bins, "imp"), r)}
+                                       "histograms": _with_round(weight_histogram(theta, self.method_cfg.hist_bins, "imp"), r)}
         curves = []
         current = _cpu_state(model)
-        if ev is not None and self.c.lmc and self.copy_state is not None:
+        if ev is not None and self.method_cfg.lmc and self.copy_state is not None:
             errors = self._interpolate(model, self.copy_state, current)
             metrics["instability"] = instability([e for _, e in errors])
             curves += [("copy", a, e) for a, e in errors]
-        if ev is not None and self.c.lmc_successive and self.prev_state is not None and r >= 2:
+        if ev is not None and self.method_cfg.lmc_successive and self.prev_state is not None and r >= 2:
             errors = self._interpolate(model, self.prev_state, current)
             metrics["successive_instability"] = instability([e for _, e in errors])
             curves += [("successive", a, e) for a, e in errors]
@@ -392,7 +392,7 @@ class Imp(Method):
                                       "path": pa.array([c[0] for c in curves], pa.string()),
                                       "alpha": pa.array([c[1] for c in curves], pa.float64()),
                                       "error": pa.array([c[2] for c in curves], pa.float64())})
-        self.prev_state = current if self.c.lmc_successive else None
+        self.prev_state = current if self.method_cfg.lmc_successive else None
         self.copy_state = None
         metrics.update(self.pending)
         self.pending = {}
@@ -402,8 +402,8 @@ class Imp(Method):
         ev = self.evaluator
         assert ev is not None
         return interpolation_errors(model, a, b, evaluate=ev.evaluate,
-                                    recompute_bn=lambda m: ev.recompute_bn(m, self.c.bn_batches),
-                                    points=self.c.lmc_points)
+                                    recompute_bn=lambda m: ev.recompute_bn(m, self.method_cfg.bn_batches),
+                                    points=self.method_cfg.lmc_points)
 
     # --- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

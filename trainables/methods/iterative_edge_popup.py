@@ -18,8 +18,9 @@ from torch import nn
 
 from trainables.config import ExperimentConfig, IterativeEdgePopupConfig
 from trainables.methods.base import CycleStart, Position
-from trainables.methods.edge_popup import EdgePopup, derived_generator, supermask_layers
+from trainables.methods.edge_popup import EdgePopup, supermask_layers
 from trainables.metrics.dying import apparent_dying_ratio
+from trainables.rng import stable_generator
 from trainables.sparse.init import init_scores
 
 __all__ = ["IterativeEdgePopup"]
@@ -28,12 +29,11 @@ __all__ = ["IterativeEdgePopup"]
 class IterativeEdgePopup(EdgePopup):
     """Edge-popup in cycles; what a boundary does follows the config (Table 3)."""
 
+    config_class = IterativeEdgePopupConfig
+    method_cfg: IterativeEdgePopupConfig
+
     def __init__(self, cfg: ExperimentConfig) -> None:
-        if not isinstance(cfg.method, IterativeEdgePopupConfig):
-            raise TypeError(f"IterativeEdgePopup needs an IterativeEdgePopupConfig, got "
-                            f"{type(cfg.method).__name__}")
         super().__init__(cfg)
-        self.iep: IterativeEdgePopupConfig = cfg.method
         self.rates = cfg.method.cycle_prune_rates()
 
     def prune_rate_at(self, pos: Position) -> float:
@@ -46,26 +46,26 @@ class IterativeEdgePopup(EdgePopup):
         """EP's init at k_1; keep s_0 when a boundary rewinds to it; hard: a full search space."""
         super().init_model(model)
         layers = supermask_layers(model)
-        if self.iep.score_reset == "rewind":
+        if self.method_cfg.score_reset == "rewind":
             self.initial_scores = {name: layer.scores.detach().cpu().clone() for name, layer in layers.items()}
-        if self.iep.pruning == "hard":
+        if self.method_cfg.pruning == "hard":
             for layer in layers.values():  # a buffer from the start, so checkpoints load by name
                 layer.set_allowed(torch.ones_like(layer.weight, dtype=torch.bool))
 
     def exploration_metrics(self, model: nn.Module) -> dict[str, float]:
         """Hard pruning adds the apparent dying ratio; `dying_ratio` is its worst case (§5)."""
         out = super().exploration_metrics(model)
-        if self.iep.pruning == "hard":
+        if self.method_cfg.pruning == "hard":
             allowed = {name: layer.allowed for name, layer in supermask_layers(model).items()
                        if layer.allowed is not None}
             out["dying_ratio_apparent"] = apparent_dying_ratio(self.ever_cycle, allowed)
         return out
 
     def begin_cycle(self, model: nn.Module, cycle: int) -> CycleStart:
-        c = self.iep
+        c = self.method_cfg
         layers = supermask_layers(model)
         previous = {name: layer.current_mask().clone() for name, layer in layers.items()}  # m*_(i-1)
-        generator = derived_generator("score-reinit", self.cfg.run.seed, cycle)
+        generator = stable_generator("score-reinit", self.cfg.run.seed, cycle, top_bits=True)
         with torch.no_grad():
             for name, layer in layers.items():
                 if c.pruning == "hard":

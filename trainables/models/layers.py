@@ -43,3 +43,8 @@ def _dense_linear(in_features: int, out_features: int, *, bias: bool = True) -> 
 
 
 DENSE = LayerFactory(conv=_dense_conv, linear=_dense_linear, norm=nn.BatchNorm2d)
+
+
+def non_affine_bn(num_features: int) -> nn.Module:
+    """BatchNorm without the learned scale and shift (supermasks; IMP with affine_bn=false)."""
+    return nn.BatchNorm2d(num_features, affine=False)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainables.models.layers import LayerFactory
+from trainables.models.layers import LayerFactory, non_affine_bn
 
 __all__ = ["MASKED", "MASKED_NONAFFINE", "MaskedConv2d", "MaskedLinear", "MaskedMixin", "masked_modules"]
 
@@ -125,12 +125,8 @@ def _masked_linear(in_features: int, out_features: int, *, bias: bool = True) ->
 MASKED = LayerFactory(conv=_masked_conv, linear=_masked_linear, norm=nn.BatchNorm2d)
 
 
-def _nonaffine_norm(num_features: int) -> nn.Module:
-    return nn.BatchNorm2d(num_features, affine=False)
-
-
 # IMP's affine-BatchNorm knob (understanding-imp.txt appendix A.3 makes all normalisation affine).
-MASKED_NONAFFINE = LayerFactory(conv=_masked_conv, linear=_masked_linear, norm=_nonaffine_norm)
+MASKED_NONAFFINE = LayerFactory(conv=_masked_conv, linear=_masked_linear, norm=non_affine_bn)
 
 
 def masked_modules(model: nn.Module) -> dict[str, MaskedMixin]:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from trainables.models.layers import LayerFactory
+from trainables.models.layers import LayerFactory, non_affine_bn
 from trainables.sparse.density import kept_count
 
 __all__ = [
@@ -541,11 +541,7 @@ def _supermask_linear(in_features: int, out_features: int, *, bias: bool = True)
     return SupermaskLinear(in_features, out_features)
 
 
-def _non_affine_bn(num_features: int) -> nn.Module:
-    return nn.BatchNorm2d(num_features, affine=False)
-
-
-SUPERMASK = LayerFactory(conv=_supermask_conv, linear=_supermask_linear, norm=_non_affine_bn)
+SUPERMASK = LayerFactory(conv=_supermask_conv, linear=_supermask_linear, norm=non_affine_bn)
 
 
 def supermask_modules(model: nn.Module) -> dict[str, SupermaskMixin]:
