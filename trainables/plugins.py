@@ -90,7 +90,7 @@ class PluginAPI:
 
     # ----- dynamic sparse training ----------------------------------------------------
     def criterion(self, name: str, score: Callable[..., Any], *, needs_grad: bool,
-                  params: Mapping[str, Param] | None = None, help: str = "") -> None:
+                  params: Mapping[str, Param] | None = None) -> None:
         """A DST prune criterion: `score(weight, grad, active, *, generator, **params) -> Tensor`
         of weight's shape; the LOWEST-scoring active weights are pruned. `grad` is ∂L/∂θ (None
         unless `needs_grad`); `active` is the bool mask; `generator` seeds any randomness."""
@@ -99,10 +99,9 @@ class PluginAPI:
         names = self._rule("criterion", name, score, CRITERION_NAMES, params or {})
         CRITERION_NAMES[name] = self.plugin
         EXTRA_CRITERIA[name] = ScoreRule(name, score, bool(needs_grad), names)
-        _ = help  # shown by --list-keys through the parameters' help
 
     def growth(self, name: str, score: Callable[..., Any], *, needs_grad: bool,
-               params: Mapping[str, Param] | None = None, help: str = "") -> None:
+               params: Mapping[str, Param] | None = None) -> None:
         """A DST growth rule: `score(effective_grad, inactive, *, generator, **params) -> Tensor`
         of the mask's shape; the HIGHEST-scoring inactive weights are grown. `effective_grad`
         is ∂L/∂(m⊙θ) (None unless `needs_grad`)."""
@@ -111,7 +110,6 @@ class PluginAPI:
         names = self._rule("growth", name, score, GROWTH_NAMES, params or {})
         GROWTH_NAMES[name] = self.plugin
         EXTRA_GROWTH[name] = ScoreRule(name, score, bool(needs_grad), names)
-        _ = help
 
     def _rule(self, kind: str, name: str, score: Callable[..., Any], taken: Mapping[str, str],
               params: Mapping[str, Param]) -> tuple[str, ...]:
