@@ -1,7 +1,7 @@
-"""The one benchmark table of issue 10: `python -m benchmarks` (or `make bench`).
+"""The one benchmark table of the measured claims: `python -m benchmarks` (or `make bench`).
 
     .venv/bin/python -m benchmarks                       # light CPU run (a few minutes on 2 cores)
-    .venv/bin/python -m benchmarks --batch 128 --repeats 7 --mask-weights 11000000   # the issue's sizes
+    .venv/bin/python -m benchmarks --batch 128 --repeats 7 --mask-weights 11000000   # the full sizes
     .venv/bin/python -m benchmarks --only steps,tracking --compile
 
 Every ratio is measured side by side in one run (variants interleaved round-robin, median of
@@ -244,10 +244,10 @@ SECTIONS = ("steps", "tracking", "dst", "imp", "masks", "ticket", "memory")
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=32, help="training batch (issue: 128; 32 keeps the CPU run short)")
+    p.add_argument("--batch", type=int, default=32, help="training batch (full size: 128; 32 keeps the CPU run short)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions per variant (median)")
     p.add_argument("--models", default="conv8,resnet18", help="models of the step rows")
-    p.add_argument("--mask-weights", type=int, default=2_000_000, help="weights of the iid masks (issue: 11 M)")
+    p.add_argument("--mask-weights", type=int, default=2_000_000, help="weights of the iid masks (full size: 11 M)")
     p.add_argument("--no-resnet50", action="store_true", help="skip the ResNet-50 mask row")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     p.add_argument("--compile", action="store_true", help="add torch.compile rows (slow to compile)")

@@ -1,4 +1,4 @@
-"""IMP: a round's cost against one dense training of the same epochs (issue 10, item 4).
+"""IMP: a round's cost against one dense training of the same epochs.
 
     .venv/bin/python -m benchmarks.imp_rounds [--model resnet20] [--batch 32] [--repeats 5]
 

@@ -6,7 +6,7 @@ Each trial is the real trainable (Conv-4 edge-popup on digits, a few steps per e
 the real CLI path (`orchestrator.driver.run`: local Ray, Tune, the MLflow SQLite callback,
 the results tables). A trial's own time is Tune's `time_total_s` (from the trainable's start
 to its last report: data, model, training, evaluation, checkpoints). Reported:
-- wall / sum of the trials' own time (the issue's measure), and wall / ideal, where ideal =
+- wall / sum of the trials' own time (the overhead ratio), and wall / ideal, where ideal =
   sum / concurrency;
 - the fixed cost: wall minus the span from the first trial's start to the last one's end
   (Ray's start-up, MLflow's new database, the first trial process importing torch, the

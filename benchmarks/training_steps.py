@@ -262,7 +262,7 @@ def component_seconds(variant: Variant, part: str, repeats: int) -> tuple[float,
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="conv8,resnet18")
-    p.add_argument("--batch", type=int, default=32, help="batch (the issue's figure is 128; 32 keeps "
+    p.add_argument("--batch", type=int, default=32, help="batch (full size: 128; 32 keeps "
                    "the light CPU run short)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--variants", default=",".join(VARIANTS))

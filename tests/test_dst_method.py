@@ -13,9 +13,10 @@ from engine_tools import run_collecting
 from torch import nn
 
 from trainables.config import ConfigError, ExperimentConfig
-from trainables.loop import build_optimizer, run_experiment
+from trainables.loop import run_experiment
 from trainables.methods.base import Position, StepContext
 from trainables.methods.dst import DST
+from trainables.optim import build_optimizer
 from trainables.sparse.density import kept_count, prune_rate_from_density
 from trainables.sparse.masked import MaskedConv2d, MaskedLinear, masked_modules
 
@@ -325,7 +326,7 @@ def test_dense_layers_beyond_the_budget_fail_before_training() -> None:
 
 
 def test_step_decay_at_fractions_of_training() -> None:
-    from trainables.loop import lr_factor
+    from trainables.optim import lr_factor
 
     s = ExperimentConfig.from_flat({"schedule.name": "step", "schedule.epochs": 10,
                                     "schedule.milestone_fractions": "0.5,0.75"}).schedule

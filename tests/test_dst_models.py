@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from trainables.config import DATASETS, ExperimentConfig
-from trainables.loop import build_optimizer
 from trainables.methods.base import Position, StepContext
 from trainables.methods.dst import DST
 from trainables.models import build_model
+from trainables.optim import build_optimizer
 from trainables.sparse.density import kept_count
 from trainables.sparse.masked import masked_modules
 

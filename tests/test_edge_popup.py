@@ -179,8 +179,8 @@ def test_dense_method() -> None:
 
 
 def test_dense_keeps_norm_and_bias_out_of_weight_decay() -> None:
-    from trainables.loop import build_optimizer
     from trainables.models import build_model
+    from trainables.optim import build_optimizer
 
     cfg = ExperimentConfig.from_flat({"method.name": "dense", "model.name": "resnet18",
                                       "model.width": 0.25, "optim.weight_decay": 5e-4})

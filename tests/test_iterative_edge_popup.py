@@ -12,15 +12,9 @@ import torch.nn.functional as F
 from engine_tools import run_by_epoch
 
 from trainables.config import ConfigError, ExperimentConfig
-from trainables.loop import (
-    LRSchedule,
-    TrainState,
-    build_state,
-    load_checkpoint,
-    lr_factor,
-    start_cycle,
-)
+from trainables.loop import TrainState, build_state, load_checkpoint, start_cycle
 from trainables.methods.base import Position
+from trainables.optim import LRSchedule, lr_factor
 from trainables.sparse.density import kept_count
 from trainables.sparse.mask_io import read_masks
 from trainables.sparse.schedules import (

@@ -10,7 +10,8 @@ import torch
 from engine_tools import run_collecting
 
 from trainables.config import ExperimentConfig
-from trainables.loop import lr_factor, run_experiment
+from trainables.loop import run_experiment
+from trainables.optim import lr_factor
 
 TINY = {"data.dataset": "digits", "model.name": "mlp", "model.mlp_hidden": "32", "schedule.epochs": 3,
         "data.batch_size": 64, "run.max_steps_per_epoch": 5, "method.prune_rate": 0.5, "optim.lr": 0.2}
@@ -120,7 +121,7 @@ def test_reported_lr_follows_the_schedule_by_hand(schedule: str, warmup: int, ex
 
 
 def _one_step(optim: dict, p0: list[float], grad: list[float], groups_extra: dict | None = None) -> torch.Tensor:
-    from trainables.loop import build_optimizer
+    from trainables.optim import build_optimizer
 
     cfg = ExperimentConfig.from_flat({f"optim.{k}": v for k, v in optim.items()})
     p = torch.nn.Parameter(torch.tensor(p0, dtype=torch.float64))
@@ -165,7 +166,7 @@ def _adam_by_hand(p: list[float], grads: list[list[float]], lr: float, wd: float
 @pytest.mark.parametrize("wd", [0.0, 0.5])
 def test_adam_two_steps_by_hand(wd: float) -> None:
     """The second step uses the moment estimates (betas) and weight decay enters the gradient."""
-    from trainables.loop import build_optimizer
+    from trainables.optim import build_optimizer
 
     cfg = ExperimentConfig.from_flat({"optim.name": "adam", "optim.lr": 0.01, "optim.weight_decay": wd})
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))

@@ -27,8 +27,8 @@ HERE = Path(__file__).resolve().parent / "plugins"
 @pytest.fixture()
 def registries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every registry a plugin writes, restored afterwards; the test plugins importable."""
-    from trainables.data import EXTRA_READERS
-    from trainables.folder_data import EXTRA_FOLDERS
+    from trainables.data.folder import EXTRA_FOLDERS
+    from trainables.data.readers import EXTRA_READERS
     from trainables.models import MODEL_BUILDERS
 
     tables = [CRITERION_NAMES, GROWTH_NAMES, dst_criteria.EXTRA_CRITERIA, dst_criteria.EXTRA_GROWTH,

@@ -18,8 +18,7 @@ from PIL import Image
 from torch.utils.data import DistributedSampler
 
 from trainables.config import ConfigError, ExperimentConfig
-from trainables.data import check_available, load_data, sample_batch
-from trainables.folder_data import FolderData, loader_workers
+from trainables.data import FolderData, check_available, load_data, loader_workers, sample_batch
 from trainables.loop import DistContext, run_experiment
 
 CLASSES = ("n01443537", "n01629819", "n01641577")

@@ -8,13 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from orchestrator.ticket import main
 from trainables.config import ExperimentConfig
 from trainables.loop import build_state, save_checkpoint
 from trainables.methods.base import Position, StepContext
 from trainables.sparse.mask_io import write_masks
 from trainables.sparse.supermask import supermask_modules
-from trainables.ticket import read_ticket, rebuild_ticket, write_ticket
+from trainables.ticket import main, read_ticket, rebuild_ticket, write_ticket
 
 
 def _cfg(**extra: object) -> ExperimentConfig:
@@ -103,3 +102,18 @@ def test_bad_paths_and_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     cfg = ExperimentConfig.from_flat({"model.name": "conv2", "data.dataset": "digits", "method.name": "dense"})
     save_checkpoint(build_state(cfg, torch.device("cpu"), 10), cfg, dense)
     _one_line_exit_2(["export", str(dense), str(tmp_path / "t.parquet")], capsys, "")
+
+
+def test_the_command_line_is_a_module_of_trainables_without_ray_or_mlflow(tmp_path: Path) -> None:
+    """`python -m trainables.ticket` runs where only torch is installed: it imports neither."""
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; sys.argv = ['x', 'export', 'missing', 'out.parquet']\n"
+            "try:\n    runpy.run_module('trainables.ticket', run_name='__main__')\n"
+            "except SystemExit as e:\n    code = e.code\n"
+            "loaded = [m for m in ('ray', 'mlflow', 'orchestrator') if m in sys.modules]\n"
+            "print(code, loaded)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert out.stdout.split("\n")[-2] == "2 []", out.stdout + out.stderr
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1

@@ -190,8 +190,8 @@ class PluginAPI:
         """A dataset: `read(data_cfg) -> (train_x, train_y, test_x, test_y)` tensors held in
         memory, or, with `spec.streamed`, `folder(data_cfg) -> Path` of an ImageFolder tree
         (train/ and val/, one folder per class). `spec` is what validation knows before reading."""
-        from trainables.data import EXTRA_READERS
-        from trainables.folder_data import EXTRA_FOLDERS
+        from trainables.data.folder import EXTRA_FOLDERS
+        from trainables.data.readers import EXTRA_READERS
 
         if name in DATASETS:
             raise self._fail(_taken("dataset", name, _OWNERS.get(f"data:{name}", "built-in")))

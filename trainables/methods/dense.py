@@ -3,7 +3,7 @@
 The baseline against which the sparse methods are compared; its only knob is the weight
 init of conv and linear layers (Kaiming, fan_in, ReLU gain). Biases and BatchNorm keep
 PyTorch's defaults, and are kept out of weight decay (decaying BatchNorm's scale by
-accident is a classic pitfall, see ANCHORS.md "Style worth absorbing").
+accident is a classic pitfall: the scale shrinks towards 0 and the layer with it).
 """
 
 from __future__ import annotations

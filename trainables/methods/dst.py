@@ -12,7 +12,7 @@ The update runs in `before_optimizer_step`, where θ and the step's ∇θL descr
 ∂L/∂(m⊙θ) at inactive weights, which ∂L/∂θ does not have (the forward multiplies by m); the
 masked layers keep that dense gradient on update steps only. Regrown weights start at zero,
 and the optimizer state (momentum, Adam moments) of every pruned, regrown or inactive entry
-is zeroed (ANCHORS item 7); the step's gradient is masked to the surviving weights, so the
+is zeroed (momentum left on an inactive weight would move it); the step's gradient is masked to the surviving weights, so the
 optimizer step that follows (unless `skip_step_on_update`, as RigL) cannot move them.
 
 Recorded history: the OR of every mask (ITOP / dying ratio, the same mechanism as
@@ -181,7 +181,7 @@ class DST(Method):
         return self.method_cfg.skip_step_on_update
 
     def after_step(self, model: nn.Module, ctx: StepContext) -> None:
-        """θ ← θ ⊙ m: weight decay or momentum must not revive a masked weight (ANCHORS 7)."""
+        """θ ← θ ⊙ m: weight decay or momentum must not revive a masked weight."""
         for layer in _layers(model).values():
             layer.apply_mask_()
 

@@ -1,5 +1,5 @@
 """Lottery tickets by iterative magnitude pruning (understanding-imp.txt; Frankle & Carbin 2019;
-rewinding: Frankle et al. 2020a; reference code: open_lth, ANCHORS item 9).
+rewinding: Frankle et al. 2020a; reference code: open_lth).
 
 A round trains, then prunes ⌈p·remaining⌉ of the prunable weights by global (or per-layer)
 magnitude from the round's final weights, and resets the survivors to θ_0 (or rewinds them,

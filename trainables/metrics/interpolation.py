@@ -2,7 +2,7 @@
 
 Two trained networks θ_a, θ_b are evaluated on the straight line θ(α) = (1-α)θ_a + αθ_b at
 `points` evenly spaced α in [0, 1] (20 in the paper), with BatchNorm statistics recomputed at
-every point (ANCHORS item 10: stale statistics distort the barrier). The instability (error
+every point: stale statistics distort the barrier (rigl's interpolation skips them). The instability (error
 barrier) is max_α E(α) - mean(E(0), E(1)).
 
 Every floating tensor of the state is interpolated; integer buffers (BatchNorm's batch counter)

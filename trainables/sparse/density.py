@@ -1,4 +1,5 @@
-"""The one place where prune rate, density and sparsity are converted (ANCHORS item 1).
+"""The one place where prune rate, density and sparsity are converted, so no key or caller can
+read a kept fraction as a pruned one (hidden-networks uses `prune_rate` for both).
 
 Words as the papers use them:
   k         prune rate: fraction of a layer's weights PRUNED (strong-lottery papers)

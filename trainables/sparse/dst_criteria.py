@@ -16,7 +16,7 @@ Growth, the HIGHEST scores grown, among INACTIVE weights only:
   gradient      |∂L/∂(m⊙θ)|, the dense gradient of the effective weight (not ∂L/∂θ, which
                 the mask zeroes at inactive weights)
 
-Why +inf instead of "multiply by the mask" (ANCHORS item 6): the reference code multiplies
+Why +inf instead of "multiply by the mask": the reference code multiplies
 scores by the mask, so an inactive weight scores 0 and must be counted back out; ranking
 only eligible entries cannot confuse an inactive zero with an active one. Divisions use
 ε = 1e-8 as the paper's code does (an active θ = 0 or ∇ = 0 must not give 0/0). A NaN score
@@ -143,7 +143,7 @@ def set_selection(weight: Tensor, active: Tensor, n: int) -> Tensor:
 
     The counts are equal (up to one for odd n) and add up to exactly n; when one sign runs
     out, the other gives the rest. (sparse_learning rounds each half up and prunes one too
-    many for odd n; its HEAD removes every positive weight: ANCHORS item 8.) An active
+    many for odd n; its HEAD removes every positive weight.) An active
     θ = 0 counts as non-negative: the smallest magnitude, pruned first.
     """
     w, active = weight.detach().flatten().float(), active.flatten().bool()

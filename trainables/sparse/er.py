@@ -8,7 +8,8 @@ Uniform gives every sparse layer the same density.
 Solve ε so that Σ_l ε·p_l·N_l equals the budget K = ceil(D · N) (N: all weights of the
 layers, D = density = fraction KEPT, converted through `trainables.sparse.density`). A
 layer with ε·p_l > 1 becomes dense, its N_l moves to the fixed side, and ε is solved again
-(ANCHORS item 5; sparse_learning's ER never caps). Layers the caller keeps dense (e.g. the
+(sparse_learning's ER never caps, and rigl's port draws Bernoulli masks that match the
+counts only in expectation). Layers the caller keeps dense (e.g. the
 first and the last) are on the fixed side from the start. The arithmetic is exact
 (fractions), and the real-valued targets ε·p_l·N_l are rounded to integers by the largest
 remainder, so the counts add up to exactly K: masks are then drawn with exactly these

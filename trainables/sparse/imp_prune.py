@@ -1,6 +1,6 @@
 """IMP's magnitude pruning: remove ⌈p·remaining⌉ of the surviving weights per round.
 
-open_lth (ANCHORS item 9) prunes ⌈0.2·remaining⌉ by global magnitude over conv and linear
+open_lth prunes ⌈0.2·remaining⌉ by global magnitude over conv and linear
 weights, with the mask built from the previous round's final weights. Counts are exact: the
 weights to remove are the smallest by |θ| among the current survivors, picked by top-k, so
 ties never remove one weight too many (a `>= threshold` test can).

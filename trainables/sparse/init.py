@@ -73,7 +73,7 @@ def signed_constant(weight: Tensor, *, prune_rate: float = 0.0,
 
 def scaled_signed_constant(weight: Tensor, *, prune_rate: float = 0.0,
                            generator: torch.Generator | None = None) -> None:
-    """θ = sign · gain/√(fan_in · density), density = 1 - k the KEPT fraction (ANCHORS 2).
+    """θ = sign · gain/√(fan_in · density), density = 1 - k the KEPT fraction.
 
     The kept subnetwork has on average density · fan_in inputs per unit, so this keeps the
     variance of the masked layer's output at the Kaiming value.

@@ -1,5 +1,5 @@
-"""Magnitude pruning with exact counts (ANCHORS item 9: a `>= threshold` test can prune one
-weight too many under ties; a top-k over |θ| cannot)."""
+"""Magnitude pruning with exact counts: a `>= threshold` test (open_lth's) can prune one weight
+too many under ties; a top-k over |θ| cannot."""
 
 from __future__ import annotations
 

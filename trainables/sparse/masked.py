@@ -4,7 +4,7 @@ The sparse methods that TRAIN weights (magnitude pruning with LR rewinding, IMP,
 sparse training) build their conv / linear layers from `MASKED`. A masked weight is kept at
 exactly zero: the forward multiplies by the mask, so its gradient is zero, and
 `apply_mask_` (called by the methods after every optimizer step) undoes what weight decay or
-momentum carried over (ANCHORS item 7). Biases and BatchNorm stay dense and affine.
+momentum carried over (sparse_learning lets inactive weights keep momentum, a bug source). Biases and BatchNorm stay dense and affine.
 """
 
 from __future__ import annotations

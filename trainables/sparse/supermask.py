@@ -1,12 +1,13 @@
 """Supermask layers (edge-popup, Ramanujan et al. 2020; soft-iep.txt §2, eq. 1).
 
 A layer holds frozen random weights θ0 and a learnable score per weight. Its forward uses
-m ⊙ θ0, where m keeps exactly n - ⌊k·n⌋ weights with the largest |score| (ANCHORS item 2).
+m ⊙ θ0, where m keeps exactly n - ⌊k·n⌋ weights with the largest |score|; ties never add an
+edge (a `>= threshold` test can).
 The mask is a step function of the scores, so the gradient reaches them through a
 straight-through estimator: every score, selected or not, receives ∂L/∂(m⊙θ0)·θ0.
 
 Selection costs a top-k over the layer, so the mask is computed once per score update and
-cached (ANCHORS item 3), instead of a full sort in every forward as in hidden-networks. On
+cached, instead of a full sort in every forward as in hidden-networks. On
 CPU a one-coat layer first searches a band around its last threshold (`band_topk_mask`),
 which returns exactly `topk_mask`'s mask or defers to it; a multicoat layer finds its N
 thresholds with one bucket count of the keys (`fast_coat_mask`), exactly `coat_mask`'s

@@ -1,6 +1,6 @@
 """ImageNet and Tiny-ImageNet, streamed from disk in torchvision's ImageFolder layout.
 
-Why streamed: ImageNet's 1.28 M JPEGs do not fit the in-memory tensors of `trainables.data`
+Why streamed: ImageNet's 1.28 M JPEGs do not fit the in-memory tensors of `trainables.data.order`
 (about 140 GB decoded at 224 px), and decoding is the expensive part. A DataLoader decodes
 and augments in worker processes while the GPU trains.
 
@@ -42,6 +42,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from trainables.config import DATASETS, ConfigError, DataConfig
+from trainables.data.layout import data_root
+from trainables.data.order import check_shard, crop_padding, eval_shard
+from trainables.rng import stable_seed
 
 # Directory of each dataset under data.data_dir.
 FOLDERS: dict[str, str] = {"imagenet": "imagenet", "tiny_imagenet": "tiny-imagenet-200"}
@@ -58,8 +61,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 def folder_root(cfg: DataConfig) -> Path:
     if cfg.dataset in EXTRA_FOLDERS:
         return Path(EXTRA_FOLDERS[cfg.dataset](cfg))
-    from trainables.data import data_root
-
     return data_root(cfg) / FOLDERS[cfg.dataset]
 
 
@@ -108,8 +109,6 @@ def _transforms(dataset: str, side: int, train: bool) -> Any:
         ops = ([v2.RandomResizedCrop(side, antialias=True), v2.RandomHorizontalFlip()] if train
                else [v2.Resize(round(side * 256 / 224), antialias=True), v2.CenterCrop(side)])
     else:
-        from trainables.data import crop_padding
-
         ops = [] if side == native else [v2.Resize(side, antialias=True), v2.CenterCrop(side)]
         if train:
             ops += [v2.RandomCrop(side, padding=crop_padding(side)), v2.RandomHorizontalFlip()]
@@ -128,8 +127,6 @@ class _Seeded(Dataset):
         return len(self.folder)
 
     def __getitem__(self, item: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
-        from trainables.rng import stable_seed
-
         index, epoch, seed = item
         path, label = self.folder.samples[index]
         image = self.folder.loader(path)
@@ -201,10 +198,7 @@ class FolderData:
     def train_loader(self, *, batch_size: int, epoch: int, seed: int, rank: int = 0,
                      world_size: int = 1, augment: bool, workers: int | None = None) -> DataLoader:
         """This rank's loader for one epoch: batch_size // world_size examples per step."""
-        from trainables.data import _check_shard
-        from trainables.rng import stable_seed
-
-        _check_shard(rank, world_size)
+        check_shard(rank, world_size)
         if batch_size % world_size:
             raise ValueError(f"global batch_size {batch_size} is not divisible by world_size {world_size}")
         indices = DistributedSampler(range(self.n_train), num_replicas=world_size, rank=rank,
@@ -241,8 +235,6 @@ class FolderData:
     def eval_batches(self, *, batch_size: int, rank: int = 0, world_size: int = 1,
                      device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's contiguous chunk of the validation split, in order (exact totals)."""
-        from trainables.data import eval_shard
-
         mine = eval_shard(self.n_test, rank, world_size).tolist()
         dataset = _Seeded(self.test, _transforms(self.dataset, self.image_size, train=False))
         items = _EpochItems(range(len(mine)), 0, 0)
