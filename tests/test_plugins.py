@@ -87,6 +87,7 @@ def test_growth_method_model_dataset_and_space_register_and_train(registries: No
     from trainables.methods import build_method
     from trainables.models import build_model
     from trainables.sparse.masked import masked_modules
+    from trainables.sparse.supermask import supermask_modules
 
     plugins.load_plugins(["demo_plugin"], entry_points=False)
     assert dst_criteria.growth_needs_gradient("gradpow")
@@ -101,10 +102,13 @@ def test_growth_method_model_dataset_and_space_register_and_train(registries: No
     metrics = run_experiment(cfg.with_overrides({"run.max_steps_per_epoch": 3}))
     assert 0.0 <= metrics["test_acc"] <= 1.0
     assert type(build_method(cfg)).__name__ == "ClippedDense"
-    # the model is built through the factory: a DST config gets masked layers from it
+    # the model is built through the factory: dense, masked (DST) or a supermask (edge-popup)
     dst = ExperimentConfig.from_flat({"data.dataset": "blobs", "model.name": "two_layer", "method.name": "dst",
                                       "method.growth": "gradpow", "method.gradpow_power": 2})
     assert len(masked_modules(build_model(dst, build_method(dst).layer_factory()))) == 2
+    ep = ExperimentConfig.from_flat({"data.dataset": "blobs", "model.name": "two_layer"})
+    assert len(supermask_modules(build_model(ep, build_method(ep).layer_factory()))) == 2
+    assert not masked_modules(build_model(cfg, build_method(cfg).layer_factory()))
     metrics = run_experiment(dst.with_overrides({"run.max_steps_per_epoch": 4, "method.update_period": 2,
                                                  "schedule.epochs": 1, "data.batch_size": 32}))
     assert metrics["updates"] >= 1
