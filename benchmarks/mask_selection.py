@@ -23,7 +23,8 @@ from functools import partial
 import torch
 
 from trainables.sparse.density import kept_count
-from trainables.sparse.supermask import StraightThrough, SupermaskConv2d, topk_mask
+from trainables.sparse.selection import topk_mask
+from trainables.sparse.supermask import StraightThrough, SupermaskConv2d
 
 
 def sort_mask(scores: torch.Tensor, prune_rate: float) -> torch.Tensor:

@@ -45,7 +45,8 @@ from trainables.config import ExperimentConfig
 from trainables.loop import TrainState, build_state
 from trainables.methods.base import Position, StepContext
 from trainables.sparse.density import kept_count
-from trainables.sparse.supermask import SupermaskMixin, coat_mask, compile_ready, supermask_modules
+from trainables.sparse.selection import coat_mask
+from trainables.sparse.supermask import SupermaskMixin, compile_ready, supermask_modules
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "dense": {"method.name": "dense"},

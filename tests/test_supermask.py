@@ -352,7 +352,7 @@ def test_fast_coat_mask_under_ties_is_coat_mask() -> None:
     (their tie break), the thresholds the rest; the depth is always coat_mask's. Ties away
     from every threshold, zeros, negative zeros, inf: exact too. NaN, float64, a crowded
     bucket: None (coat_mask decides)."""
-    from trainables.sparse.supermask import _radix_depth, coat_mask, fast_coat_mask
+    from trainables.sparse.selection import _radix_depth, coat_mask, fast_coat_mask
 
     g = torch.Generator().manual_seed(2)
     tied = torch.randint(-6, 7, (5000,), generator=g).float()  # 7 distinct keys 0..6, ~770 each

@@ -41,7 +41,8 @@ from trainables.sparse.bits import PackedBits, pack_bits
 from trainables.sparse.init import init_scores, init_weight
 from trainables.sparse.mask_io import masks_table
 from trainables.sparse.schedules import coat_prune_rates, progressive_prune_rates
-from trainables.sparse.supermask import SUPERMASK, SupermaskMixin, selection_key, supermask_modules
+from trainables.sparse.selection import selection_key
+from trainables.sparse.supermask import SUPERMASK, SupermaskMixin, supermask_modules
 
 __all__ = ["EdgePopup", "supermask_layers"]
 

@@ -9,6 +9,7 @@ from trainables.sparse.density import (
 )
 from trainables.sparse.init import SCORE_INIT, WEIGHT_INIT, fan_in, init_scores, init_weight
 from trainables.sparse.mask_io import MaskFileError, read_masks, write_masks
+from trainables.sparse.selection import topk_mask
 from trainables.sparse.supermask import (
     SUPERMASK,
     StraightThrough,
@@ -16,7 +17,6 @@ from trainables.sparse.supermask import (
     SupermaskLinear,
     SupermaskMixin,
     supermask_modules,
-    topk_mask,
 )
 
 __all__ = [

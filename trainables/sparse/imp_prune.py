@@ -16,7 +16,7 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
-from trainables.sparse.supermask import topk_mask
+from trainables.sparse.selection import topk_mask
 
 __all__ = ["PruneResult", "imp_prune", "one_shot_prune", "removed_count"]
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from trainables.sparse.density import kept_count
-from trainables.sparse.supermask import topk_mask
+from trainables.sparse.selection import topk_mask
 
 __all__ = ["magnitude_masks"]
 
