@@ -152,3 +152,16 @@ def test_plugin_appears_in_list_keys_list_spaces_and_dry_run(registries: None, t
     assert "method.density=0.1 method.magsnip_beta=0.0" in capsys.readouterr().out
     assert main([*args, "--search", "optuna", "--num-samples", "3"]) == 0
     assert "method.magsnip_beta: FloatDistribution" in capsys.readouterr().out
+
+
+def test_plugin_modules_ship_as_py_modules_folders(registries: None) -> None:
+    from orchestrator.cluster.plugins import plugin_runtime_env
+
+    assert plugin_runtime_env([]) is None  # no --plugin: Ray's runtime_env untouched
+    plugins.load_plugins(["sparsesweep_magsnip", "demo_plugin"], entry_points=False)
+    env = plugin_runtime_env(["sparsesweep_magsnip", "demo_plugin"])
+    assert env["env_vars"] == {plugins.ENV_VAR: "sparsesweep_magsnip,demo_plugin"}
+    single, package = map(Path, env["py_modules"])  # sorted by name
+    assert package == EXAMPLE / "sparsesweep_magsnip"  # a package: its folder
+    # a single-file module: a folder of its name holding it as __init__.py (Ray ships folders)
+    assert single.name == "demo_plugin" and (single / "__init__.py").read_text() == (HERE / "demo_plugin.py").read_text()

@@ -10,6 +10,7 @@ trial starts (not after the first trial fails there).
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +33,7 @@ def plugin_runtime_env(modules: list[str]) -> dict[str, Any] | None:
             shipped.append(str(path))
         else:  # a single file: Ray ships folders, so a folder named like the module, as a package
             folder = Path(tempfile.mkdtemp(prefix="sparsesweep-plugin-")) / name
+            atexit.register(shutil.rmtree, folder.parent, True)  # Ray uploaded it at ray.init
             folder.mkdir()
             shutil.copyfile(path, folder / "__init__.py")
             shipped.append(str(folder))
