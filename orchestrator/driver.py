@@ -107,14 +107,17 @@ def _start(settings: Settings, plan: Plan, layout: SweepLayout, *, num_cpus: int
     so a refused request leaves no store and no spool behind."""
     import ray
 
+    from orchestrator.cluster.plugins import check_workers, plugin_runtime_env
     from orchestrator.cluster.resources import check_resources, connect
     from orchestrator.tracking.uris import fail_fast_http
+    from trainables.plugins import LOADED
 
     fail_fast_http()
     with ThreadPoolExecutor(1, thread_name_prefix="sparsesweep-imports") as pool:
         prepared = pool.submit(_prepare_tracking, settings, plan)
         try:
-            connect(address, num_cpus)
+            connect(address, num_cpus, plugin_runtime_env(settings.plugins))
+            check_workers(list(LOADED))  # every node loads the plugins, or one line now
             gpus = check_resources(settings, plan, ray.cluster_resources(), remote=address is not None)
             labels = prepared.result()
             from orchestrator.tracking.tracker import SweepTracker
@@ -175,14 +178,42 @@ def _open_parent(settings: Settings, plan: Plan, layout: SweepLayout, started: S
               "workers_per_trial": settings.workers_per_trial}
     settings.parent_run_id = tracker.start(
         settings.name, params=params,
-        tags={"sparsesweep.space": plan.space.name, **labels.parent_tags(), **_study_tag(settings)},
+        tags={"sparsesweep.space": plan.space.name, **labels.parent_tags(), **_study_tag(settings),
+              **_plugin_tags()},
         resume_run_id=settings.parent_run_id,
         run_name=labels.parent_run_name(grid_trials or plan.num_samples),
         note=labels.parent_note(settings.command, plan, view_link),
         experiment_tags={view_tag: view})
+    if settings.space_file:
+        _keep_space_file(settings, layout, tracker)
     if not layout.remote:
         layout.write_settings(settings)
     return view_link
+
+
+def _plugin_tags() -> dict[str, str]:
+    """The plugins the sweep loaded (module and where found), as the parent run's tag."""
+    from trainables.plugins import LOADED
+
+    return {"sparsesweep.plugins": ", ".join(f"{m} ({how})" for m, how in LOADED.items())} if LOADED else {}
+
+
+def _keep_space_file(settings: Settings, layout: SweepLayout, tracker: SweepTracker) -> None:
+    """A --space file: copied into the sweep folder (what --resume reads) and logged to the
+    parent run, once; a resumed sweep already reads the copy."""
+    import shutil
+
+    source = Path(settings.space_file)
+    if layout.remote:
+        tracker.log_artifact(source, "")
+        return
+    copy = layout.space_copy(source.suffix)
+    if source == copy:
+        return
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, copy)
+    settings.space_file = str(copy)
+    tracker.log_artifact(copy, "")
 
 
 def _build_tuner(settings: Settings, plan: Plan, layout: SweepLayout, started: Started,

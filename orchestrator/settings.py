@@ -8,6 +8,7 @@ so that `--resume` needs nothing else. `SweepLayout` names every file and folder
       mlflow.db  mlartifacts/     the default MLflow store (local storage only)
       tune/NAME/                  Tune's experiment folder = the sweep folder
         sparsesweep.json          the Settings (--resume reads them)
+        space.yaml | space.toml   the copy of a --space file (--resume reads it, not the original)
         mlflow-spool.jsonl ...    MLflow writes waiting out an outage
         optuna.db                 the Optuna study (default storage of --search optuna)
         ddp/                      the DDP trials' Ray Train storage
@@ -28,6 +29,7 @@ TUNE_DIR = "tune"
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlartifacts"
 STUDY_FILE = "optuna.db"
+SPACE_COPY = "space"  # + the --space file's suffix
 DDP_DIR = "ddp"
 REPORT_DIR = "report"
 TUNE_STATE_BACKUP = ".sparsesweep-tune-state"
@@ -40,6 +42,8 @@ class Settings:
     """What defines a sweep beyond its space; saved beside it so `--resume` needs nothing else."""
 
     space: str = ""
+    space_file: str = ""  # a --space file: the sweep folder's copy once the sweep started
+    plugins: list[str] = field(default_factory=list)  # --plugin modules, imported again on --resume
     search: str = "grid"
     sets: dict[str, str] = field(default_factory=dict)
     grids: dict[str, list[str]] = field(default_factory=dict)
@@ -152,6 +156,10 @@ class SweepLayout:
     def default_study_url(self) -> str:
         """The Optuna study's default RDB: SQLite in the sweep folder ("" when remote)."""
         return "" if self.remote else f"sqlite:///{self.sweep_dir.resolve() / STUDY_FILE}"
+
+    def space_copy(self, suffix: str) -> Path:
+        """Where a --space file is copied (and logged from), so --resume reads what ran."""
+        return self.sweep_dir / f"{SPACE_COPY}{suffix}"
 
     @property
     def tune_state_backup(self) -> Path:

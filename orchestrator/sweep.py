@@ -64,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "tracked in MLflow.")
     p.add_argument("--list-spaces", action="store_true", help="list the named search spaces and exit")
     p.add_argument("--list-keys", action="store_true", help="list every config key with its default and exit")
-    p.add_argument("--space", default=None, help="named search space (default ep_quick; see --list-spaces)")
+    p.add_argument("--space", default=None,
+                   help="named search space (default tour; see --list-spaces) or a space file "
+                        "(.yaml/.toml, the fields of a named space)")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                   help="import a plugin module that is not installed (installed plugins load "
+                        "by their entry point); repeatable")
     p.add_argument("--search", default="grid", help="grid (the paper's ablation) or optuna")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every trial (pins a grid axis); repeatable")
@@ -156,14 +161,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     sampler, optuna_storage = _study_args(args)
     from orchestrator.cluster.shared_db import check_study
 
+    if args.study:
+        check_name("--study", args.study)
     check_study(optuna_storage, args.study, join=args.join_study)
     if args.metric is not None and args.metric not in METRICS:
         raise ConfigError(f"--metric: {args.metric!r} is not one of {', '.join(METRICS)}")
     if args.mode is not None and args.mode not in ("max", "min"):
         raise ConfigError(f"--mode: {args.mode!r} is not one of max, min")
-    from search_spaces import DEFAULT_SPACE, get_space
+    from search_spaces import DEFAULT_SPACE, load_space
 
-    space = get_space(args.space or DEFAULT_SPACE)
+    space, space_file = load_space(args.space or DEFAULT_SPACE)
     name = check_name("--name", args.name or f"{space.name}-{args.search}-{time.strftime('%Y%m%d-%H%M%S')}")
     experiment = check_name("--experiment", args.experiment or f"sparsesweep-{space.name}")
     if not is_uri(storage) and SweepLayout(storage, name).sweep_dir.exists():
@@ -171,7 +178,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                           f"pick another name or --resume {name}")
     tracking = args.tracking_uri or _default_tracking(storage)
     check_tracking_uri(tracking)
-    return Settings(space=space.name, search=args.search, sets=_parse_sets(args.sets),
+    return Settings(space=space.name, space_file=space_file, plugins=list(args.plugins),
+                    search=args.search, sets=_parse_sets(args.sets),
                     grids=_parse_grids(args.grids), num_samples=args.num_samples,
                     max_concurrent=args.max_concurrent, max_failures=args.max_failures,
                     workers_per_trial=args.workers_per_trial,
@@ -245,10 +253,10 @@ def _resume_settings(args: argparse.Namespace, storage: str) -> Settings:
 
 def build_plan(settings: Settings, missing_data: list[str] | None = None) -> Plan:
     """The validated plan. Missing data raises, or with `missing_data` (a dry run) is noted there."""
-    from search_spaces import get_space, make_plan
+    from search_spaces import load_space, make_plan
     from trainables.data import check_available
 
-    space = get_space(settings.space)
+    space, _ = load_space(settings.space_file or settings.space)
     num = settings.num_samples if settings.num_samples is not None else (10 if settings.search == "optuna" else 1)
     plan = make_plan(space, search=settings.search, sets=settings.sets, grid_overrides=settings.grids,
                      num_samples=num)
@@ -358,6 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0), or argparse's one-line refusal (2), already printed
         return e.code if isinstance(e.code, int) else 2
+    from trainables.plugins import load_plugins
+
+    try:  # installed plugins and --plugin modules, before anything reads a registry
+        load_plugins(args.plugins)
+    except ConfigError as e:
+        return refuse(e)
     if args.list_spaces:
         print_spaces()
         return ExitCode.OK
@@ -367,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing: list[str] = []
     try:
         settings = settings_from_args(args)
+        load_plugins(settings.plugins)  # --resume: the sweep's own
         plan = build_plan(settings, missing if args.dry_run else None)
     except ConfigError as e:
         return refuse(e)

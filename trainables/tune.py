@@ -54,6 +54,7 @@ from trainables.loop import (
     run_experiment,
 )
 from trainables.mask_figure import MASK_FIGURE, render_mask_figure
+from trainables.plugins import load_plugins, modules_from_env
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +242,7 @@ def _replay_ddp_reports(run_dir: Path) -> None:
 def _train_worker(loop_config: dict[str, Any]) -> None:
     """Body of each DDP worker; Ray Train has already set up the process group."""
     _quiet_ray_loggers()
+    load_plugins(modules_from_env())  # a plugin's criterion, method, model or dataset
     cfg = ExperimentConfig.from_flat(loop_config["flat"])
     ctx_ray = ray.train.get_context()
     ctx = DistContext(rank=ctx_ray.get_world_rank(), world_size=ctx_ray.get_world_size(),
@@ -260,6 +262,7 @@ def trial(config: dict[str, Any], *, variants: Mapping[str, Mapping[str, Any]] |
     """Ray Tune function trainable (wrap with `tune.with_parameters`); `figure_title` names the
     mask figure of the final checkpoint (the trial's name without it)."""
     _quiet_ray_loggers()
+    load_plugins(modules_from_env())  # installed plugins and the driver's --plugin modules
     runtime = runtime or Runtime()
     cfg = resolve_tune_config(config, variants or {})
     title = _figure_title(figure_title, config, cfg)

@@ -145,7 +145,7 @@ def _stderr_to_devnull() -> Iterator[None]:
         os.close(saved)
 
 
-def connect(address: str | None, num_cpus: int | None) -> None:
+def connect(address: str | None, num_cpus: int | None, runtime_env: dict[str, Any] | None = None) -> None:
     """ray.init; a token refused there too (a race with `check_auth`) is the same one line.
 
     No address: a new local Ray ("local"), never a cluster that `ray start` left running on
@@ -156,7 +156,8 @@ def connect(address: str | None, num_cpus: int | None) -> None:
 
     try:
         ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
-                 log_to_driver=True, configure_logging=True, logging_level="WARNING")
+                 log_to_driver=True, configure_logging=True, logging_level="WARNING",
+                 runtime_env=runtime_env)  # the --plugin modules (cluster.plugins)
     except AuthenticationError:
         raise _refused(address) from None
 

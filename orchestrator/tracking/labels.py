@@ -51,7 +51,7 @@ from orchestrator.tracking.tags import (
     SWEPT_TAG,
     VIEW_TAG_PREFIX,
 )
-from trainables.config import family_of, method_short_keys
+from trainables.config import VARIANT_KEY, family_of, method_short_keys
 
 if TYPE_CHECKING:
     from search_spaces import Plan
@@ -72,7 +72,6 @@ SHORT_KEYS: dict[str, str] = {
 #: Distinct, colour-blind-friendlier colours (matplotlib's tab10) for the n-th trial.
 RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
               "#7f7f7f", "#bcbd22", "#17becf")
-VARIANT_KEY = "variant"
 
 
 # --------------------------------------------------------------------------- values

@@ -13,10 +13,12 @@ class) and `METHOD_CARDS` (name -> card) are live read-only views of the registr
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from trainables.config.methods import (
     DenseConfig,
@@ -121,3 +123,21 @@ for _card in (
                short_keys={"method.prune_fraction": "p", "method.repel_lambda": "lambda_r"}),
 ):
     register_method(_card)
+
+
+def extend_method_config(name: str, fields: list[tuple[str, type, Any]],
+                         reduce: Callable[[Any], tuple[Any, ...]]) -> type[MethodConfig]:
+    """Add keys to a registered method's config (a plugin criterion's parameters, as DST keys):
+    the card's config becomes a subclass with `fields` ((name, type, field) each, with
+    defaults); keys are only ever added, and a name the config already has is refused.
+    `reduce` pickles an instance (the subclass is made at run time: it cannot be found by name)."""
+    card = _CARDS[name]
+    have = {f.name for f in dataclasses.fields(card.config)}
+    if clash := [f[0] for f in fields if f[0] in have]:
+        raise ValueError(f"method.{clash[0]} is already a key of {name}")
+    base = card.config
+    extended = dataclasses.make_dataclass(base.__name__, fields, bases=(base,), frozen=True,
+                                          namespace={"__reduce__": reduce, "__doc__": base.__doc__})
+    extended.__module__ = base.__module__
+    _CARDS[name] = dataclasses.replace(card, config=extended)
+    return extended

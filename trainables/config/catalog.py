@@ -20,10 +20,11 @@ class DatasetSpec:
     train_size: int
     tabular: bool = False  # rows of features, stored as (N, features, 1, 1): MLPs only
     streamed: bool = False  # an ImageFolder tree read from disk per batch (trainables.data.folder)
+    bundled: bool = False  # read without data.data_dir (shipped with a package, or made)
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec(10, 1, 8, 1437),
+    "digits": DatasetSpec(10, 1, 8, 1437, bundled=True),
     "mnist": DatasetSpec(10, 1, 28, 60000),
     "fashionmnist": DatasetSpec(10, 1, 28, 60000),
     "cifar10": DatasetSpec(10, 3, 32, 50000),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import KeysView, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -169,7 +169,7 @@ class ExperimentConfig:
             raise ConfigError(problem)
         self.method.validate(self)
         self.sparsity.validate(self)
-        if self.data.dataset != "digits" and not self.data.data_dir and not self.data.download:
+        if not spec.bundled and not self.data.data_dir and not self.data.download:
             raise ConfigError(
                 f"data.data_dir: dataset {self.data.dataset} is read from a directory; set "
                 f"data.data_dir=PATH (or data.download=true to fetch it)")
@@ -208,7 +208,7 @@ def describe_keys(cfg: ExperimentConfig | None = None) -> list[tuple[str, Any, s
                     if f.name == "name" and "name" in seen:
                         continue
                     seen.add(f.name)
-                    helptext = f.metadata.get("help", "")
+                    helptext = _help(f)
                     if f.name == "name":
                         rows.append(("method.name", cfg.method.name, f"method: one of {', '.join(METHODS)}"))
                     else:
@@ -216,5 +216,12 @@ def describe_keys(cfg: ExperimentConfig | None = None) -> list[tuple[str, Any, s
             continue
         obj = getattr(cfg, group)
         for f in dataclasses.fields(obj):
-            rows.append((f"{group}.{f.name}", getattr(obj, f.name), f.metadata.get("help", "")))
+            rows.append((f"{group}.{f.name}", getattr(obj, f.name), _help(f)))
     return rows
+
+
+def _help(f: dataclasses.Field) -> str:
+    """A key's help; a registry's names (models, datasets, criteria: plugins add to them) listed."""
+    text = f.metadata.get("help", "")
+    choices = f.metadata.get("choices")
+    return f"{text} (one of {', '.join(choices)})" if isinstance(choices, KeysView) else text

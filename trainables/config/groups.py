@@ -19,7 +19,7 @@ SCHEDULES: tuple[str, ...] = ("cosine", "step", "constant")
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = param("digits", "dataset name", choices=tuple(DATASETS))
+    dataset: str = param("digits", "dataset name", choices=DATASETS.keys())  # live: plugins add datasets
     data_dir: str = param("", "root directory holding torchvision-layout datasets (not needed for digits)")
     download: bool = param(False, "download a missing torchvision dataset into data_dir")
     verify: bool = param(True, "check torchvision's md5 sums of the dataset files")
@@ -31,7 +31,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = param("conv4", "architecture", choices=tuple(MODELS))
+    name: str = param("conv4", "architecture", choices=MODELS.keys())  # live: plugins add models
     width: float = param(1.0, "width multiplier (e.g. 2 for ResNet18x2)", gt=0, le=1024)
     mlp_hidden: tuple[int, ...] = param((300, 100), "hidden layer sizes of the MLP", ge=1, le=2**24)
 

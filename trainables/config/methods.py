@@ -179,6 +179,11 @@ class DenseLRRConfig(CyclesConfig):
 
 
 DST_CRITERIA: tuple[str, ...] = ("magnitude", "set", "mest", "sensitivity", "rsensitivity", "snip", "random")
+DST_GROWTHS: tuple[str, ...] = ("random", "gradient")
+# Every name method.criterion / method.growth takes: the built-ins, then the ones plugins
+# register (trainables.plugins); the fields' choices are live views of these.
+CRITERION_NAMES: dict[str, str] = dict.fromkeys(DST_CRITERIA, "built-in")  # name -> who registered it
+GROWTH_NAMES: dict[str, str] = dict.fromkeys(DST_GROWTHS, "built-in")
 
 
 @dataclass(frozen=True)
@@ -200,9 +205,9 @@ class DSTConfig(MethodConfig):
                              choices=("kaiming_normal", "kaiming_uniform"))
     criterion: str = param("magnitude", "prune criterion: magnitude |θ|, set (equal counts by sign), mest "
                                         "|θ|+λ|∇|, sensitivity |∇|/|θ|, rsensitivity |θ|/|∇|, snip |θ∇|, random",
-                           choices=DST_CRITERIA)
+                           choices=CRITERION_NAMES.keys())
     growth: str = param("random", "growth: random (uniform over inactive weights) or gradient "
-                                  "(largest |∂L/∂(m⊙θ)|)", choices=("random", "gradient"))
+                                  "(largest |∂L/∂(m⊙θ)|)", choices=GROWTH_NAMES.keys())
     update_period: int = param(800, "Δt: optimizer steps between topology updates (0: no updates, "
                                      "static sparse training)", ge=0)
     update_end: int = param(0, "T: no update at or after optimizer step T, the horizon of the cosine "

@@ -11,7 +11,7 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import field
 from typing import Any
 
@@ -26,7 +26,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 SEED_MAX = 2**32 - 1
 
 
-def param(default: Any, help: str, *, choices: tuple[Any, ...] | None = None,
+def param(default: Any, help: str, *, choices: Collection[Any] | None = None,
           ge: float | None = None, gt: float | None = None, lt: float | None = None,
           le: float | None = None) -> Any:
     """A dataclass field with help text and the constraints `validate` enforces."""

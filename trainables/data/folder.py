@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,9 @@ from trainables.rng import stable_seed
 
 # Directory of each dataset under data.data_dir.
 FOLDERS: dict[str, str] = {"imagenet": "imagenet", "tiny_imagenet": "tiny-imagenet-200"}
+# Streamed datasets that plugins register (trainables.plugins): name -> the ImageFolder root
+# (holding train/ and val/) for a config.
+EXTRA_FOLDERS: dict[str, Callable[[DataConfig], Path]] = {}
 SPLITS = ("train", "val")
 # torchvision's ImageNet statistics, in [0, 1] units (Tiny-ImageNet is an ImageNet subset).
 MEAN = (0.485, 0.456, 0.406)
@@ -56,6 +59,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 
 def folder_root(cfg: DataConfig) -> Path:
+    if cfg.dataset in EXTRA_FOLDERS:
+        return Path(EXTRA_FOLDERS[cfg.dataset](cfg))
     return data_root(cfg) / FOLDERS[cfg.dataset]
 
 

@@ -16,9 +16,11 @@ from trainables.data.bundle import DataBundle
 from trainables.data.folder import check_folder, load_folder
 from trainables.data.layout import data_root, expected_files
 from trainables.data.readers import (
+    EXTRA_READERS,
     READERS,
     channel_stats,
     read_digits,
+    read_extra,
     read_tabular,
     resize_images,
     torchvision_call,
@@ -30,7 +32,9 @@ def check_available(cfg: DataConfig) -> None:
     if DATASETS[cfg.dataset].streamed:  # ImageFolder trees (ImageNet): never downloaded
         check_folder(cfg)
         return
-    if cfg.dataset == "digits" or (cfg.download and not DATASETS[cfg.dataset].tabular):
+    if DATASETS[cfg.dataset].bundled or cfg.dataset in EXTRA_READERS:  # a plugin's reader checks its own
+        return
+    if cfg.download and not DATASETS[cfg.dataset].tabular:
         return
     root = data_root(cfg)
     if DATASETS[cfg.dataset].tabular:
@@ -72,6 +76,9 @@ def load_data(cfg: DataConfig, *, progress: bool = True, verify: bool = True) ->
         bar.set_postfix_str("reading")
         if cfg.dataset == "digits":
             train_x, train_y, test_x, test_y = read_digits()
+            bar.update(2)
+        elif cfg.dataset in EXTRA_READERS:
+            train_x, train_y, test_x, test_y = read_extra(cfg, spec)
             bar.update(2)
         elif spec.tabular:
             train_x, train_y, test_x, test_y = read_tabular(cfg.dataset, data_root(cfg), spec)

@@ -13,10 +13,30 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from trainables.config import ConfigError, DatasetSpec
+from trainables.config import ConfigError, DataConfig, DatasetSpec
 from trainables.data.layout import TABULAR_SUFFIXES
 
 Split = tuple[torch.Tensor, torch.Tensor]
+
+
+# Datasets that plugins register (trainables.plugins): name -> a reader of both splits,
+# (train_x, train_y, test_x, test_y), images as (N, C, H, W), labels in [0, classes).
+EXTRA_READERS: dict[str, Callable[[DataConfig], tuple[torch.Tensor, ...]]] = {}
+
+
+def read_extra(cfg: DataConfig, spec: DatasetSpec) -> tuple[torch.Tensor, ...]:
+    """A plugin's reader, its output checked against the dataset's spec (a wrong shape fails here,
+    not in the model)."""
+    out = EXTRA_READERS[cfg.dataset](cfg)
+    if not (isinstance(out, tuple) and len(out) == 4 and all(isinstance(t, torch.Tensor) for t in out)):
+        raise ValueError(f"dataset {cfg.dataset}: its reader must return 4 tensors "
+                         f"(train_x, train_y, test_x, test_y)")
+    train_x, train_y, test_x, test_y = out
+    for name, x in (("train_x", train_x), ("test_x", test_x)):
+        if x.ndim != 4 or x.shape[1] != spec.channels or x.shape[-1] != spec.image_size:
+            raise ValueError(f"dataset {cfg.dataset}: {name} has shape {tuple(x.shape)}, not "
+                             f"(N, {spec.channels}, {spec.image_size}, {spec.image_size}) as its spec says")
+    return train_x.float(), train_y.long(), test_x.float(), test_y.long()
 
 
 def read_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

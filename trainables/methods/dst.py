@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainables.config import ConfigError, DSTConfig, ExperimentConfig
+from trainables.config.methods import CRITERION_NAMES
 from trainables.methods.base import CycleEnd, Method, Position, StepContext
 from trainables.methods.dense import decay_groups, init_dense_weights
 from trainables.metrics.criteria_jaccard import (
@@ -44,7 +45,13 @@ from trainables.models.layers import LayerFactory
 from trainables.rng import stable_generator
 from trainables.sparse.bits import PackedBits
 from trainables.sparse.density import prune_rate_from_density, pruned_count
-from trainables.sparse.dst_criteria import CRITERIA, grow_selection, prune_selection
+from trainables.sparse.dst_criteria import (
+    EXTRA_CRITERIA,
+    EXTRA_GROWTH,
+    grow_selection,
+    growth_needs_gradient,
+    prune_selection,
+)
 from trainables.sparse.er import layer_active_counts
 from trainables.sparse.mask_io import masks_table
 from trainables.sparse.masked import MASKED, MaskedMixin, masked_modules
@@ -157,7 +164,7 @@ class DST(Method):
 
     # --- training hooks -------------------------------------------------------------------
     def before_step(self, model: nn.Module, ctx: StepContext) -> None:
-        if self.method_cfg.growth == "gradient" and not self.method_cfg.update_batch_size and self.is_update_step(ctx.step):
+        if growth_needs_gradient(self.method_cfg.growth) and not self.method_cfg.update_batch_size and self.is_update_step(ctx.step):
             layers = _layers(model)
             for name in self.sparse:
                 layers[name].retain_effective_grad(True)
@@ -204,7 +211,7 @@ class DST(Method):
         buffers = {n: b.clone() for n, b in model.named_buffers() if b.dtype != torch.bool}
         for p in params:
             p.grad = None
-        if self.method_cfg.growth == "gradient":
+        if growth_needs_gradient(self.method_cfg.growth):
             for name in self.sparse:
                 layers[name].retain_effective_grad(True)
         with torch.enable_grad():
@@ -229,7 +236,8 @@ class DST(Method):
                     step: int) -> dict[str, Tensor]:
         """What `criterion` prunes from `state` (name -> (θ, ∇θL, mask)), as bool masks."""
         generator = stable_generator("prune", self.update_seed, step)
-        kw = {"mest_lambda": self.method_cfg.mest_lambda, "generator": generator}
+        kw = {"mest_lambda": self.method_cfg.mest_lambda, "generator": generator,
+              "params": self._rule_params(EXTRA_CRITERIA.get(criterion))}
         if self.method_cfg.scope == "local":
             out = {}
             for name, (w, g, m) in state.items():
@@ -244,7 +252,8 @@ class DST(Method):
                    effective: dict[str, Tensor | None], step: int) -> dict[str, Tensor]:
         """As many inactive entries as were pruned (per layer, or in total for global scope)."""
         generator = stable_generator("grow", self.update_seed, step)
-        if self.method_cfg.growth == "gradient" and any(effective[n] is None for n in self.sparse):
+        params = self._rule_params(EXTRA_GROWTH.get(self.method_cfg.growth))
+        if growth_needs_gradient(self.method_cfg.growth) and any(effective[n] is None for n in self.sparse):
             raise RuntimeError("gradient growth found no ∂L/∂(m⊙θ): the layers did not retain it")
         if self.method_cfg.scope == "local":
             out = {}
@@ -256,12 +265,13 @@ class DST(Method):
                 n = int(torch.count_nonzero(pruned[name]))
                 out[name] = grow_selection(self.method_cfg.growth, ~kept[name].flatten(), n,
                                            effective_grad=_flat(effective[name]),
-                                           generator=generator).view(kept[name].shape)
+                                           generator=generator, params=params).view(kept[name].shape)
             return out
         inactive = torch.cat([~kept[n].flatten() for n in self.sparse])
-        eff = None if self.method_cfg.growth != "gradient" else torch.cat([_flat(effective[n]) for n in self.sparse])
+        eff = None if not growth_needs_gradient(self.method_cfg.growth) else torch.cat([_flat(effective[n]) for n in self.sparse])
         n = sum(int(torch.count_nonzero(pruned[k])) for k in self.sparse)
-        grown = grow_selection(self.method_cfg.growth, inactive, n, effective_grad=eff, generator=generator)
+        grown = grow_selection(self.method_cfg.growth, inactive, n, effective_grad=eff, generator=generator,
+                               params=params)
         return self._split(grown, kept)
 
     def _grow_nm(self, nm: NM, kept: Tensor, pruned: Tensor, effective: Tensor | None,
@@ -276,6 +286,10 @@ class DST(Method):
         else:
             key = effective.detach().abs().float()  # type: ignore[union-attr]
         return grow_in_groups(key, ~kept, group_counts(pruned, nm.m), nm.m)
+
+    def _rule_params(self, rule: Any) -> dict[str, Any]:
+        """A plugin rule's parameters, read from its config keys method.<rule>_<param>."""
+        return {} if rule is None else {p: getattr(self.method_cfg, f"{rule.name}_{p}") for p in rule.params}
 
     def _split(self, flat: Tensor, like: dict[str, Any]) -> dict[str, Tensor]:
         out, offset = {}, 0
@@ -311,7 +325,7 @@ class DST(Method):
 
     def _record_jaccard(self, state: dict[str, tuple[Tensor, Tensor, Tensor]], rho: float, step: int) -> None:
         """Every criterion's prune set from the same state; eq. 1 per layer and pair (Fig. 6a)."""
-        sets = {c: self._prune_sets(c, state, rho, step) for c in CRITERIA}
+        sets = {c: self._prune_sets(c, state, rho, step) for c in CRITERION_NAMES}  # plugins' too
         active = {n: int(torch.count_nonzero(m)) for n, (_, _, m) in state.items()}
         sizes = {n: m.numel() for n, (_, _, m) in state.items()}
         info = {"update": self.updates + 1, "step": step, "rho": rho, "driver": self.method_cfg.criterion,
