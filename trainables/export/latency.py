@@ -176,9 +176,11 @@ def measure_latency(plain: nn.Module, x: Tensor, *, seconds: float, threads: int
                     warmup: int = 1, repeats: int = 15) -> Latency:
     """Per-layer CSR-or-dense choice, then the model's median latency both ways (CPU).
 
-    A third of `seconds` is shared by the per-layer choices (a layer whose turn comes after
-    it stays dense), the rest goes to the two model timings; each timing takes at least 3
-    repeats, so a very slow model can overrun the bound by that much.
+    Two thirds of `seconds` (from the start, the capture of each layer's input included) are
+    shared by the per-layer choices, each layer getting an equal share of what is left (a layer
+    whose turn comes after that stays dense); the rest goes to the two model timings. Each
+    timing takes at least 3 repeats, so a slow model can overrun the bound by that much; raise
+    `seconds` for large models on CPU (a Conv-8 forward at batch 64 takes ~1 s on one thread).
     """
     plain = plain.eval().cpu()
     threads = threads or trial_threads()
@@ -192,10 +194,13 @@ def measure_latency(plain: nn.Module, x: Tensor, *, seconds: float, threads: int
             inputs = _layer_inputs(plain, names, x)
             choices: dict[str, str] = {}
             layer_ms: dict[str, tuple[float, float]] = {}
+            layers_until = start + seconds * 2 / 3
             for i, name in enumerate(names):
                 layer = plain.get_submodule(name)
-                end = start + seconds / 3 * (i + 1) / len(names)
-                csr = _csr_of(layer) if time.perf_counter() < end and name in inputs else None
+                now = time.perf_counter()
+                # an equal share of what is left: a quick layer leaves its time to the next ones
+                end = now + (layers_until - now) / (len(names) - i)
+                csr = _csr_of(layer) if now < layers_until and name in inputs else None
                 if csr is None:
                     choices[name] = "dense"
                     continue
