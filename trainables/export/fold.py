@@ -105,19 +105,23 @@ def export_files(model: nn.Module, cfg: Any, input_shape: tuple[int, int, int], 
         w = layer.weight
         layers[name] = {"shape": list(w.shape), "density": float(torch.count_nonzero(w)) / w.numel()}
     example = torch.zeros(2, *input_shape)
+    try:
+        program: bytes | None = _program_bytes(plain, example)
+        program_error = ""
+    except Exception as e:  # noqa: BLE001 - an architecture torch.export cannot trace: weights still export
+        program, program_error = None, f"{type(e).__name__}: {e}".splitlines()[0][:500]
     description = {
         "format": EXPORT_FORMAT,
         "architecture": cfg.model.name,
         "input_shape": list(input_shape),
         "pattern": pattern,
-        "files": {"weights": "model.safetensors", "program": "model.pt2"},
+        "files": {"weights": "model.safetensors", "program": "model.pt2" if program else None},
+        **({"program_error": program_error} if program_error else {}),
         "load": "torch.export.load('model.pt2').module()  # or the architecture by name + model.safetensors",
         "config": json.loads(json.dumps(cfg.to_flat(), default=list)),
         "layers": layers,
     }
-    files = {
-        "model.safetensors": safetensors_save(state),
-        "model.pt2": _program_bytes(plain, example),
-        "model.json": json.dumps(description, indent=2).encode(),
-    }
+    files = {"model.safetensors": safetensors_save(state), "model.json": json.dumps(description, indent=2).encode()}
+    if program is not None:
+        files["model.pt2"] = program
     return plain, files
