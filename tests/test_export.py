@@ -114,6 +114,23 @@ def test_switched_off_exports_and_measures_nothing(tmp_path: Path) -> None:
     assert not (ckpts[-1] / "artifacts" / "export").exists()
 
 
+def test_an_untraceable_architecture_still_exports_its_weights(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainables.export import fold
+
+    def untraceable(*_: object) -> bytes:
+        raise RuntimeError("data-dependent control flow")
+
+    monkeypatch.setattr(fold, "_program_bytes", untraceable)
+    cfg = ExperimentConfig.from_flat({**BASE, **FAMILIES["ep_coats"], "run.infer_seconds": 0})
+    _, ckpts = run_collecting(cfg, tmp_path / "run")
+    export = ckpts[-1] / "artifacts" / "export"
+    described = json.loads((export / "model.json").read_text())
+    assert not (export / "model.pt2").exists() and (export / "model.safetensors").is_file()
+    assert described["files"]["program"] is None
+    assert described["program_error"] == "RuntimeError: data-dependent control flow"
+
+
 def test_fold_gives_theta0_times_the_coat_depth() -> None:
     from trainables.sparse.supermask import SupermaskLinear
 
