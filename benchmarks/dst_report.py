@@ -145,8 +145,8 @@ def final_mask_jaccard(trials: list[Trial], density: float, growth: str = "gradi
         if m.growth != growth or m.density != density or t.label in ("static", "dense"):
             continue
         by_seed.setdefault(t.cfg.run.seed, {})[m.criterion] = read_masks(t.checkpoint / "masks.parquet")
-        j_init.setdefault(m.criterion, []).append(t.final["cycle_jaccard_init"])
-        j_rand.append(t.final["cycle_jaccard_init_random"])
+        j_init.setdefault(m.criterion, []).append(t.final["cycle/jaccard_init"])
+        j_rand.append(t.final["cycle/jaccard_init_random"])
     mats = [mask_jaccard_matrix(masks) for masks in by_seed.values()]
     if not mats:
         raise ValueError(f"no {growth}-growth runs at density {density}")

@@ -64,6 +64,7 @@ class Settings:
     optuna_storage: str = ""  # RDB URL of the Optuna study ("": SQLite in the sweep's folder)
     reuse_actors: bool = True  # no flag: benchmarks/orchestration_overhead.py compares both
     command: str = ""  # the command line that started the sweep (credentials redacted)
+    variants: list[str] = field(default_factory=list)  # --variants: the space's named variants run (all: [])
 
     @property
     def layout(self) -> SweepLayout:

@@ -50,7 +50,7 @@ def imp_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, l
 def test_sweep_prints_the_per_round_table(imp_sweep: tuple) -> None:
     _, children, out, _ = imp_sweep
     assert len(children) == 1
-    assert "Per cycle" in out and "cycle_reinit_test_acc" in out and "cycle_distance_prev" in out
+    assert "Per cycle" in out and "cycle/reinit_test_acc" in out and "cycle/distance_prev" in out
 
 
 def test_imp_and_reinit_per_round_in_one_query(imp_sweep: tuple) -> None:
@@ -58,13 +58,13 @@ def test_imp_and_reinit_per_round_in_one_query(imp_sweep: tuple) -> None:
     for run in children:
         rid = run.info.run_id
         history = {key: {m.step: m.value for m in client.get_metric_history(rid, key)}
-                   for key in ("cycle_round", "cycle_test_acc", "cycle_reinit_test_acc", "cycle_remaining_ratio",
-                               "cycle_instability")}
-        assert sorted(history["cycle_test_acc"]) == IMP_CYCLES
-        assert [history["cycle_round"][c] for c in IMP_CYCLES] == [1, 2]
-        assert sorted(history["cycle_reinit_test_acc"]) == [5]  # round 1 is dense: no reinit
-        assert history["cycle_remaining_ratio"][5] == pytest.approx(0.8, abs=1e-3)
-        assert sorted(history["cycle_instability"]) == IMP_CYCLES
+                   for key in ("cycle/round", "cycle/test_acc", "cycle/reinit_test_acc", "cycle/density",
+                               "cycle/instability")}
+        assert sorted(history["cycle/test_acc"]) == IMP_CYCLES
+        assert [history["cycle/round"][c] for c in IMP_CYCLES] == [1, 2]
+        assert sorted(history["cycle/reinit_test_acc"]) == [5]  # round 1 is dense: no reinit
+        assert history["cycle/density"][5] == pytest.approx(0.8, abs=1e-3)
+        assert sorted(history["cycle/instability"]) == IMP_CYCLES
         epochs = [m.step for m in client.get_metric_history(rid, "test_acc")]
         assert epochs == [1, 2, 3, 4, 5]
         assert sorted(m.step for m in client.get_metric_history(rid, "cycle_repel_loss")) == [5]  # round 2 only

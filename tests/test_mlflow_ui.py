@@ -23,7 +23,6 @@ from orchestrator.tracking.labels import (
     mask_files,
     param_text,
     trial_number,
-    view_url,
 )
 from orchestrator.tracking.ops import (
     DEFAULT_ARTIFACT_FILES,
@@ -33,6 +32,7 @@ from orchestrator.tracking.ops import (
 )
 from orchestrator.tracking.sync import TuneTrial, trial_ops
 from orchestrator.tracking.tracker import SweepTracker
+from orchestrator.tracking.views import view_url
 from orchestrator.tracking.writer import MlflowWriter
 from search_spaces import get_space, make_plan
 from trainables.checkpoint_io import verify_checkpoint, write_manifest
@@ -95,12 +95,22 @@ def test_saved_view_of_the_runs_table() -> None:
     tag, value = labels.shared_view("test_loss", "min")
     assert tag == "mlflow.sharedViewState.sweep-d_q_1" and labels.view_key() == "sweep-d_q_1"
     view = json.loads(value)
-    assert view["selectedColumns"][:4] == ["attributes.`Dataset`", "attributes.`Source`",
-                                           "tags.`sparsesweep.method`", "params.`optim.lr`"]
-    assert view["selectedColumns"][4] == "metrics.`test_loss`" and view["orderByAsc"] is True
+    assert view["selectedColumns"][:5] == ["tags.`sparsesweep.method`", "metrics.`test_acc`", "metrics.`density`",
+                                           "metrics.`dying_ratio`", "params.`optim.lr`"]
+    assert "metrics.`test_loss`" in view["selectedColumns"] and view["orderByKey"] == "metrics.`test_loss`"
+    assert view["orderByAsc"] is True
+    assert view["columnOrder"][:3] == ["attributes.`Run Name`", "tags.`sparsesweep.method`", "metrics.`test_acc`"]
+    assert set(view["columnWidths"]) <= set(view["columnOrder"])
     assert view["searchFilter"] == "tags.`sparsesweep.sweep_name` = 'd q1' and tags.`sparsesweep.kind` = 'trial'"
+    scatter, cycles = view["compareRunCharts"]
+    assert (scatter["type"], scatter["xaxis"]["key"], scatter["yaxis"]["key"]) == ("SCATTER", "density", "test_acc")
+    assert cycles["type"] == "LINE" and cycles["selectedMetricKeys"] == ["cycle/test_acc", "cycle/reinit_test_acc"]
+    assert {c["metricSectionId"] for c in view["compareRunCharts"]} == {view["compareRunSections"][0]["uuid"]}
+    # a local store: the route alone (relative), so the description's link works on any port
     assert view_url("sqlite:////x/mlflow.db", "3", "k") == \
-        "http://127.0.0.1:5000/#/experiments/3/runs?viewStateShareKey=k&workflowType=machine_learning"
+        "#/experiments/3/runs?viewStateShareKey=k&workflowType=machine_learning"
+    assert view_url("sqlite:////x/mlflow.db", "3", "k", base="http://127.0.0.1:5123") == \
+        "http://127.0.0.1:5123/#/experiments/3/runs?viewStateShareKey=k&workflowType=machine_learning"
     assert view_url("http://head:5000/", "3", "k").startswith("http://head:5000/#/experiments/3/runs?")
 
 

@@ -82,11 +82,11 @@ def log_slt(lg: Logger) -> None:
             for c in (1, 2, 3):
                 rr = 0.8 ** c
                 v0 = {"ep": 0.3, "hard": 0.2, "soft": 0.1}[name] * c
-                steps[c] = {"cycle_test_acc": 0.9 - 0.05 * c * (name == "ep") + 0.01 * seed,
-                            "cycle_remaining_ratio": rr, "cycle_dying_ratio": 1 - rr - v0 / 10,
-                            **{f"cycle_visits_{i}": v0 / (i + 1) for i in range(6)}, "cycle_visits_gt5": 0.2,
-                            "cycle_dying_neurons_no_input": 2.0, "cycle_dying_neurons_no_output": 3.0 + c,
-                            "cycle_dying_neurons_both": 1.0, "cycle_dying_neurons_overlap": 1.0,
+                steps[c] = {"cycle/test_acc": 0.9 - 0.05 * c * (name == "ep") + 0.01 * seed,
+                            "cycle/density": rr, "cycle/dying_ratio": 1 - rr - v0 / 10,
+                            **{f"cycle/visits_{i}": v0 / (i + 1) for i in range(1, 6)}, "cycle/visits_gt5": 0.2,
+                            "cycle/dying_neurons_no_input": 2.0, "cycle/dying_neurons_no_output": 3.0 + c,
+                            "cycle/dying_neurons_both": 1.0, "cycle/dying_neurons_overlap": 1.0,
                             "test_acc": 0.9, "dying_ratio": 0.4}
                 files[f"masks/cycle_{c:02d}.parquet"] = masks_to_bytes(_masks(seed * 10 + c + len(name), rr))
                 files[f"ranks/cycle_{c:02d}.parquet"] = table_to_bytes(pa.table({
@@ -118,7 +118,7 @@ def log_dst(lg: Logger) -> None:
                         lg.child(dst, {"method.name": "dst", "method.criterion": crit, "method.growth": growth,
                                        "method.density": density, "method.update_period": period, "run.seed": seed},
                                  {30: {"test_acc": acc, "itop": density + period / 1000, "dying_ratio": 0.5,
-                                       "cycle_jaccard_init_random": 0.05}}, files)
+                                       "cycle/jaccard_init_random": 0.05}}, files)
     for density in (0.1, 0.5):
         lg.child(dst, {"method.name": "dst", "method.criterion": "magnitude", "method.growth": "random",
                        "method.density": density, "method.update_period": 0, "run.seed": 0},
@@ -132,15 +132,14 @@ def log_imp(lg: Logger) -> None:
         for seed in (0, 1):
             steps, files, rows = {}, {}, []
             for r in (1, 2, 3):
-                cycle = 3 * r  # copy, reinit, imp cycles before it
-                steps[cycle - 1] = {"cycle_phase_reinit_test_acc": 0.8}  # another phase: not a round row
-                steps[cycle] = {"cycle_round": r, "cycle_remaining_ratio": 0.8 ** (r - 1),
-                                "cycle_test_acc": 0.97 - 0.001 * r + 0.001 * seed,
-                                "cycle_reinit_test_acc": 0.95 - 0.01 * r if r > 1 else float("nan"),
-                                "cycle_instability": 0.01 * r, "cycle_successive_instability": 0.02 * r,
-                                "cycle_threshold": 0.03 * r, "cycle_reinit_threshold": 0.02 * r, "test_acc": 0.96}
-                if np.isnan(steps[cycle]["cycle_reinit_test_acc"]):
-                    del steps[cycle]["cycle_reinit_test_acc"]
+                cycle = r  # every phase of a round logs at step = round
+                steps[cycle] = {"cycle/density": 0.8 ** (r - 1),
+                                "cycle/test_acc": 0.97 - 0.001 * r + 0.001 * seed,
+                                "cycle/reinit_test_acc": 0.95 - 0.01 * r if r > 1 else float("nan"),
+                                "cycle/instability": 0.01 * r, "cycle/successive_instability": 0.02 * r,
+                                "cycle/threshold": 0.03 * r, "cycle/reinit_threshold": 0.02 * r, "test_acc": 0.96}
+                if np.isnan(steps[cycle]["cycle/reinit_test_acc"]):
+                    del steps[cycle]["cycle/reinit_test_acc"]
                 x = torch.randn(50, generator=torch.Generator().manual_seed(r))
                 rows += [distance_row("imp", f"r{r:02d}", "init", x, torch.randn(50))]
                 if r > 1:
@@ -210,16 +209,16 @@ def test_csv_holds_what_the_client_returns(report: tuple[Path, str]) -> None:
         assert list(zip(g["epoch"], g["dying_ratio"], strict=True)) == hist
     f3b = pd.read_csv(out / "slt_fig3b.csv")
     for run_id, g in f3b.groupby("run_id"):
-        hist = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "cycle_test_acc"))
-        assert list(zip(g["cycle"], g["cycle_test_acc"], strict=True)) == hist
+        hist = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "cycle/test_acc"))
+        assert list(zip(g["cycle"], g["cycle/test_acc"], strict=True)) == hist
     d1 = pd.read_csv(out / "dst_fig1.csv")
     assert all(client.get_run(r.run_id).data.metrics["test_acc"] == r.test_acc for r in d1.itertuples())
     assert set(d1["label"]) >= {"static", "dense", "magnitude+random"}
     i1 = pd.read_csv(out / "imp_fig1.csv")
-    assert len(i1) == 2 * 3  # two regular-IMP seeds x three rounds; other phases' cycles left out
+    assert len(i1) == 2 * 3  # two regular-IMP seeds x three rounds
     for row in i1.itertuples():
-        hist = {m.step: m.value for m in client.get_metric_history(row.run_id, "cycle_test_acc")}
-        assert hist[row.cycle] == row.cycle_test_acc
+        hist = {m.step: m.value for m in client.get_metric_history(row.run_id, "cycle/test_acc")}
+        assert hist[row.round] == i1.loc[row.Index, "cycle/test_acc"]
     f4 = pd.read_csv(out / "imp_fig4.csv")  # one panel per setting, mean over its seeds
     assert f4["setting"].nunique() == 2 and set(f4["runs"]) == {2}
     x2 = torch.randn(50, generator=torch.Generator().manual_seed(2))  # what log_imp logged for r02

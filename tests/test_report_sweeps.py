@@ -68,7 +68,7 @@ def test_default_sweep_is_the_tour_and_ends_with_the_cross_family_chart(tmp_path
         logged = client.get_run(row.run_id).data.metrics
         assert row.test_acc == pytest.approx(logged["test_acc"], abs=1e-12)
         assert row.density == pytest.approx(logged.get("density", 1.0), abs=1e-12)  # dense: no mask
-    for name, key in (("slt_fig3b", "cycle_test_acc"), ("imp_fig1", "cycle_test_acc")):
+    for name, key in (("slt_fig3b", "cycle/test_acc"), ("imp_fig1", "cycle/test_acc")):
         table = pd.read_csv(report / f"{name}.csv")
         assert len(table) >= 5
         for run_id, rows in table.groupby("run_id"):

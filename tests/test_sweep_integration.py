@@ -195,7 +195,7 @@ def test_iterative_sweep_logs_every_cycle(tmp_path: Path) -> None:
     proc = sweep("--storage", str(storage), "--name", "cyc", "--experiment", "cyc", "--space", "iep_quick",
                  "--set", "method.cycles=3", "--set", "model.name=mlp", *FAST, "--max-concurrent", "2")
     assert proc.returncode == 0
-    assert "Per cycle" in proc.stdout and "cycle_remaining_ratio" in proc.stdout
+    assert "Per cycle" in proc.stdout and "cycle/density" in proc.stdout
     uri = f"sqlite:///{storage.resolve()}/mlflow.db"
     client, parent, children = runs_of(uri, "cyc")
     assert len(children) == 3  # ep, hard_lr, soft_lr
@@ -206,11 +206,11 @@ def test_iterative_sweep_logs_every_cycle(tmp_path: Path) -> None:
         rid = child.info.run_id
         assert [m.step for m in client.get_metric_history(rid, "test_acc")] == list(range(1, 7))
         assert [m.value for m in client.get_metric_history(rid, "cycle")] == [1, 1, 2, 2, 3, 3]
-        acc = client.get_metric_history(rid, "cycle_test_acc")
+        acc = client.get_metric_history(rid, "cycle/test_acc")
         assert [m.step for m in acc] == [1, 2, 3]  # step = cycle
         per_epoch = {m.step: m.value for m in client.get_metric_history(rid, "test_acc")}
         assert [m.value for m in acc] == [per_epoch[2], per_epoch[4], per_epoch[6]]
-        remaining = [m.value for m in client.get_metric_history(rid, "cycle_remaining_ratio")]
+        remaining = [m.value for m in client.get_metric_history(rid, "cycle/density")]
         assert remaining == pytest.approx([0.8, 0.64, 0.512], abs=0.002)
         paths = {a.path for a in client.list_artifacts(rid, "masks")}
         assert paths == {"masks/masks.parquet", "masks/density.png",  # the figure: mlflow_ui

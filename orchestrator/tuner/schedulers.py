@@ -27,12 +27,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from trainables.config import ConfigError
+from trainables.keys import CYCLE_TEST_ACC
 
 if TYPE_CHECKING:
     from search_spaces import Plan
 
 SCHEDULERS: tuple[str, ...] = ("fifo", "asha")
-CYCLE_END_KEY = "cycle_test_acc"  # the engine reports it at every cycle's last epoch only
+CYCLE_END_KEY = CYCLE_TEST_ACC  # the engine reports it at every cycle's last epoch only
 STOPPED_PREFIX = "stopped_at_"
 
 

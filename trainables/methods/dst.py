@@ -43,7 +43,7 @@ from trainables.metrics.criteria_jaccard import (
 from trainables.metrics.itop import itop_ratio, record_masks
 from trainables.models.layers import LayerFactory
 from trainables.sparse.bits import PackedBits
-from trainables.sparse.density import prune_rate_from_density, pruned_count
+from trainables.sparse.density import pruned_count
 from trainables.sparse.dst_criteria import CRITERIA, grow_selection, prune_selection
 from trainables.sparse.er import layer_active_counts
 from trainables.sparse.mask_io import masks_table
@@ -305,9 +305,7 @@ class DST(Method):
         itop = itop_ratio(self.ever)
         out = {
             "density": sum(counts.values()) / total,
-            "itop": itop,
-            "dying_ratio": 1.0 - itop,
-            "k_minus_dying": prune_rate_from_density(self.m.density) - (1.0 - itop),
+            "itop": itop,  # its dying ratio is 1 - itop: logged once, as the paper's ITOP rate
             "updates": float(self.updates),
             "prune_fraction": self.last_rho,
         }
@@ -316,12 +314,10 @@ class DST(Method):
 
     def end_of_cycle(self, model: nn.Module, cycle: int) -> CycleEnd:
         masks = self.masks(model)
-        metrics = {
-            "itop": itop_ratio(self.ever),
+        metrics = {  # itop and updates are the last epoch's, logged there
             "jaccard_init": mean_layer_jaccard(masks, self.init_masks),
             "jaccard_init_random": random_reference(
                 (m.numel(), int(torch.count_nonzero(m))) for m in self.init_masks.values()),
-            "updates": float(self.updates),
         }
         tables = {"init_masks": masks_table(self.init_masks)}
         if self.jaccard_rows:
