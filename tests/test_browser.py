@@ -99,7 +99,7 @@ def swept(browser: Any, mlflow_server: MlflowServer, tmp_path_factory: pytest.Te
             "--space", "tour", "--variants", "dense,ep", "--max-concurrent", "2",
             "--set", "run.max_steps_per_epoch=3"]
     proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", *args], cwd=ROOT,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=400)
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(EXPERIMENT)

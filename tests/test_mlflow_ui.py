@@ -22,6 +22,7 @@ from orchestrator.tracking.labels import (
     dataset_input,
     mask_files,
     param_text,
+    trial_note,
     trial_number,
 )
 from orchestrator.tracking.ops import (
@@ -77,16 +78,20 @@ def test_tags_family_colour_and_parent_note() -> None:
     plan = make_plan(get_space("imp_quick"), search="grid", sets={}, grid_overrides={}, num_samples=1)
     labels = SweepLabels.from_plan(plan, "imp-1")
     flat = plan.resolve(plan.points()[0]).to_flat()
-    tags = labels.trial_tags(flat, "ab12c_00011")
+    tags = labels.trial_tags(flat, "ab12c_00011", plan.points()[0])
     assert tags["sparsesweep.family"] == "imp" and tags["sparsesweep.method"] == "imp"
     assert tags["sparsesweep.space"] == "imp_quick" and tags["sparsesweep.sweep_name"] == "imp-1"
-    assert tags["sparsesweep.swept"] == "variant,data.batch_size"
+    assert tags["sparsesweep.swept"] == "variant" and tags["sparsesweep.variant"] == "imp/bs16"
+    # the child's description, one line: until it ends, then with its result
+    assert tags["mlflow.note.content"] == "imp, 8 rounds, running"
+    assert trial_note(flat, {"density": 0.2097152, "test_acc": 0.97}) == \
+        "imp, 8 rounds, density 0.21, final test accuracy 0.9700"
     assert tags["mlflow.runColor"] == RUN_COLORS[11 % len(RUN_COLORS)]
     assert trial_number("ab12c_00011") == 11
     assert labels.parent_tags()["sparsesweep.family"] == "imp"
     note = labels.parent_note("python -m orchestrator.sweep --space imp_quick", plan)
     assert note.startswith("Started with:\n\n```\npython -m orchestrator.sweep --space imp_quick\n```")
-    assert "`data.batch_size`: 16, 256" in note and "variants: " in note
+    assert "variants: imp/bs16, imp/bs256, repel_all_2/bs16, repel_all_2/bs256" in note
 
 
 def test_saved_view_of_the_runs_table() -> None:

@@ -164,7 +164,8 @@ def log_tour(lg: Logger) -> None:
     tour = lg.parent("tour", "tour", tags={"sparsesweep.swept": "variant"})
     finals = {"dense": ("dense", {}, 0.97, 1.0), "ep": ("edge_popup", {"method.prune_rate": 0.672}, 0.93, 0.328),
               "soft_iep": ("iep", {"method.cycles": 5}, 0.95, 0.328),
-              "dst_rigl": ("dst", {"method.density": 0.328}, 0.96, 0.328)}
+              "dst_rigl": ("dst", {"method.density": 0.328, "method.criterion": "magnitude",
+                               "method.growth": "gradient", "method.update_period": 50}, 0.96, 0.328)}
     for variant, (method, over, acc, density) in finals.items():
         for seed in (0, 1):
             lg.child(tour, {"method.name": method, **over, "run.seed": seed, "data.batch_size": 64 + 64 * seed},
