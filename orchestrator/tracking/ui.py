@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines))
         return 0
     proc = subprocess.Popen(cmd, start_new_session=True)
+    # Ctrl-C, and a plain kill (a background job ignores SIGINT): stop MLflow's whole group
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         _wait_up(base, proc)
         print("MLflow UI at " + base + " (Ctrl-C stops). One click to the sweep's saved view:", flush=True)
@@ -106,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
         return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait_up(base: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:

@@ -12,7 +12,8 @@ chartsSearchFilter. Columns are named ``attributes.`Run Name```, ``tags.`K```,
 pixels. A chart card is the bundle's `RunsChartsCardConfig`: a SCATTER card has ``xaxis`` /
 ``yaxis`` ({key, type: "METRIC"}); a LINE card ``metricKey``, ``selectedMetricKeys`` and
 ``xAxisKey`` ("step"); each names its section (`metricSectionId`, a `compareRunSections`
-uuid). The UI adds its own generated charts for the other metrics in later sections.
+uuid). The UI adds its own generated charts for the other metrics in later sections. 3.17.2
+titles a card by its axes ("density vs. test_acc"), not by its `displayName`.
 
 The table has no number format in its state: values show as logged (rounding them at logging
 would change the data), so the metric columns are narrow and the first ones are what a
