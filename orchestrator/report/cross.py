@@ -140,7 +140,8 @@ def overview(runs: Runs, parent_id: str, parent: object) -> Figure | Missing:
     fig, ax = axes(ncols=2 if dying_logged else 1, w=6.0, h=4.2)
     panels = [(ax[0, 0], "test_acc", "final test accuracy")]
     if dying_logged:
-        panels.append((ax[0, 1], "dying_ratio", "final dying ratio (DST: 1 − ITOP)"))
+        dst = any(t.method == "dst" for t in trials)
+        panels.append((ax[0, 1], "dying_ratio", "final dying ratio" + (" (DST: 1 − ITOP)" if dst else "")))
     if numeric:
         xlabel = f"{_short(numeric)} ({numeric})"
         for a, key, ylabel in panels:

@@ -62,7 +62,7 @@ def view_state(sweep_name: str, metric: str, mode: str, swept_params: Sequence[s
     params = [f"params.`{k}`" for k in swept_params]
     columns = [METHOD_COLUMN, *(metric_column(m) for m in metrics[:len(FIRST_METRICS)]), *params,
                *(metric_column(m) for m in metrics[len(FIRST_METRICS):])]
-    widths = {RUN_NAME_COLUMN: 260, METHOD_COLUMN: 110,
+    widths = {RUN_NAME_COLUMN: 260, METHOD_COLUMN: 170,  # its header, sparsesweep.method, in full
               **{c: 120 for c in columns if c.startswith("metrics.")},
               **{c: 130 for c in params}}
     name = sweep_name.replace("'", "")
