@@ -88,7 +88,8 @@ def test_default_sweep_sqlite_two_concurrent_trials(tmp_path: Path) -> None:
     assert "Trial status" in out  # Tune's live table
     assert "Results (sorted by test_acc):" in out and "dying_ratio" in out and "Best trial:" in out
     uri = f"sqlite:///{storage.resolve()}/mlflow.db"
-    assert f"mlflow ui --backend-store-uri {uri}" in out
+    # the UI command that serves MLflow on a free port and prints the saved view's link on it
+    assert f"-m orchestrator.tracking.ui --storage {storage.resolve()} --sweep e2e" in out
 
     client, parent, children = runs_of(uri, "e2e")
     assert parent.info.status == "FINISHED" and parent.data.params["space"] == "ep_quick"
@@ -96,7 +97,8 @@ def test_default_sweep_sqlite_two_concurrent_trials(tmp_path: Path) -> None:
     assert client.get_experiment_by_name("e2e").tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.info.run_name == "ep_quick/e2e (grid; k; 2 trials)"
     exp_id = client.get_experiment_by_name("e2e").experiment_id
-    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?viewStateShareKey=sweep-e2e&workflowType=machine_learning" in out
+    view = f"#/experiments/{exp_id}/runs?viewStateShareKey=sweep-e2e&workflowType=machine_learning"
+    assert f"]({view})" in parent.data.tags["mlflow.note.content"]  # relative: any port the UI runs on
     assert "mlflow.sharedViewState.sweep-e2e" in client.get_experiment(exp_id).tags
     assert "python -m orchestrator.sweep --space ep_quick --storage" in parent.data.tags["mlflow.note.content"]
     assert parent.data.params["set.run.max_steps_per_epoch"] == "4"
