@@ -3,7 +3,8 @@
 #   make test [PYTEST_ARGS=...]  run the test suite          e.g. PYTEST_ARGS="-k cluster -x"
 #                                (TEST_WORKERS=2 pytest-xdist processes, one test file each)
 #   make sweep ARGS="..."        python -m orchestrator.sweep ARGS
-#   make ui [STORAGE=dir]        MLflow UI of a sweep storage dir (default sparsesweep-runs)
+#   make ui [STORAGE=dir] [PORT=n]  MLflow UI of a sweep storage dir (default sparsesweep-runs) on a
+#                                free port (or PORT); prints the link to the latest sweep's saved view
 #   make lint                    ruff check .
 #   make bench [ARGS=...]        python -m benchmarks ARGS: the one benchmark table (light CPU run)
 #   make docs                    build the documentation site into site/ (mkdocs build --strict)
@@ -18,6 +19,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 ARGS ?=
 STORAGE ?= sparsesweep-runs
+PORT ?=
 
 VENV_PY := $(VENV)/bin/python
 # Written after a successful install; older than pyproject.toml => reinstall.
@@ -47,7 +49,7 @@ sweep: venv
 	$(VENV_PY) -m orchestrator.sweep $(ARGS)
 
 ui: venv
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(STORAGE))/mlflow.db
+	$(VENV_PY) -m orchestrator.tracking.ui --storage $(STORAGE) $(if $(PORT),--port $(PORT))
 
 lint: venv
 	$(VENV_PY) -m ruff check .

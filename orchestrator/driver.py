@@ -162,7 +162,7 @@ def _open_parent(settings: Settings, plan: Plan, layout: SweepLayout, started: S
                  metric: str, mode: str) -> str:
     """The sweep's parent run (created, or found again on resume) and its saved view; the
     settings are saved with the parent's id. Returns the link to the view."""
-    from orchestrator.tracking.labels import view_url
+    from orchestrator.tracking.views import view_url
 
     tracker, labels = started.tracker, started.labels
     grid_trials = len(plan.points()) if plan.search == "grid" else 0
@@ -273,8 +273,11 @@ def _finish(settings: Settings, plan: Plan, layout: SweepLayout, tracker: SweepT
     if index is not None:
         print(f"\nReport: {index}" + (" (also in MLflow, the parent run's report/)" if not layout.remote
                                       else " (logged to the parent run's report/)"))
-    print(f"\nMLflow: {runnable(tracking_ui_command(settings.tracking_uri))}")
-    print(f"This sweep in MLflow's runs table: {view_link}")
+    ui = runnable(tracking_ui_command(settings.tracking_uri, settings.name))
+    if view_link.startswith("#"):  # a local store: the UI command prints the link on its port
+        print(f"\nMLflow: {ui}  (or `make ui`; prints the one link to this sweep's saved view)")
+    else:
+        print(f"\nMLflow: {ui}\nThis sweep in MLflow's runs table: {view_link}")
     print(f"Tune results and checkpoints: {layout.sweep_path}")
     if diverged := count_status(df, "DIVERGED"):
         print(f"{diverged} trial(s) diverged (loss NaN/inf): stopped at once, status DIVERGED; "

@@ -18,19 +18,23 @@ from orchestrator.recovery import error_summary
 from orchestrator.tuner.schedulers import describe_stops, stopped_at
 from search_spaces import Plan
 from trainables.keys import (
+    CYCLE_STEP_KEY,
+    CYCLE_TEST_ACC,
     DIVERGED_KEY,
+    DYING_RATIO_ALL_CYCLES,
     INFER_SPEEDUP_KEY,  # measured at the end of a sparse trial
     REPLAYED_KEY,
+    cycle_key,
 )
 
 # Shown when some trial reported them (dense training has no dying ratio).
 SHOWN_METRICS = ("test_acc", "dying_ratio", "k_minus_dying", "density", INFER_SPEEDUP_KEY, "epoch")
 # Per-cycle metrics of the cycle table, in display order.
-CYCLE_METRICS = ("cycle_remaining_ratio", "cycle_test_acc", "cycle_dying_ratio", "cycle_dying_ratio_apparent",
-                 "cycle_dying_ratio_total",
-                 # IMP rounds (understanding-imp.txt): the round, its reinit baseline, distances, stability
-                 "cycle_round", "cycle_reinit_test_acc", "cycle_distance_prev", "cycle_distance_init",
-                 "cycle_threshold", "cycle_reinit_threshold", "cycle_instability", "cycle_successive_instability")
+CYCLE_METRICS = tuple(cycle_key(m) for m in (
+    "density", "test_acc", "train_acc", "dying_ratio", "dying_ratio_apparent", DYING_RATIO_ALL_CYCLES,
+    # IMP rounds (understanding-imp.txt): its reinit baseline, distances, stability
+    "reinit_test_acc", "reinit_train_acc", "distance_prev", "distance_init",
+    "threshold", "reinit_threshold", "instability", "successive_instability"))
 
 
 def swept_keys(plan: Plan) -> list[str]:
@@ -167,13 +171,17 @@ def cycle_table(results: Any, plan: Plan) -> Any:
     frames = []
     for r in results:
         history = getattr(r, "metrics_dataframe", None)
-        if r.error is not None or history is None or "cycle_test_acc" not in history:
+        if r.error is not None or history is None or CYCLE_TEST_ACC not in history:
             continue
-        # a report replayed after a restore repeats its cycle's end: keep the first
-        ends = history[history["cycle_test_acc"].notna()].drop_duplicates("cycle", keep="first")
+        # a report replayed after a restore repeats its cycle's end: keep the first. IMP's
+        # rounds report in phases (reinit, then IMP) at one cycle_step: one row per round.
+        number = CYCLE_STEP_KEY if CYCLE_STEP_KEY in history else "cycle"
+        ends = history[history[number].notna()] if number in history else history.iloc[:0]
+        ends = ends.groupby(number, sort=True).agg("first").reset_index()
+        ends = ends[ends[CYCLE_TEST_ACC].notna()]
         if ends.empty or not plan.resolve(r.config).method.cycle_count() > 1:
             continue
-        frame = pd.DataFrame({"trial": (r.metrics or {}).get("trial_id", ""), "cycle": ends["cycle"].astype(int)})
+        frame = pd.DataFrame({"trial": (r.metrics or {}).get("trial_id", ""), "cycle": ends[number].astype(int)})
         for k in swept:
             frame[k] = [r.config.get(k)] * len(frame)
         for m in CYCLE_METRICS:
@@ -191,9 +199,9 @@ def cycle_summary(cycles: Any, plan: Plan) -> Any:
     shown = [m for m in CYCLE_METRICS if m in cycles]
     grouped = cycles.groupby(keys)
     table = grouped[shown].mean()
-    n = grouped["cycle_test_acc"].count()
+    n = grouped[CYCLE_TEST_ACC].count()
     if int(n.max()) > 1:
-        for m in ("cycle_test_acc", "cycle_dying_ratio", "cycle_reinit_test_acc"):
+        for m in (CYCLE_TEST_ACC, cycle_key("dying_ratio"), cycle_key("reinit_test_acc")):
             if m in shown:
                 table[f"{m}_se"] = grouped[m].std() / n.pow(0.5)
     table["seeds"] = n
@@ -221,7 +229,7 @@ def show_results(df: Any, results: Any, plan: Plan, metric: str, mode: str,
             print(f"\nMean ± std over {len(plan.grid['run.seed'])} seeds (as the paper's tables report):")
             print(seeds.to_string())
         if summary is not None:
-            se = " (mean, standard error over seeds)" if "cycle_test_acc_se" in summary else ""
+            se = " (mean, standard error over seeds)" if f"{CYCLE_TEST_ACC}_se" in summary else ""
             print(f"\nPer cycle{se}:")
             print(per_group_text(summary))
     ok = [r for r in results if r.error is None and r.metrics and metric in r.metrics]

@@ -69,6 +69,7 @@ class Settings:
     study: str = ""  # Optuna study joined by several drivers ("": the sweep's own, its name)
     reuse_actors: bool = True  # no flag: benchmarks/orchestration_overhead.py compares both
     command: str = ""  # the command line that started the sweep (credentials redacted)
+    variants: list[str] = field(default_factory=list)  # --variants: the space's named variants run (all: [])
 
     @property
     def layout(self) -> SweepLayout:

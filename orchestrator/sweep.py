@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
                    help="import a plugin module that is not installed (installed plugins load "
                         "by their entry point); repeatable")
+    p.add_argument("--variants", default=None, metavar="A,B",
+                   help="run only these named variants of the space (e.g. --variants ep,soft_lr; "
+                        "--list-spaces shows a space's variants in its description, --dry-run lists them)")
     p.add_argument("--search", default="grid", help="grid (the paper's ablation) or optuna")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every trial (pins a grid axis); repeatable")
@@ -188,7 +191,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     storage=storage, tracking_uri=tracking,
                     experiment=experiment,
                     scheduler=scheduler, grace_period=grace, reduction_factor=reduction,
-                    sampler=sampler, optuna_storage=optuna_storage, study=args.study)
+                    sampler=sampler, optuna_storage=optuna_storage, study=args.study,
+                    variants=[v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else [])
 
 
 def _scheduler_args(args: argparse.Namespace) -> tuple[str, int | None, float | None]:
@@ -251,6 +255,12 @@ def _resume_settings(args: argparse.Namespace, storage: str) -> Settings:
     return layout.read_settings()
 
 
+# The config's complaint about a dataset read from a directory nobody named, and the stand-in
+# directory a dry run plans with instead (printed in the plan's base).
+DATA_DIR_PROBLEM = "data.data_dir: dataset"
+DRY_RUN_DATA_DIR = "<DATA_DIR>"
+
+
 def build_plan(settings: Settings, missing_data: list[str] | None = None) -> Plan:
     """The validated plan. Missing data raises, or with `missing_data` (a dry run) is noted there."""
     from search_spaces import load_space, make_plan
@@ -258,14 +268,24 @@ def build_plan(settings: Settings, missing_data: list[str] | None = None) -> Pla
 
     space, _ = load_space(settings.space_file or settings.space)
     num = settings.num_samples if settings.num_samples is not None else (10 if settings.search == "optuna" else 1)
-    plan = make_plan(space, search=settings.search, sets=settings.sets, grid_overrides=settings.grids,
-                     num_samples=num)
+    def plan_with(sets: dict[str, str]) -> Plan:
+        return make_plan(space, search=settings.search, sets=sets, grid_overrides=settings.grids,
+                         num_samples=num, variants=settings.variants)
+
+    try:
+        plan = plan_with(settings.sets)
+    except ConfigError as e:
+        # a dry run of a space whose data directory is not given still plans and costs it
+        if missing_data is None or not str(e).startswith(DATA_DIR_PROBLEM):
+            raise
+        missing_data.append(str(e))
+        plan = plan_with({**settings.sets, "data.data_dir": DRY_RUN_DATA_DIR})
     configs = plan.trial_configs()
     for cfg in configs:
         if cfg.data.batch_size % settings.workers_per_trial:
             raise ConfigError(f"data.batch_size: {cfg.data.batch_size} is not divisible by "
                               f"--workers-per-trial {settings.workers_per_trial}")
-    for data_cfg in {c.data for c in configs}:
+    for data_cfg in {c.data for c in configs if c.data.data_dir != DRY_RUN_DATA_DIR}:
         try:
             check_available(data_cfg)
         except ConfigError as e:

@@ -101,8 +101,23 @@ def _bounds(dist: optuna.distributions.BaseDistribution) -> list[Any]:
     raise ConfigError(f"unsupported Optuna distribution {type(dist).__name__}")
 
 
+def pick_variants(space: SearchSpace, names: Sequence[str] | None) -> dict[str, Mapping[str, Any]]:
+    """The space's named variants that `--variants` keeps (all of them without it), in its order."""
+    if not names:
+        return dict(space.variants)
+    if not space.variants:
+        raise ConfigError(f"--variants: space {space.name!r} has no named variants (it sweeps "
+                          f"{', '.join(space.grid) or 'no grid axis'}; use --set/--grid)")
+    unknown = [n for n in names if n not in space.variants]
+    if unknown:
+        raise ConfigError(f"--variants: {', '.join(map(repr, unknown))} not a variant of space {space.name!r}; "
+                          f"one of {', '.join(space.variants)}")
+    return {n: space.variants[n] for n in space.variants if n in names}
+
+
 def make_plan(space: SearchSpace, *, search: str, sets: Mapping[str, Any],
-              grid_overrides: Mapping[str, Sequence[Any]], num_samples: int) -> Plan:
+              grid_overrides: Mapping[str, Sequence[Any]], num_samples: int,
+              variants: Sequence[str] | None = None) -> Plan:
     """Combine a space with CLI input; raises ConfigError on any conflict or bad key.
 
     For a grid, `num_samples` > 1 repeats every point with seeds run.seed, run.seed+1, ...;
@@ -114,7 +129,8 @@ def make_plan(space: SearchSpace, *, search: str, sets: Mapping[str, Any],
         raise ConfigError(f"--search optuna: space {space.name!r} has no Optuna space")
     if num_samples < 1:
         raise ConfigError(f"--num-samples: {num_samples} must be >= 1")
-    variant_keys = {k for v in space.variants.values() for k in v}
+    chosen = pick_variants(space, variants)
+    variant_keys = {k for v in chosen.values() for k in v}
     base = dict(space.base)
     grid = {k: tuple(v) for k, v in space.grid.items()} if search == "grid" else {}
     optuna_space = dict(space.optuna) if search == "optuna" else {}
@@ -157,7 +173,7 @@ def make_plan(space: SearchSpace, *, search: str, sets: Mapping[str, Any],
                 raise ConfigError("--num-samples: the grid already has a run.seed axis; use one or the other")
             grid["run.seed"] = tuple(range(seed0, seed0 + num_samples))
     plan = Plan(space=space, search=search, base=base, grid=grid,
-                variants={k: dict(v) for k, v in space.variants.items()} if search == "grid" else {},
+                variants={k: dict(v) for k, v in chosen.items()} if search == "grid" else {},
                 optuna_space=optuna_space, num_samples=num_samples if search == "optuna" else 1)
     plan.trial_configs()  # validate every trial before anything starts
     return plan

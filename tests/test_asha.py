@@ -54,9 +54,9 @@ def test_cycle_rungs_judge_only_cycle_ends() -> None:
     # Mid-cycle results (no cycle_test_acc) never reach a rung, however bad.
     assert scheduler.on_trial_result(None, b, {"cycle": 2, "epoch": 3, "test_acc": 0.0}) == TrialScheduler.CONTINUE
     end = {"cycle": 1, "epoch": 2}
-    assert scheduler.on_trial_result(None, a, {**end, "test_acc": 0.9, "cycle_test_acc": 0.9}) == "CONTINUE"
-    assert scheduler.on_trial_result(None, b, {**end, "test_acc": 0.2, "cycle_test_acc": 0.2}) == "STOP"
-    assert scheduler.on_trial_result(None, c, {**end, "test_acc": 0.95, "cycle_test_acc": 0.95}) == "CONTINUE"
+    assert scheduler.on_trial_result(None, a, {**end, "test_acc": 0.9, "cycle/test_acc": 0.9}) == "CONTINUE"
+    assert scheduler.on_trial_result(None, b, {**end, "test_acc": 0.2, "cycle/test_acc": 0.2}) == "STOP"
+    assert scheduler.on_trial_result(None, c, {**end, "test_acc": 0.95, "cycle/test_acc": 0.95}) == "CONTINUE"
 
 
 def test_marker_records_a_stop_before_the_end_only() -> None:

@@ -29,6 +29,8 @@ IMP = ["--space", "imp_quick"]
 EP = ["--space", "ep_quick"]  # the bad values below are checked against its base
 # imp_quick varies the repellent loss in its variants (a --set of those keys is refused): a space that does not
 IMP_WD = ["--space", "imp_weight_decay", "--set", "data.dataset=digits", "--set", "model.name=mlp"]
+# imp_quick's variants also set the batch size and the epochs per round: checks of those use this
+IMP_10 = [*IMP_WD, "--set", "schedule.epochs=10"]
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -82,11 +84,11 @@ IMP_WD = ["--space", "imp_weight_decay", "--set", "data.dataset=digits", "--set"
      "set method.rounds=2, got 8"),
     ([*IMP, "--set", "method.one_shot_sparsity=1.5", "--set", "method.rounds=2"],
      "method.one_shot_sparsity: 1.5 must be < 1 (allowed range (0, 1))"),
-    ([*IMP, "--set", "method.rewind_epoch=10"],
+    ([*IMP_10, "--set", "method.rewind_epoch=10"],
      "method.rewind_epoch: 10 must be smaller than schedule.epochs (10), the length of round 1"),
     ([*IMP, "--set", "method.rewind_epoch=-1"], "method.rewind_epoch: -1 must be >= 0"),
     ([*IMP, "--set", "method.rewind_step=-3"], "method.rewind_step: -3 must be >= 0"),
-    ([*IMP, "--set", "method.rewind_step=900", "--set", "data.batch_size=16"],
+    ([*IMP_10, "--set", "method.rewind_step=900", "--set", "data.batch_size=16"],
      "method.rewind_step: 900 must be smaller than the 890 optimizer steps of round 1 (schedule.epochs=10 x 89 "
      "steps at data.batch_size=16)"),
     ([*IMP, "--set", "method.rewind_epoch=1", "--set", "method.rewind_step=5"],
@@ -102,10 +104,10 @@ IMP_WD = ["--space", "imp_weight_decay", "--set", "data.dataset=digits", "--set"
     ([*IMP, "--set", "method.bn_batches=-1"], "method.bn_batches: -1 must be >= 0"),
     ([*IMP, "--set", "method.hist_bins=1"], "method.hist_bins: 1 must be >= 2"),
     ([*IMP, "--set", "method.density=0.2"], "unknown config key 'method.density'"),
-    ([*IMP, "--set", "data.batch_size=0"], "data.batch_size: 0 must be >= 1"),
-    ([*IMP, "--set", "data.batch_size=2048"], "data.batch_size: 2048 is larger than the 1437 training images of digits"),
-    ([*IMP, "--grid", "data.batch_size=16,4096"], "data.batch_size: 4096 is larger than the 1437 training images"),
-    ([*IMP, "--set", "schedule.warmup_epochs=10"], "schedule.warmup_epochs: 10 must be smaller than schedule.epochs (10)"),
+    ([*IMP_10, "--set", "data.batch_size=0"], "data.batch_size: 0 must be >= 1"),
+    ([*IMP_10, "--set", "data.batch_size=2048"], "data.batch_size: 2048 is larger than the 1437 training images of digits"),
+    ([*IMP_10, "--grid", "data.batch_size=16,4096"], "data.batch_size: 4096 is larger than the 1437 training images"),
+    ([*IMP_10, "--set", "schedule.warmup_epochs=10"], "schedule.warmup_epochs: 10 must be smaller than schedule.epochs (10)"),
     ([*IMP, "--set", "schedule.warmup_epochs=-2"], "schedule.warmup_epochs: -2 must be >= 0"),
     ([*IMP, "--set", "optim.weight_decay=-1e-5"], "optim.weight_decay: -1e-05 must be >= 0"),
     ([*IMP, "--set", "method.affine_bn=maybe"], "method.affine_bn: expected true or false, got 'maybe'"),

@@ -1,9 +1,11 @@
 """What a sweep leaves behind, seen in a real headless Chromium: its report's index.html (every
-image loaded) and MLflow 3.17's UI served by a real `mlflow server` on 127.0.0.1 (the runs table
-through the link the sweep prints, a trial's run page, its artifact view with the mask figure,
-the parent's description, the compare view of the trials), with screenshots.
+image loaded, on disk and inside MLflow's artifact view) and MLflow 3.17's UI served by a real
+`mlflow server` on 127.0.0.1 (the saved view through the link the sweep prints: its first
+columns and its charts, the dense run on the accuracy-against-density scatter; a trial's run
+page with its description, its artifact view with the mask figure, the parent's description,
+the compare view of the trials), with screenshots.
 
-One tiny sweep (2 trials) against one server serves the whole module. The browser is the system
+One tiny sweep (the tour's dense and EP variants) against one server serves the whole module. The browser is the system
 Chromium driven by Playwright's Python package (no `playwright install`, no download). Without a
 Chromium binary the module is skipped, except with SPARSESWEEP_REQUIRE_BROWSER=1 (CI), where
 that fails. Screenshots go to pytest's tmp dir; SPARSESWEEP_UI_SHOTS=DIR copies them to DIR
@@ -39,10 +41,11 @@ REQUIRE = os.environ.get("SPARSESWEEP_REQUIRE_BROWSER") == "1"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 EXPERIMENT = "browser"
 SWEEP = "br"
-CHILDREN = ["ep/k=0.2/seed=0", "ep/k=0.5/seed=0"]
+CHILDREN = ["dense/dense/seed=0", "ep/ep/seed=0"]
 WAIT_MS = 60_000  # a cold page on 2 busy cores; each wait ends as soon as its element is there
 #: The MLflow UI's screenshots (report.png, of index.html, stays in tmp).
-UI_SHOTS = ("runs_table.png", "run_page.png", "artifact_view.png", "compare.png")
+UI_SHOTS = ("runs_table.png", "saved_view_charts.png", "run_page.png", "artifact_view.png", "report_in_mlflow.png",
+            "compare.png")
 WIDE = {"width": 2200, "height": 560}  # the table's columns are virtualised: off-screen ones aren't in the DOM
 
 
@@ -93,10 +96,10 @@ def swept(browser: Any, mlflow_server: MlflowServer, tmp_path_factory: pytest.Te
     uri = mlflow_server.wait_healthy()
     storage = tmp_path_factory.mktemp("browser-sweep") / "runs"
     args = ["--storage", str(storage), "--tracking-uri", uri, "--experiment", EXPERIMENT, "--name", SWEEP,
-            "--space", "ep_quick", "--grid", "method.prune_rate=0.2,0.5", "--max-concurrent", "2",
-            "--set", "run.max_steps_per_epoch=4", "--set", "schedule.epochs=2", "--set", "data.batch_size=32"]
+            "--space", "tour", "--variants", "dense,ep", "--max-concurrent", "2",
+            "--set", "run.max_steps_per_epoch=3"]
     proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", *args], cwd=ROOT,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=400)
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(EXPERIMENT)
@@ -157,15 +160,48 @@ def test_report_index_shows_every_figure(swept: Swept, shots: Path, page: Any) -
     sections = page.eval_on_selector_all("section", "els => els.map(e => e.querySelectorAll('img').length)")
     assert n >= 2 and sections == [1] * n  # one image per figure listed
     imgs = images(page)
-    assert len(imgs) == n and all(i["loaded"] for i in imgs), [i["src"] for i in imgs if not i["loaded"]]
-    assert {i["src"] for i in imgs} == {p.name for p in index.parent.glob("*.png")}
+    assert len(imgs) == n and all(i["loaded"] for i in imgs), [i["src"][:80] for i in imgs if not i["loaded"]]
+    assert all(i["src"].startswith("data:image/png;base64,") for i in imgs)  # self-contained
+    files = page.eval_on_selector_all("img", "els => els.map(i => i.dataset.file)")
+    assert set(files) == {p.name for p in index.parent.glob("*.png")}  # and the files beside it
     page.screenshot(path=shots / "report.png", animations="disabled")
 
 
-def test_runs_table_from_the_printed_link(swept: Swept, shots: Path, page: Any) -> None:
+def test_report_inside_mlflow_shows_every_image(swept: Swept, shots: Path, page: Any) -> None:
+    """The parent's report/index.html opened in MLflow's artifact view (shown from a blob URL, where
+    a relative src resolves to nothing): every image decodes."""
+    page.set_viewport_size({"width": 1600, "height": 1100})
+    page.goto(ui(swept, f"experiments/{swept.experiment_id}/runs/{swept.parent.info.run_id}"
+                        "/artifacts/report/index.html"))
+    close_assistant(page)
+    # MLflow's HTML view: an iframe (sandbox="allow-scripts": another origin) on a blob: URL
+    frame = page.frame_locator("iframe.mlflow-html-iframe")
+    frame.locator("section img").first.wait_for()
+    imgs = frame.locator("section img")
+    imgs.last.evaluate("i => i.decode()")  # waits until the browser decoded it (throws if it cannot)
+    loaded = imgs.evaluate_all("els => els.map(i => ({src: i.getAttribute('src'), "
+                               "loaded: i.complete && i.naturalWidth > 0}))")
+    n = int(re.search(r"(\d+) figure\(s\)", frame.locator("body").inner_text()).group(1))
+    assert len(loaded) == n >= 2 and all(i["loaded"] for i in loaded), \
+        [i["src"][:60] for i in loaded if not i["loaded"]]
+    first = frame.locator("section").evaluate_all("els => els.map(e => e.id)")[:2]
+    assert first[0] == "cross_families" and first[1].startswith("sweep_")  # what the tour is for, first
+    close_assistant(page)  # it may open only once the page has settled
+    page.screenshot(path=shots / "report_in_mlflow.png", animations="disabled")
+
+
+def _header_order(pg: Any) -> list[str]:
+    """The table's column ids in the order they are shown (aria-colindex; the DOM order is not)."""
+    return pg.eval_on_selector_all(
+        ".ag-header-row-column .ag-header-cell[col-id]",
+        "els => els.map(e => [Number(e.getAttribute('aria-colindex')), e.getAttribute('col-id')])"
+        ".sort((a, b) => a[0] - b[0]).map(x => x[1])")
+
+
+def test_saved_view_from_the_printed_link(swept: Swept, shots: Path, page: Any) -> None:
     """The link the sweep prints opens the runs table (not the GenAI overview) on the saved view:
-    the trials by name, the Dataset and Source filled, the swept param, metrics and method tag as
-    columns."""
+    the trials by name, their method, test accuracy and density the first columns, then the
+    dying ratio; Dataset and Source out of the way."""
     link = re.search(r"This sweep in MLflow's runs table: (\S+)", swept.stdout).group(1)
     page.set_viewport_size(WIDE)
     page.goto(link)
@@ -173,30 +209,51 @@ def test_runs_table_from_the_printed_link(swept: Swept, shots: Path, page: Any) 
         page.get_by_text(name, exact=True).wait_for()
     close_assistant(page)
     assert "/runs?" in page.url and "searchFilter=tags." in page.url  # the view applied, not the overview
-    header = page.locator(".ag-header-cell[col-id]")
     page.locator('.ag-header-cell[col-id="tags.`sparsesweep.method`"]').wait_for()
-    cols = [header.nth(i).get_attribute("col-id") for i in range(header.count())]
-    assert {"attributes.`Dataset`", "attributes.`Source`", "params.`method.prune_rate`", "metrics.`test_acc`",
-            "metrics.`dying_ratio`", "tags.`sparsesweep.method`"} <= set(cols), cols
+    cols = [c for c in _header_order(page) if "`" in c and c != "attributes.`Run Name`"]  # not the checkbox
+    assert cols[:4] == ["tags.`sparsesweep.method`", "metrics.`test_acc`", "metrics.`density`",
+                        "metrics.`dying_ratio`"], cols
+    assert "attributes.`Dataset`" not in cols[:6] and "attributes.`Source`" not in cols[:6]
     rows = page.locator(".ag-center-cols-container .ag-row").all_inner_texts()
     assert len(rows) == 2, rows  # the trials only: the parent is not in the view
-    for row in rows:  # Dataset, Source, the method tag
-        cells = row.split("\n")
-        assert "python -m orchestrator.sweep" in cells and cells[-1] == "ep", cells  # tags come last
-        assert any(c.startswith("digits (") for c in cells), cells
+    cells = [r.split("\n") for r in rows]  # DOM order, not the columns' (aria-colindex says that)
+    assert sorted(c for row in cells for c in row if c in ("dense", "ep")) == ["dense", "ep"], rows
+    dense = next(row for row in cells if "dense" in row)
+    assert "1" in dense, dense  # dense runs log density 1.0
     page.screenshot(path=shots / "runs_table.png", animations="disabled")
+
+
+def test_saved_view_charts_accuracy_against_density(swept: Swept, shots: Path, page: Any) -> None:
+    """The saved view's charts: test accuracy against density (the dense run at density 1.0 on
+    it, beside EP), and per-cycle accuracy with the reinit baseline."""
+    link = re.search(r"This sweep in MLflow's runs table: (\S+)", swept.stdout).group(1)
+    page.set_viewport_size({"width": 1700, "height": 1100})
+    page.goto(link + "&compareRunsMode=CHART")
+    close_assistant(page)
+    page.get_by_text("sparsesweep: comparison").first.wait_for()  # the saved charts' section, first
+    page.get_by_text("density vs. test_acc", exact=True).first.wait_for()  # 3.17.2 titles them by axes
+    page.get_by_text(re.compile(r"^cycle/test_acc vs cycle/reinit_test_acc")).first.wait_for()
+    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.data && "
+                           "p.data.some(t => t.mode && t.mode.includes('markers') && (t.x || []).length >= 2))")
+    xs = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(p => (p.data || [])"
+                       ".filter(t => t.mode && t.mode.includes('markers')).flatMap(t => [...(t.x || [])]))")
+    densities = {round(float(x), 3) for x in xs if isinstance(x, int | float)}
+    assert 1.0 in densities and 0.328 in densities, xs  # dense (density 1.0) and EP (k = 0.672)
+    page.screenshot(path=shots / "saved_view_charts.png", animations="disabled")
 
 
 def test_run_page_and_its_mask_figure(swept: Swept, shots: Path, page: Any) -> None:
     """A trial's page: name, parent, source, dataset, tags; its artifact view shows
     masks/density.png, decoded."""
-    child = swept.children[0]
+    child = swept.children[1]  # EP: a mask
     page.goto(ui(swept, f"experiments/{swept.experiment_id}/runs/{child.info.run_id}"))
-    page.get_by_role("heading", name=CHILDREN[0]).wait_for()
+    page.get_by_role("heading", name=CHILDREN[1]).wait_for()
     close_assistant(page)
     page.get_by_role("link", name=swept.parent.info.run_name).wait_for()  # "Parent run"
     for text in ("python -m orchestrator.sweep", "digits (", "sparsesweep.family", "strong_lottery"):
         page.get_by_text(text).first.wait_for()
+    # its one-line description: method, density, final accuracy
+    page.get_by_text(re.compile(r"^ep, density 0\.328, final test accuracy 0\.\d{4}$")).first.wait_for()
     page.screenshot(path=shots / "run_page.png", animations="disabled")
 
     page.goto(ui(swept, f"experiments/{swept.experiment_id}/runs/{child.info.run_id}/artifacts/masks/density.png"))
@@ -204,6 +261,8 @@ def test_run_page_and_its_mask_figure(swept: Swept, shots: Path, page: Any) -> N
     page.wait_for_function(f"() => {{ const i = document.querySelector('{figure}');"
                            " return i !== null && i.complete && i.naturalWidth > 0; }")
     assert images(page, figure)[0]["loaded"]
+    width, height = page.eval_on_selector(figure, "i => [i.naturalWidth, i.naturalHeight]")
+    assert width >= 1000 and height >= 600, (width, height)  # readable: 150 dpi, >= 4 inches tall
     # the mask file it summarises, beside it; the tree opens with a JS (velocity) animation
     page.locator('[data-testid="artifact-tree-node"][artifact-name="masks.parquet"]').wait_for()
     page.wait_for_function("() => !document.querySelector('.velocity-animating')")
@@ -235,10 +294,11 @@ def test_compare_view_of_the_trials(swept: Swept, shots: Path, page: Any) -> Non
         page.get_by_text(name, exact=True).first.wait_for()
     diff = page.get_by_role("switch", name="Parameters - Show diff only")
     diff.click()
-    # the params table without its identical rows (optim.lr is the same in both trials)
-    params = page.locator("table.mlflow-compare-table").filter(has_text="method.prune_rate").filter(
-        has_not_text="sparsesweep.")  # not the tags table (sparsesweep.swept: method.prune_rate)
-    params.filter(has_not_text="optim.lr").wait_for()
+    # the params table without its identical rows (the dataset is the same in both)
+    params = page.locator("table.mlflow-compare-table").filter(has_text="method.name").filter(
+        has_not_text="sparsesweep.")  # not the tags table
+    params.filter(has_not_text="data.dataset").wait_for()
     assert diff.get_attribute("aria-checked") == "true"
-    assert params.inner_text().split() == ["method.prune_rate", "0.2", "0.5"]
+    text = params.inner_text().split()
+    assert text[text.index("method.name"):][:3] == ["method.name", "dense", "edge_popup"], text
     page.screenshot(path=shots / "compare.png", animations="disabled")

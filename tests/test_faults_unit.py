@@ -278,7 +278,7 @@ def test_replayed_operations_log_each_step_once(migrated_db: Path, tmp_path: Pat
     parent = tracker.start("replay", {}, {})
     rec = TrialRecord("t_00000", "trial_t_00000", [("optim.lr", "0.1")])
     ops = [start_op(rec),
-           *result_ops(rec, {"epoch": 1, "cycle": 1, "test_acc": 0.5, "cycle_test_acc": 0.5}),
+           *result_ops(rec, {"epoch": 1, "cycle": 1, "test_acc": 0.5, "cycle/test_acc": 0.5}),
            *result_ops(rec, {"epoch": 2, "cycle": 1, "test_acc": 0.6}),
            *result_ops(rec, {"epoch": 3, "diverged": 1.0, "step": 9, "train_loss": float("nan")}),
            tags_op(rec, {"k": "v"}), end_op(rec, "FAILED")]
@@ -296,7 +296,7 @@ def test_replayed_operations_log_each_step_once(migrated_db: Path, tmp_path: Pat
     (run,) = client.search_runs([tracker.experiment_id], "tags.`sparsesweep.kind` = 'trial'")
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "test_acc")] == [
         (1, 0.5), (2, 0.6)]
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "cycle_test_acc")] == [1]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "cycle/test_acc")] == [1]
     assert "diverged" not in run.data.metrics and "train_loss" not in run.data.metrics
     assert run.data.tags["sparsesweep.status"] == "diverged"
     assert run.data.tags["sparsesweep.diverged_at"] == "epoch 3, step 9"

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SETS = ["data.dataset=digits", "model.name=mlp", "model.mlp_hidden=300,100", "optim.weight_decay=0",
         "method.rounds=2", "schedule.epochs=1", "run.max_steps_per_epoch=20", "data.batch_size=32", "method.lmc=true",
         "method.lmc_points=3", "method.repel=all"]
-IMP_CYCLES = [2, 5]  # cycles: (1, copy) (1, imp) (2, copy) (2, reinit) (2, imp)
+ROUNDS = [1, 2]  # every phase of round r (copy, reinit, imp) logs at step r
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def imp_args(storage: Path, name: str) -> list[str]:
 def test_sweep_prints_the_per_round_table(imp_sweep: tuple) -> None:
     _, children, out, _, _ = imp_sweep
     assert len(children) == 1
-    assert "Per cycle" in out and "cycle_reinit_test_acc" in out and "cycle_distance_prev" in out
+    assert "Per cycle" in out and "cycle/reinit_test_acc" in out and "cycle/distance_prev" in out
 
 
 def test_imp_and_reinit_per_round_in_one_query(imp_sweep: tuple) -> None:
@@ -73,16 +73,20 @@ def test_imp_and_reinit_per_round_in_one_query(imp_sweep: tuple) -> None:
     for run in children:
         rid = run.info.run_id
         history = {key: {m.step: m.value for m in client.get_metric_history(rid, key)}
-                   for key in ("cycle_round", "cycle_test_acc", "cycle_reinit_test_acc", "cycle_remaining_ratio",
-                               "cycle_instability")}
-        assert sorted(history["cycle_test_acc"]) == IMP_CYCLES
-        assert [history["cycle_round"][c] for c in IMP_CYCLES] == [1, 2]
-        assert sorted(history["cycle_reinit_test_acc"]) == [5]  # round 1 is dense: no reinit
-        assert history["cycle_remaining_ratio"][5] == pytest.approx(0.8, abs=1e-3)
-        assert sorted(history["cycle_instability"]) == IMP_CYCLES
+                   for key in ("cycle/test_acc", "cycle/reinit_test_acc", "cycle/reinit_train_acc", "cycle/density",
+                               "cycle/instability", "cycle/copy_test_acc")}
+        assert sorted(history["cycle/test_acc"]) == ROUNDS
+        assert sorted(history["cycle/reinit_test_acc"]) == [2]  # round 1 is dense: no reinit
+        assert sorted(history["cycle/reinit_train_acc"]) == [2]
+        assert sorted(history["cycle/copy_test_acc"]) == ROUNDS
+        assert history["cycle/density"][2] == pytest.approx(0.8, abs=1e-3)
+        assert sorted(history["cycle/instability"]) == ROUNDS
+        # per epoch, test_acc is the ticket's training (epochs 2 and 5); the copy's and the
+        # reinit's epochs are their own curves
         epochs = [m.step for m in client.get_metric_history(rid, "test_acc")]
-        assert epochs == [1, 2, 3, 4, 5]
-        assert sorted(m.step for m in client.get_metric_history(rid, "cycle_repel_loss")) == [5]  # round 2 only
+        assert epochs == [2, 5]
+        assert [m.step for m in client.get_metric_history(rid, "reinit_test_acc")] == [4]
+        assert sorted(m.step for m in client.get_metric_history(rid, "cycle/repel_loss")) == [2]  # round 2 only
 
 
 def test_round_artifacts_are_in_mlflow(imp_sweep: tuple) -> None:
@@ -91,15 +95,15 @@ def test_round_artifacts_are_in_mlflow(imp_sweep: tuple) -> None:
     dest = dl / run.info.run_id
     dest.mkdir()
     masks = [read_masks(client.download_artifacts(run.info.run_id, f"masks/cycle_{c:02d}.parquet", str(dest)))
-             for c in IMP_CYCLES]
+             for c in ROUNDS]
     kept = [sum(int(m.sum()) for m in ms.values()) for ms in masks]
     total = sum(m.numel() for m in masks[0].values())
     assert kept == [total, total - -(-total // 5)]  # ⌈0.2·n⌉ removed
-    table = pq.read_table(client.download_artifacts(run.info.run_id, "distances/cycle_05.parquet", str(dest)))
+    table = pq.read_table(client.download_artifacts(run.info.run_id, "distances/cycle_02.parquet", str(dest)))
     labels, matrix = distance_matrix(table, "imp")
     assert labels == ["r01", "r02", "init"] and 0 <= matrix[0, 1] <= 1
     for name in ("histograms", "lmc"):
-        assert pq.read_table(client.download_artifacts(run.info.run_id, f"{name}/cycle_05.parquet", str(dest))).num_rows
+        assert pq.read_table(client.download_artifacts(run.info.run_id, f"{name}/cycle_02.parquet", str(dest))).num_rows
 
 
 def without_trial_ids(table: Path) -> list[str]:

@@ -73,7 +73,7 @@ def spy_run(cfg: ExperimentConfig, monkeypatch: pytest.MonkeyPatch) -> tuple[Spy
 
 
 def last_round_reports(reports: list[dict]) -> list[dict]:
-    return [r for r in reports if "cycle_remaining_ratio" in r]
+    return [r for r in reports if "cycle/density" in r]
 
 
 # ----- config --------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_each_round_removes_exactly_20_percent_of_the_remaining(tmp_path: Path) 
         if previous is not None:
             assert all(not (masks[n] & ~previous[n]).any() for n in masks), "a pruned weight came back"
         previous, remaining = masks, remaining - math.ceil(0.2 * remaining - 1e-9)
-    ratios = [r["cycle_remaining_ratio"] for r in last_round_reports(reports)]
+    ratios = [r["cycle/density"] for r in last_round_reports(reports)]
     assert ratios == [1.0, 1894 / PRUNABLE, 1515 / PRUNABLE, 1212 / PRUNABLE]
 
 
@@ -206,8 +206,11 @@ def test_reinit_keeps_the_mask_but_not_the_weights(monkeypatch: pytest.MonkeyPat
         assert torch.equal(w_imp, spy.init_state[f"{name}.weight"] * mask)
         assert (w_re[mask] != w_imp[mask]).float().mean() > 0.99  # fresh weights, not θ_0
     summary = last_round_reports(reports)[-1]
-    assert summary["cycle_round"] == 2 and 0 < summary["cycle_reinit_test_acc"] <= 1
-    assert "cycle_phase_reinit_test_acc" in reports[3] and reports[3]["phase"] == 2
+    # the reinit baseline reports at its round's step, under its own names, once
+    assert summary["cycle_step"] == 2 and "cycle/reinit_test_acc" not in summary
+    assert reports[3]["cycle_step"] == 2 and reports[3]["phase"] == 2
+    assert 0 < reports[3]["cycle/reinit_test_acc"] <= 1 and "cycle/test_acc" not in reports[3]
+    assert "reinit_test_acc" in reports[3] and "test_acc" not in reports[3]  # per epoch too
 
 
 def test_repellent_term_only_from_round_2_and_lambda_zero_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,27 +248,27 @@ def test_copy_trains_from_the_same_state_on_another_data_order(tmp_path: Path) -
     cfg = cfg_of(method__rounds=2, method__lmc=True, method__lmc_points=5, run__checkpoint_every=100)
     reports, ckpts = run(cfg, tmp_path)
     summary = last_round_reports(reports)
-    assert [s["cycle_round"] for s in summary] == [1, 2]
-    assert all("cycle_instability" in s and s["cycle_instability"] >= 0 for s in summary)
-    assert "cycle_successive_instability" in summary[1] and "cycle_successive_instability" not in summary[0]
+    assert [s["cycle_step"] for s in summary] == [1, 2]
+    assert all("cycle/instability" in s and s["cycle/instability"] >= 0 for s in summary)
+    assert "cycle/successive_instability" in summary[1] and "cycle/successive_instability" not in summary[0]
     last = ckpts[max(ckpts)] / "artifacts"
-    lmc = pq.read_table(last / "lmc" / "cycle_05.parquet").to_pylist()
+    lmc = pq.read_table(last / "lmc" / "cycle_02.parquet").to_pylist()
     copy = [r["error"] for r in lmc if r["path"] == "copy"]
-    assert len(copy) == 5 and max(copy) - (copy[0] + copy[-1]) / 2 == pytest.approx(summary[1]["cycle_instability"])
+    assert len(copy) == 5 and max(copy) - (copy[0] + copy[-1]) / 2 == pytest.approx(summary[1]["cycle/instability"])
     # the copy trained on another order: its endpoint differs from IMP's; with the run's own data
     # seed it is the IMP training itself (same state, same order per epoch of the round)
-    assert reports[1]["cycle_phase_copy_train_loss"] != reports[3]["cycle_train_loss"]
+    assert reports[1]["cycle/copy_train_loss"] != reports[3]["cycle/train_loss"]
     same, _ = run(cfg_of(method__rounds=1, method__lmc=True, method__lmc_points=3, method__copy_data_seed=0),
                   tmp_path / "same")
-    assert same[1]["cycle_phase_copy_train_loss"] == same[3]["cycle_train_loss"]
-    assert same[3]["cycle_instability"] == 0
-    dist = pq.read_table(last / "distances" / "cycle_05.parquet")
+    assert same[1]["cycle/copy_train_loss"] == same[3]["cycle/train_loss"]
+    assert same[3]["cycle/instability"] == 0
+    dist = pq.read_table(last / "distances" / "cycle_02.parquet")
     labels, m = distance_matrix(dist, "imp")
-    assert labels == ["r01", "r02", "init"] and 0 < m[0, 1] < 1 and summary[1]["cycle_distance_prev"] == m[0, 1]
+    assert labels == ["r01", "r02", "init"] and 0 < m[0, 1] < 1 and summary[1]["cycle/distance_prev"] == m[0, 1]
     labels, m = distance_matrix(dist, "reinit")
     assert labels == ["r02", "init"] and 0 < m[0, 1] < 2
-    hist = pq.read_table(last / "histograms" / "cycle_05.parquet")
-    assert sum(hist.column("count").to_pylist()) == round(summary[1]["cycle_remaining_ratio"] * PRUNABLE)
+    hist = pq.read_table(last / "histograms" / "cycle_02.parquet")
+    assert sum(hist.column("count").to_pylist()) == round(summary[1]["cycle/density"] * PRUNABLE)
 
 
 @pytest.mark.parametrize("variant", [

@@ -151,25 +151,25 @@ def test_hard_iep_never_leaves_the_previous_mask_soft_can(tmp_path: Path) -> Non
     assert escaped > 0  # soft pruning re-selected edges the previous cycle had dropped
 
 
-def test_cycle_remaining_ratio_and_counts(tmp_path: Path) -> None:
+def test_cycle_density_and_counts(tmp_path: Path) -> None:
     reports, ckpts = run(cfg_of(method__pruning="hard"), tmp_path)
-    ends = [r for r in reports if "cycle_test_acc" in r]
+    ends = [r for r in reports if "cycle/test_acc" in r]
     assert [r["epoch"] for r in ends] == [2, 4, 6] and [r["cycle"] for r in ends] == [1, 2, 3]
     rates = (0.3, 0.51, 0.657)
     for r, k, masks in zip(ends, rates, cycle_masks(ckpts[6], 3), strict=True):
-        assert r["cycle_prune_rate"] == k
         for m in masks.values():
             assert int(m.sum()) == kept_count(m.numel(), k)  # exact per layer
         total = sum(m.numel() for m in masks.values())
-        assert r["cycle_remaining_ratio"] == sum(int(m.sum()) for m in masks.values()) / total
-        assert r["cycle_dying_ratio"] >= r["cycle_dying_ratio_apparent"]
-        assert r["cycle_dying_ratio_total"] <= r["cycle_dying_ratio"]
-        assert sum(r[f"cycle_visits_{b}"] for b in ("0", "1", "2", "3", "4", "5", "gt5")) == pytest.approx(1)
+        assert r["cycle/density"] == sum(int(m.sum()) for m in masks.values()) / total
+        assert r["cycle/dying_ratio"] >= r["cycle/dying_ratio_apparent"]
+        assert r["cycle/dying_ratio_all_cycles"] <= r["cycle/dying_ratio"]
+        assert "cycle/visits_0" not in r and "cycle/prune_rate" not in r  # logged once: dying ratio, density
+        visited = sum(r[f"cycle/visits_{b}"] for b in ("1", "2", "3", "4", "5", "gt5"))
         # never visited in a training step = dying, except edges the very last update selected
         # (in the final mask, so not dying, but never used by a step): a few at most
-        assert r["cycle_dying_ratio"] <= r["cycle_visits_0"] <= r["cycle_dying_ratio"] + 0.01
+        assert r["cycle/dying_ratio"] <= 1 - visited <= r["cycle/dying_ratio"] + 0.01
     # worst case = apparent + the edges removed before the cycle (§5)
-    assert ends[1]["cycle_dying_ratio"] == pytest.approx(ends[1]["cycle_dying_ratio_apparent"] + 0.3, abs=0.01)
+    assert ends[1]["cycle/dying_ratio"] == pytest.approx(ends[1]["cycle/dying_ratio_apparent"] + 0.3, abs=0.01)
     ranks = pq.read_table(ckpts[6] / "artifacts/ranks/cycle_03.parquet").to_pylist()
     assert len(ranks) == 20 and all(r["selected"] == (r["rank"] < r["threshold"]) for r in ranks)
 
@@ -306,7 +306,7 @@ def test_progressive_ep_raises_k_per_stage(tmp_path: Path) -> None:
                                       "method.progressive_stages": 2, "schedule.epochs": 4})
     reports, ckpts = run(cfg, tmp_path)
     # 12 steps (epochs of 3) in 2 stages: k = .5 for steps 0-5 (epochs 1-2), .75 for steps 6-11
-    assert [r["prune_rate"] for r in reports] == [0.5, 0.5, 0.75, 0.75]
+    assert [r["density"] for r in reports] == pytest.approx([0.5, 0.5, 0.25, 0.25], abs=0.01)
     assert [r["density"] for r in reports][-1] == pytest.approx(0.25, abs=0.01)
     final = read_masks(ckpts[4] / "masks.parquet")
     assert all(int(m.sum()) == kept_count(m.numel(), 0.75) for m in final.values())
@@ -321,8 +321,8 @@ def test_dense_lrr_prunes_by_global_magnitude_and_keeps_weights(tmp_path: Path) 
     cfg = cfg_of(method__name="dense_lrr", method__cycles=2, method__shrinkage=0.5,
                  optim__weight_decay=0.01, optim__lr=0.05, method__rank_sample=...)
     reports, ckpts = run(cfg, tmp_path)
-    ends = [r for r in reports if "cycle_remaining_ratio" in r]
-    assert [r["cycle_prune_rate"] for r in ends] == [0.0, 0.5, 0.75]
+    ends = [r for r in reports if "cycle/density" in r]
+    assert [r["cycle/density"] for r in ends] == pytest.approx([1.0, 0.5, 0.25], abs=1e-3)
     end1 = state(ckpts[2])["model"]
     weights = {k: v for k, v in end1.items() if k.endswith(".weight") and f"{k[:-7]}.mask" in end1}
     masks2 = cycle_masks(ckpts[4], 2)[1]
@@ -336,7 +336,7 @@ def test_dense_lrr_prunes_by_global_magnitude_and_keeps_weights(tmp_path: Path) 
     for k in weights:
         assert torch.equal(mid[k][~masks2[k]], torch.zeros_like(mid[k][~masks2[k]]))  # exactly zero
         assert not torch.equal(mid[k][masks2[k]], end1[k][masks2[k]])  # and trained on
-    assert ends[2]["cycle_remaining_ratio"] == pytest.approx(0.25, abs=1e-3)
+    assert ends[2]["cycle/density"] == pytest.approx(0.25, abs=1e-3)
 
 
 def test_checkpoint_round_trip_restores_the_cycle(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ from orchestrator.tracking.labels import (
     dataset_input,
     mask_files,
     param_text,
+    trial_note,
     trial_number,
-    view_url,
 )
 from orchestrator.tracking.ops import (
     DEFAULT_ARTIFACT_FILES,
@@ -33,6 +33,7 @@ from orchestrator.tracking.ops import (
 )
 from orchestrator.tracking.sync import TuneTrial, trial_ops
 from orchestrator.tracking.tracker import SweepTracker
+from orchestrator.tracking.views import view_url
 from orchestrator.tracking.writer import MlflowWriter
 from search_spaces import get_space, make_plan
 from trainables.checkpoint_io import verify_checkpoint, write_manifest
@@ -77,16 +78,20 @@ def test_tags_family_colour_and_parent_note() -> None:
     plan = make_plan(get_space("imp_quick"), search="grid", sets={}, grid_overrides={}, num_samples=1)
     labels = SweepLabels.from_plan(plan, "imp-1")
     flat = plan.resolve(plan.points()[0]).to_flat()
-    tags = labels.trial_tags(flat, "ab12c_00011")
+    tags = labels.trial_tags(flat, "ab12c_00011", plan.points()[0])
     assert tags["sparsesweep.family"] == "imp" and tags["sparsesweep.method"] == "imp"
     assert tags["sparsesweep.space"] == "imp_quick" and tags["sparsesweep.sweep_name"] == "imp-1"
-    assert tags["sparsesweep.swept"] == "variant,data.batch_size"
+    assert tags["sparsesweep.swept"] == "variant" and tags["sparsesweep.variant"] == "imp/bs16"
+    # the child's description, one line: until it ends, then with its result
+    assert tags["mlflow.note.content"] == "imp, 8 rounds, running"
+    assert trial_note(flat, {"density": 0.2097152, "test_acc": 0.97}) == \
+        "imp, 8 rounds, density 0.21, final test accuracy 0.9700"
     assert tags["mlflow.runColor"] == RUN_COLORS[11 % len(RUN_COLORS)]
     assert trial_number("ab12c_00011") == 11
     assert labels.parent_tags()["sparsesweep.family"] == "imp"
     note = labels.parent_note("python -m orchestrator.sweep --space imp_quick", plan)
     assert note.startswith("Started with:\n\n```\npython -m orchestrator.sweep --space imp_quick\n```")
-    assert "`data.batch_size`: 16, 256" in note and "variants: " in note
+    assert "variants: imp/bs16, imp/bs256, repel_all_2/bs16, repel_all_2/bs256" in note
 
 
 def test_saved_view_of_the_runs_table() -> None:
@@ -95,12 +100,22 @@ def test_saved_view_of_the_runs_table() -> None:
     tag, value = labels.shared_view("test_loss", "min")
     assert tag == "mlflow.sharedViewState.sweep-d_q_1" and labels.view_key() == "sweep-d_q_1"
     view = json.loads(value)
-    assert view["selectedColumns"][:4] == ["attributes.`Dataset`", "attributes.`Source`",
-                                           "tags.`sparsesweep.method`", "params.`optim.lr`"]
-    assert view["selectedColumns"][4] == "metrics.`test_loss`" and view["orderByAsc"] is True
+    assert view["selectedColumns"][:5] == ["tags.`sparsesweep.method`", "metrics.`test_acc`", "metrics.`density`",
+                                           "metrics.`dying_ratio`", "params.`optim.lr`"]
+    assert "metrics.`test_loss`" in view["selectedColumns"] and view["orderByKey"] == "metrics.`test_loss`"
+    assert view["orderByAsc"] is True
+    assert view["columnOrder"][:3] == ["attributes.`Run Name`", "tags.`sparsesweep.method`", "metrics.`test_acc`"]
+    assert set(view["columnWidths"]) <= set(view["columnOrder"])
     assert view["searchFilter"] == "tags.`sparsesweep.sweep_name` = 'd q1' and tags.`sparsesweep.kind` = 'trial'"
+    scatter, cycles = view["compareRunCharts"]
+    assert (scatter["type"], scatter["xaxis"]["key"], scatter["yaxis"]["key"]) == ("SCATTER", "density", "test_acc")
+    assert cycles["type"] == "LINE" and cycles["selectedMetricKeys"] == ["cycle/test_acc", "cycle/reinit_test_acc"]
+    assert {c["metricSectionId"] for c in view["compareRunCharts"]} == {view["compareRunSections"][0]["uuid"]}
+    # a local store: the route alone (relative), so the description's link works on any port
     assert view_url("sqlite:////x/mlflow.db", "3", "k") == \
-        "http://127.0.0.1:5000/#/experiments/3/runs?viewStateShareKey=k&workflowType=machine_learning"
+        "#/experiments/3/runs?viewStateShareKey=k&workflowType=machine_learning"
+    assert view_url("sqlite:////x/mlflow.db", "3", "k", base="http://127.0.0.1:5123") == \
+        "http://127.0.0.1:5123/#/experiments/3/runs?viewStateShareKey=k&workflowType=machine_learning"
     assert view_url("http://head:5000/", "3", "k").startswith("http://head:5000/#/experiments/3/runs?")
 
 

@@ -31,17 +31,19 @@ class Logger:
         self.exp = self.client.create_experiment(EXPERIMENT, artifact_location=str(root / "artifacts"))
         self.root = root
 
-    def parent(self, name: str, space: str, sets: dict[str, str] | None = None) -> str:
+    def parent(self, name: str, space: str, sets: dict[str, str] | None = None,
+               tags: dict[str, str] | None = None) -> str:
         """`sets`: the parent's set.KEY / grid.KEY params, as the driver logs them."""
         run = self.client.create_run(self.exp, run_name=name, tags={"sparsesweep.kind": "sweep",
-                                                                    "sparsesweep.space": space})
+                                                                    "sparsesweep.space": space, **(tags or {})})
         params = {"space": space, "search": "grid", "num_samples": "1", **(sets or {})}
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
         return run.info.run_id
 
     def child(self, parent: str, params: dict[str, object], steps: dict[int, dict[str, float]],
-              files: dict[str, bytes] | None = None) -> str:
-        run = self.client.create_run(self.exp, tags={"mlflow.parentRunId": parent, "sparsesweep.kind": "trial"})
+              files: dict[str, bytes] | None = None, tags: dict[str, str] | None = None) -> str:
+        run = self.client.create_run(self.exp, tags={"mlflow.parentRunId": parent, "sparsesweep.kind": "trial",
+                                                     **(tags or {})})
         rid = run.info.run_id
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for step, vals in steps.items() for k, v in vals.items()]
@@ -82,11 +84,11 @@ def log_slt(lg: Logger) -> None:
             for c in (1, 2, 3):
                 rr = 0.8 ** c
                 v0 = {"ep": 0.3, "hard": 0.2, "soft": 0.1}[name] * c
-                steps[c] = {"cycle_test_acc": 0.9 - 0.05 * c * (name == "ep") + 0.01 * seed,
-                            "cycle_remaining_ratio": rr, "cycle_dying_ratio": 1 - rr - v0 / 10,
-                            **{f"cycle_visits_{i}": v0 / (i + 1) for i in range(6)}, "cycle_visits_gt5": 0.2,
-                            "cycle_dying_neurons_no_input": 2.0, "cycle_dying_neurons_no_output": 3.0 + c,
-                            "cycle_dying_neurons_both": 1.0, "cycle_dying_neurons_overlap": 1.0,
+                steps[c] = {"cycle/test_acc": 0.9 - 0.05 * c * (name == "ep") + 0.01 * seed,
+                            "cycle/density": rr, "cycle/dying_ratio": 1 - rr - v0 / 10,
+                            **{f"cycle/visits_{i}": v0 / (i + 1) for i in range(1, 6)}, "cycle/visits_gt5": 0.2,
+                            "cycle/dying_neurons_no_input": 2.0, "cycle/dying_neurons_no_output": 3.0 + c,
+                            "cycle/dying_neurons_both": 1.0, "cycle/dying_neurons_overlap": 1.0,
                             "test_acc": 0.9, "dying_ratio": 0.4}
                 files[f"masks/cycle_{c:02d}.parquet"] = masks_to_bytes(_masks(seed * 10 + c + len(name), rr))
                 files[f"ranks/cycle_{c:02d}.parquet"] = table_to_bytes(pa.table({
@@ -118,7 +120,7 @@ def log_dst(lg: Logger) -> None:
                         lg.child(dst, {"method.name": "dst", "method.criterion": crit, "method.growth": growth,
                                        "method.density": density, "method.update_period": period, "run.seed": seed},
                                  {30: {"test_acc": acc, "itop": density + period / 1000, "dying_ratio": 0.5,
-                                       "cycle_jaccard_init_random": 0.05}}, files)
+                                       "cycle/jaccard_init_random": 0.05}}, files)
     for density in (0.1, 0.5):
         lg.child(dst, {"method.name": "dst", "method.criterion": "magnitude", "method.growth": "random",
                        "method.density": density, "method.update_period": 0, "run.seed": 0},
@@ -133,15 +135,14 @@ def log_imp(lg: Logger) -> None:
         for seed in (0, 1):
             steps, files, rows = {}, {}, []
             for r in (1, 2, 3):
-                cycle = 3 * r  # copy, reinit, imp cycles before it
-                steps[cycle - 1] = {"cycle_phase_reinit_test_acc": 0.8}  # another phase: not a round row
-                steps[cycle] = {"cycle_round": r, "cycle_remaining_ratio": 0.8 ** (r - 1),
-                                "cycle_test_acc": 0.97 - 0.001 * r + 0.001 * seed,
-                                "cycle_reinit_test_acc": 0.95 - 0.01 * r if r > 1 else float("nan"),
-                                "cycle_instability": 0.01 * r, "cycle_successive_instability": 0.02 * r,
-                                "cycle_threshold": 0.03 * r, "cycle_reinit_threshold": 0.02 * r, "test_acc": 0.96}
-                if np.isnan(steps[cycle]["cycle_reinit_test_acc"]):
-                    del steps[cycle]["cycle_reinit_test_acc"]
+                cycle = r  # every phase of a round logs at step = round
+                steps[cycle] = {"cycle/density": 0.8 ** (r - 1),
+                                "cycle/test_acc": 0.97 - 0.001 * r + 0.001 * seed,
+                                "cycle/reinit_test_acc": 0.95 - 0.01 * r if r > 1 else float("nan"),
+                                "cycle/instability": 0.01 * r, "cycle/successive_instability": 0.02 * r,
+                                "cycle/threshold": 0.03 * r, "cycle/reinit_threshold": 0.02 * r, "test_acc": 0.96}
+                if np.isnan(steps[cycle]["cycle/reinit_test_acc"]):
+                    del steps[cycle]["cycle/reinit_test_acc"]
                 x = torch.randn(50, generator=torch.Generator().manual_seed(r))
                 rows += [distance_row("imp", f"r{r:02d}", "init", x, torch.randn(50))]
                 if r > 1:
@@ -159,6 +160,20 @@ def log_imp(lg: Logger) -> None:
                            "data.batch_size": 16, "schedule.warmup_epochs": 0, "run.seed": seed}, steps, files)
 
 
+def log_tour(lg: Logger) -> None:
+    """A variant space (the tour's shape): one run per named variant, two seeds, one batch size."""
+    tour = lg.parent("tour", "tour", tags={"sparsesweep.swept": "variant"})
+    finals = {"dense": ("dense", {}, 0.97, 1.0), "ep": ("edge_popup", {"method.prune_rate": 0.672}, 0.93, 0.328),
+              "soft_iep": ("iep", {"method.cycles": 5}, 0.95, 0.328),
+              "dst_rigl": ("dst", {"method.density": 0.328, "method.criterion": "magnitude",
+                               "method.growth": "gradient", "method.update_period": 50}, 0.96, 0.328)}
+    for variant, (method, over, acc, density) in finals.items():
+        for seed in (0, 1):
+            lg.child(tour, {"method.name": method, **over, "run.seed": seed, "data.batch_size": 64 + 64 * seed},
+                     {10: {"test_acc": acc + 0.001 * seed, "density": density}},
+                     tags={"sparsesweep.variant": variant})
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> tuple[str, Path]:
     root = tmp_path_factory.mktemp("report-store")
@@ -167,6 +182,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> tuple[
     log_slt(lg)
     log_dst(lg)
     log_imp(lg)
+    log_tour(lg)
     return uri, root
 
 
@@ -181,7 +197,7 @@ def report(store: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
 EXPECTED = ["slt_table1", "slt_fig6", "slt_fig7", "slt_fig3b", "slt_fig5a", "slt_fig5b", "slt_fig15", "slt_fig17",
             "slt_table6", "slt_table4", "dst_fig1", "dst_fig4", "dst_fig5", "dst_fig11", "dst_fig3_all", "dst_fig3_low",
             "dst_fig3_high", "dst_fig6a", "dst_fig6b", "imp_fig1", "imp_fig2", "imp_fig3", "imp_fig4", "imp_fig5", "imp_fig6",
-            "imp_fig8", "cross_families", "sweep_ep", "sweep_iep", "sweep_dst", "sweep_imp"]
+            "imp_fig8", "cross_families", "sweep_ep", "sweep_iep", "sweep_dst", "sweep_imp", "sweep_tour"]
 
 
 def test_every_figure_written_with_its_numbers(report: tuple[Path, str]) -> None:
@@ -191,8 +207,10 @@ def test_every_figure_written_with_its_numbers(report: tuple[Path, str]) -> None
         assert pd.read_csv(out / f"{name}.csv").shape[0] > 0, name
         assert pd.read_parquet(out / f"{name}.parquet").shape[0] > 0, name
     page = (out / "index.html").read_text()
-    for name in EXPECTED:
-        assert f'src="{name}.png"' in page
+    for name in EXPECTED:  # inline (MLflow shows the page from a blob URL), the file beside it
+        assert f'data-file="{name}.png"' in page
+    order = [page.index(f'id="{name}"') for name in ("cross_families", "sweep_tour", "slt_table1", "imp_fig1")]
+    assert order == sorted(order)  # the cross-family chart and the overviews first
     assert ("python -m orchestrator.sweep --space ep_quick --name ep --experiment rep --grid method.prune_rate=0.2,0.5 "
             "--set schedule.epochs=3") in page
     assert "soft-iep.txt Table 1" in page and "understanding-imp.txt Fig. 8" in page
@@ -211,16 +229,16 @@ def test_csv_holds_what_the_client_returns(report: tuple[Path, str]) -> None:
         assert list(zip(g["epoch"], g["dying_ratio"], strict=True)) == hist
     f3b = pd.read_csv(out / "slt_fig3b.csv")
     for run_id, g in f3b.groupby("run_id"):
-        hist = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "cycle_test_acc"))
-        assert list(zip(g["cycle"], g["cycle_test_acc"], strict=True)) == hist
+        hist = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "cycle/test_acc"))
+        assert list(zip(g["cycle"], g["cycle/test_acc"], strict=True)) == hist
     d1 = pd.read_csv(out / "dst_fig1.csv")
     assert all(client.get_run(r.run_id).data.metrics["test_acc"] == r.test_acc for r in d1.itertuples())
     assert set(d1["label"]) >= {"static", "dense", "magnitude+random"}
     i1 = pd.read_csv(out / "imp_fig1.csv")
-    assert len(i1) == 2 * 3  # two regular-IMP seeds x three rounds; other phases' cycles left out
+    assert len(i1) == 2 * 3  # two regular-IMP seeds x three rounds
     for row in i1.itertuples():
-        hist = {m.step: m.value for m in client.get_metric_history(row.run_id, "cycle_test_acc")}
-        assert hist[row.cycle] == row.cycle_test_acc
+        hist = {m.step: m.value for m in client.get_metric_history(row.run_id, "cycle/test_acc")}
+        assert hist[row.round] == i1.loc[row.Index, "cycle/test_acc"]
     f4 = pd.read_csv(out / "imp_fig4.csv")  # one panel per setting, mean over its seeds
     assert f4["setting"].nunique() == 2 and set(f4["runs"]) == {2}
     x2 = torch.randn(50, generator=torch.Generator().manual_seed(2))  # what log_imp logged for r02
@@ -283,6 +301,7 @@ def test_unwritable_out(store: tuple[str, Path], tmp_path: Path, capsys: pytest.
 def test_served_index_loads_every_image(report: tuple[Path, str]) -> None:
     """--open's server: index.html and every <img> it references come back as PNGs over HTTP.
     (No headless browser can be installed here; this checks what a browser would fetch.)"""
+    import base64
     import re
     import urllib.request
 
@@ -293,10 +312,11 @@ def test_served_index_loads_every_image(report: tuple[Path, str]) -> None:
     try:
         base = f"http://127.0.0.1:{server.server_port}/"
         page = urllib.request.urlopen(base + "index.html", timeout=10).read().decode()
-        images = re.findall(r'<img src="([^"]+)"', page)
+        images = re.findall(r'<img src="data:image/png;base64,([^"]+)"[^>]* data-file="([^"]+)"', page)
         assert len(images) == len(EXPECTED)
-        for src in images:
-            assert urllib.request.urlopen(base + src, timeout=10).read(8) == b"\x89PNG\r\n\x1a\n", src
+        for data, src in images:  # inline, and the same PNG beside the page
+            png = urllib.request.urlopen(base + src, timeout=10).read()
+            assert png.startswith(b"\x89PNG\r\n\x1a\n") and base64.b64decode(data) == png, src
     finally:
         server.shutdown()
 
@@ -306,3 +326,46 @@ def test_storage_without_store(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["--experiment", EXPERIMENT, "--storage", str(tmp_path / "none"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --storage: no MLflow store") and not out.exists()
+
+
+def test_overview_names_the_variants_or_the_swept_key(store: tuple[str, Path]) -> None:
+    """A variant space: one labelled point per named variant (the space's words), not the batch
+    size that happens to differ; a grid space: accuracy against its swept key."""
+    from orchestrator.report.collect import load_runs
+    from orchestrator.report.cross import overview
+
+    uri, _ = store
+    runs = load_runs(uri, EXPERIMENT)
+    try:
+        by_name = {p.info.run_name: (rid, p) for rid, p in runs.parents.items()}
+        tour = overview(runs, *by_name["tour"])
+        ax = tour.fig.axes[0]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["dense", "dst_rigl", "soft_iep", "ep"]  # by accuracy
+        assert "variant" in ax.get_xlabel() and "batch" not in ax.get_xlabel()
+        assert set(tour.data["variant"]) == {"dense", "ep", "soft_iep", "dst_rigl"}
+        ep = overview(runs, *by_name["ep"])
+        ax = ep.fig.axes[0]
+        assert ax.get_xlabel() == "k (method.prune_rate)" and list(ax.lines[0].get_xdata()) == [0.2, 0.5]
+        assert "dying ratio" in ep.fig.axes[-1].get_ylabel() and ep.fig.axes[-1].lines  # drawn, not a label only
+    finally:
+        runs.close()
+
+
+def test_skipped_figures_import_no_torch(store: tuple[str, Path], tmp_path: Path) -> None:
+    """A sweep of EP runs only: every DST, IMP and iEP figure is skipped before the metrics that
+    need torch are imported (the report of such a sweep never loads it)."""
+    import subprocess
+    import sys
+
+    uri, _ = store
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    ep = next(r for r in client.search_runs([exp.experiment_id]) if r.info.run_name == "ep")
+    probe = ("import sys\nfrom orchestrator.report.__main__ import main\n"
+             f"code = main(['--experiment', {EXPERIMENT!r}, '--tracking-uri', {uri!r}, '--parent', "
+             f"{ep.info.run_id!r}, '--out', {str(tmp_path / 'r')!r}, '--no-log'])\n"
+             "print('CODE', code, 'TORCH', 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=300)
+    assert "CODE 0 TORCH False" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+    assert (tmp_path / "r" / "slt_table1.png").is_file()

@@ -58,7 +58,7 @@ def test_default_sweep_is_the_tour_and_ends_with_the_cross_family_chart(tmp_path
     assert expected <= written, expected - written
     assert all((report / f"{name}.csv").stat().st_size > 0 for name in expected)
     html = (report / "index.html").read_text()
-    assert all(f"{name}.png" in html for name in expected)
+    assert all(f'data-file="{name}.png"' in html for name in expected)  # inline, the file beside it
     assert "sparsesweep report: tour / tour" in html  # the sweep's name, not its parent run's id
     # the CSVs hold what the MLflow client returns: final metrics, and per-cycle ones at step = cycle
     cross = pd.read_csv(report / "cross_families.csv")
@@ -68,13 +68,13 @@ def test_default_sweep_is_the_tour_and_ends_with_the_cross_family_chart(tmp_path
         logged = client.get_run(row.run_id).data.metrics
         assert row.test_acc == pytest.approx(logged["test_acc"], abs=1e-12)
         assert row.density == pytest.approx(logged.get("density", 1.0), abs=1e-12)  # dense: no mask
-    for name, key in (("slt_fig3b", "cycle_test_acc"), ("imp_fig1", "cycle_test_acc")):
+    for name, key, step in (("slt_fig3b", "cycle/test_acc", "cycle"), ("imp_fig1", "cycle/test_acc", "round")):
         table = pd.read_csv(report / f"{name}.csv")
         assert len(table) >= 5
         for run_id, rows in table.groupby("run_id"):
             history = {m.step: m.value for m in client.get_metric_history(run_id, key)}
-            assert dict(zip(rows["cycle"], rows[key], strict=True)) == pytest.approx(
-                {c: history[c] for c in rows["cycle"]}, abs=1e-12)
+            assert dict(zip(rows[step], rows[key], strict=True)) == pytest.approx(
+                {c: history[c] for c in rows[step]}, abs=1e-12)
 
 
 def test_update_period_sweep_draws_dst_figs_5_and_11(tmp_path: Path) -> None:

@@ -96,6 +96,6 @@ def test_printed_mlflow_command_runs_as_printed(monkeypatch: pytest.MonkeyPatch)
 def test_make_ui_uses_the_venv() -> None:
     if not (ROOT / "Makefile").is_file() or subprocess.run(["which", "make"], capture_output=True).returncode:
         pytest.skip("needs make")
-    out = subprocess.run(["make", "-n", "ui", "STORAGE=/tmp/runs"], cwd=ROOT, capture_output=True,
+    out = subprocess.run(["make", "-n", "ui", "STORAGE=/tmp/runs", "PORT=5123"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60).stdout
-    assert ".venv/bin/mlflow ui --backend-store-uri sqlite:////tmp/runs/mlflow.db" in out
+    assert ".venv/bin/python -m orchestrator.tracking.ui --storage /tmp/runs --port 5123" in out

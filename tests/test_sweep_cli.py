@@ -172,11 +172,11 @@ def test_per_cycle_table_is_split_by_method_when_their_metrics_differ() -> None:
     from orchestrator.results import per_group_text
 
     index = pd.MultiIndex.from_tuples([("imp", 1), ("imp", 3), ("soft_iep", 1)], names=["variant", "cycle"])
-    summary = pd.DataFrame({"cycle_test_acc": [0.9, 0.8, 0.7], "cycle_threshold": [0.01, 0.02, None],
-                            "cycle_dying_ratio": [None, None, 0.25]}, index=index)
+    summary = pd.DataFrame({"cycle/test_acc": [0.9, 0.8, 0.7], "cycle/threshold": [0.01, 0.02, None],
+                            "cycle/dying_ratio": [None, None, 0.25]}, index=index)
     imp, iep = per_group_text(summary).split("\n\n")
-    assert "cycle_threshold" in imp and "cycle_dying_ratio" not in imp and "0.02" in imp
-    assert "cycle_dying_ratio" in iep and "cycle_threshold" not in iep and "0.25" in iep
+    assert "cycle/threshold" in imp and "cycle/dying_ratio" not in imp and "0.02" in imp
+    assert "cycle/dying_ratio" in iep and "cycle/threshold" not in iep and "0.25" in iep
     same = summary.fillna(0.5)  # every method logs every column: one table
     assert per_group_text(same) == same.to_string()
 

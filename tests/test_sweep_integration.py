@@ -88,7 +88,8 @@ def test_default_sweep_sqlite_two_concurrent_trials(tmp_path: Path) -> None:
     assert "Trial status" in out  # Tune's live table
     assert "Results (sorted by test_acc):" in out and "dying_ratio" in out and "Best trial:" in out
     uri = f"sqlite:///{storage.resolve()}/mlflow.db"
-    assert f"mlflow ui --backend-store-uri {uri}" in out
+    # the UI command that serves MLflow on a free port and prints the saved view's link on it
+    assert f"-m orchestrator.tracking.ui --storage {storage.resolve()} --sweep e2e" in out
 
     client, parent, children = runs_of(uri, "e2e")
     assert parent.info.status == "FINISHED" and parent.data.params["space"] == "ep_quick"
@@ -96,7 +97,8 @@ def test_default_sweep_sqlite_two_concurrent_trials(tmp_path: Path) -> None:
     assert client.get_experiment_by_name("e2e").tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.info.run_name == "ep_quick/e2e (grid; k; 2 trials)"
     exp_id = client.get_experiment_by_name("e2e").experiment_id
-    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?viewStateShareKey=sweep-e2e&workflowType=machine_learning" in out
+    view = f"#/experiments/{exp_id}/runs?viewStateShareKey=sweep-e2e&workflowType=machine_learning"
+    assert f"]({view})" in parent.data.tags["mlflow.note.content"]  # relative: any port the UI runs on
     assert "mlflow.sharedViewState.sweep-e2e" in client.get_experiment(exp_id).tags
     assert "python -m orchestrator.sweep --space ep_quick --storage" in parent.data.tags["mlflow.note.content"]
     assert parent.data.params["set.run.max_steps_per_epoch"] == "4"
@@ -195,7 +197,7 @@ def test_iterative_sweep_logs_every_cycle(tmp_path: Path) -> None:
     proc = sweep("--storage", str(storage), "--name", "cyc", "--experiment", "cyc", "--space", "iep_quick",
                  "--set", "method.cycles=3", "--set", "model.name=mlp", *FAST, "--max-concurrent", "2")
     assert proc.returncode == 0
-    assert "Per cycle" in proc.stdout and "cycle_remaining_ratio" in proc.stdout
+    assert "Per cycle" in proc.stdout and "cycle/density" in proc.stdout
     uri = f"sqlite:///{storage.resolve()}/mlflow.db"
     client, parent, children = runs_of(uri, "cyc")
     assert len(children) == 3  # ep, hard_lr, soft_lr
@@ -206,11 +208,11 @@ def test_iterative_sweep_logs_every_cycle(tmp_path: Path) -> None:
         rid = child.info.run_id
         assert [m.step for m in client.get_metric_history(rid, "test_acc")] == list(range(1, 7))
         assert [m.value for m in client.get_metric_history(rid, "cycle")] == [1, 1, 2, 2, 3, 3]
-        acc = client.get_metric_history(rid, "cycle_test_acc")
+        acc = client.get_metric_history(rid, "cycle/test_acc")
         assert [m.step for m in acc] == [1, 2, 3]  # step = cycle
         per_epoch = {m.step: m.value for m in client.get_metric_history(rid, "test_acc")}
         assert [m.value for m in acc] == [per_epoch[2], per_epoch[4], per_epoch[6]]
-        remaining = [m.value for m in client.get_metric_history(rid, "cycle_remaining_ratio")]
+        remaining = [m.value for m in client.get_metric_history(rid, "cycle/density")]
         assert remaining == pytest.approx([0.8, 0.64, 0.512], abs=0.002)
         paths = {a.path for a in client.list_artifacts(rid, "masks")}
         assert paths == {"masks/masks.parquet", "masks/density.png",  # the figure: mlflow_ui

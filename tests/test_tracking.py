@@ -114,7 +114,7 @@ def rerun_epoch_trainable(config: dict[str, Any]) -> None:
             start = json.loads(Path(d, "config.json").read_text())["epoch"] + 1
     for epoch in range(start, 5):
         value = epoch / 10 + (0.5 if marker.exists() else 0.0)
-        metrics = {"epoch": epoch, "cycle": epoch, "test_acc": value, "cycle_test_acc": value}
+        metrics = {"epoch": epoch, "cycle": epoch, "test_acc": value, "cycle/test_acc": value}
         if epoch == 3:
             tune.report(metrics)  # no checkpoint: a restore goes back to epoch 2
             if not marker.exists():
@@ -150,7 +150,9 @@ def test_uris_and_ui_command(tmp_path: Path) -> None:
     assert uri.startswith("sqlite:////")
     assert artifact_root_for(uri, tmp_path) == (tmp_path.resolve() / "mlartifacts").as_uri()
     assert artifact_root_for("http://head:5000", tmp_path) is None
-    assert tracking_ui_command(uri) == f"mlflow ui --backend-store-uri {uri}"
+    assert tracking_ui_command(uri, "s1") == \
+        f"python -m orchestrator.tracking.ui --storage {tmp_path.resolve()} --sweep s1"
+    assert tracking_ui_command("postgresql://h/db") == "mlflow ui --backend-store-uri postgresql://h/db"
     assert tracking_ui_command("http://127.0.0.1:5000") == "open http://127.0.0.1:5000"
 
 
@@ -169,10 +171,10 @@ def test_extract_metrics_drops_bookkeeping() -> None:
 
 
 def test_cycle_metrics_are_logged_at_step_cycle() -> None:
-    entries = metric_steps({"epoch": 6, "cycle": 2, "test_acc": 0.9, "cycle_test_acc": 0.9,
-                            "cycle_dying_ratio": 0.1, "training_iteration": 6})
-    assert sorted(entries) == [("cycle", 2.0, 6), ("cycle_dying_ratio", 0.1, 2),
-                               ("cycle_test_acc", 0.9, 2), ("test_acc", 0.9, 6)]
+    entries = metric_steps({"epoch": 6, "cycle": 2, "test_acc": 0.9, "cycle/test_acc": 0.9,
+                            "cycle/dying_ratio": 0.1, "training_iteration": 6})
+    assert sorted(entries) == [("cycle", 2.0, 6), ("cycle/dying_ratio", 0.1, 2),
+                               ("cycle/test_acc", 0.9, 2), ("test_acc", 0.9, 6)]
 
 
 # --------------------------------------------------------------------------- integration
@@ -392,7 +394,7 @@ def test_rerun_epoch_after_restore_is_logged_once(
     (child,) = iter_child_runs(client, tracker.experiment_id, parent)
     rid = child.info.run_id
     # epoch 3 ran twice; the run keeps one value per step: the first one logged
-    for key in ("test_acc", "cycle_test_acc"):
+    for key in ("test_acc", "cycle/test_acc"):
         hist = client.get_metric_history(rid, key)
         assert [(m.step, m.value) for m in hist] == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.9)], key
 
@@ -420,7 +422,7 @@ def ui_trainable(config: dict[str, Any]) -> None:
                 write_masks(Path(d, "artifacts", "masks", f"cycle_{cycle:02d}.parquet"), masks)
             acc = 0.5 + k / 10 + epoch / 100
             tune.report({"epoch": epoch, "step": 4 * epoch, "cycle": epoch, "test_acc": acc,
-                         "cycle_test_acc": acc, "epoch_time_s": 0.01},
+                         "cycle/test_acc": acc, "epoch_time_s": 0.01},
                         checkpoint=tune.Checkpoint.from_directory(d))
 
 
@@ -472,8 +474,8 @@ def test_first_screen_of_mlflow_ui_on_a_server(
     view = json.loads(exp_tags["mlflow.sharedViewState.sweep-ui-sweep"])  # ?viewStateShareKey=
     assert view["searchFilter"] == ("tags.`sparsesweep.sweep_name` = 'ui-sweep' and "
                                     "tags.`sparsesweep.kind` = 'trial'")
-    assert {"params.`method.prune_rate`", "metrics.`test_acc`", "attributes.`Dataset`"} <= set(
-        view["selectedColumns"])
+    assert view["selectedColumns"][:3] == ["tags.`sparsesweep.method`", "metrics.`test_acc`", "metrics.`density`"]
+    assert "params.`method.prune_rate`" in view["selectedColumns"]
     assert view["orderByKey"] == "metrics.`test_acc`" and view["orderByAsc"] is False
     assert len(client_search := MlflowClient(tracking_uri=uri).search_runs(
         [tracker.experiment_id], view["searchFilter"])) == 2, client_search  # the view's filter parses

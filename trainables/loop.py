@@ -38,7 +38,7 @@ from trainables.data import (
     train_batches,
 )
 from trainables.export.trial import finish_trial
-from trainables.keys import CYCLE_PREFIX, DIVERGED_KEY, REPLAYED_KEY
+from trainables.keys import CYCLE_STEP_KEY, DIVERGED_KEY, REPLAYED_KEY, cycle_key
 from trainables.methods import build_method
 from trainables.methods.base import Evaluator, Method, Position, StepContext
 from trainables.models import build_model
@@ -370,24 +370,34 @@ def start_cycle(state: TrainState, cycle: int) -> None:
     state.cycle = cycle
 
 
-# Engine metrics repeated at step = cycle when a cycle ends (`cycle_test_acc`, ...).
+# Engine metrics repeated at step = cycle when a cycle ends (`cycle/test_acc`, ...).
 CYCLE_ENGINE_METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
 
 
 def end_cycle(state: TrainState, metrics: dict[str, float]) -> dict[str, float]:
-    """Cycle-end metrics (prefixed `cycle_`) and artifacts (kept in `state.artifacts`)."""
+    """Cycle-end metrics (`cycle/<name>`, at step `cycle_step`: the cycle or round the method
+    counts) and artifacts (kept in `state.artifacts`, named by that number)."""
     engine = {k: metrics[k] for k in CYCLE_ENGINE_METRICS if k in metrics}
     state.method.observe_cycle_metrics(state.cycle, dict(engine))
     out = state.method.end_of_cycle(state.model, state.cycle)
-    tag = f"cycle_{state.cycle:02d}.parquet"
-    if out.masks:
-        state.artifacts[f"masks/{tag}"] = masks_to_bytes(out.masks)
-    for name, table in out.tables.items():
-        state.artifacts[f"{name}/{tag}"] = table_to_bytes(table)
+    number = state.method.cycle_step(state.cycle)
     prefix = state.method.cycle_metric_prefix(state.cycle)
-    cycle_metrics = {f"{CYCLE_PREFIX}{prefix}{k}": v for k, v in engine.items()}
-    cycle_metrics.update({f"{CYCLE_PREFIX}{k}": float(v) for k, v in out.metrics.items()})
+    if out.masks:
+        state.artifacts[f"masks/cycle_{number:02d}.parquet"] = masks_to_bytes(out.masks)
+    for name, table in out.tables.items():
+        state.artifacts[f"{name}/{prefix}cycle_{number:02d}.parquet"] = table_to_bytes(table)
+    cycle_metrics: dict[str, float] = {cycle_key(f"{prefix}{k}"): v for k, v in engine.items()}
+    cycle_metrics.update({cycle_key(k): float(v) for k, v in out.metrics.items()})
+    cycle_metrics[CYCLE_STEP_KEY] = number
     return cycle_metrics
+
+
+def phase_named(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """The engine's per-epoch metrics of a side phase (IMP's reinit baseline, its second copy)
+    under the phase's own names, so `test_acc` stays one training's curve."""
+    if not prefix:
+        return metrics
+    return {(f"{prefix}{k}" if k in CYCLE_ENGINE_METRICS else k): v for k, v in metrics.items()}
 
 
 def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
@@ -397,7 +407,7 @@ def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
     """Train `cfg` to the end, reporting after every epoch; returns the last metrics.
 
     Every epoch reports its metrics with `epoch` (global, over all cycles) and `cycle`; the
-    last epoch of a cycle also reports the cycle's metrics (`cycle_*`) and is always
+    last epoch of a cycle also reports the cycle's metrics (`cycle/*`) and is always
     evaluated and checkpointed.
 
     A loss that becomes NaN or infinite ends the run at once: one last report holds
@@ -476,6 +486,7 @@ def run_experiment(cfg: ExperimentConfig, *, reporter: Reporter | None = None,
                        lr=state.optimizer.param_groups[0]["lr"])
         if cycle_done:
             metrics.update(end_cycle(state, metrics))
+        metrics = phase_named(metrics, state.method.cycle_metric_prefix(state.cycle))
         if state.epoch >= plan.total_epochs and cfg.method.masked and ctx.is_main:
             # the sparse network for inference (artifacts export/...) and its measured speed-up
             metrics.update(finish_trial(state.model, cfg, data, state.artifacts))

@@ -47,14 +47,15 @@ def render_mask_figure(final: Path | None, cycles: Sequence[tuple[int, Path]], o
     total = sum(r[1] for r in rows)
     overall = sum(r[1] * r[2] for r in rows) / total if total else 0.0
     wide = len(per_cycle) >= 2
-    height = min(2.0 + 0.22 * len(layers), 12.0)
-    fig = Figure(figsize=(10.0 if wide else 6.0, height), dpi=80, layout="constrained")
+    # readable in MLflow's artifact view: >= 4 inches tall at 150 dpi (a 4-layer net was 212 px)
+    height = min(max(4.0, 2.0 + 0.3 * len(layers)), 14.0)
+    fig = Figure(figsize=(12.0 if wide else 7.0, height), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2 if wide else 1, squeeze=False)[0]
     ax = axes[0]
     y = range(len(layers))
     ax.barh(list(y), [r[2] for r in rows], color="#1f77b4")
-    ax.set_yticks(list(y), [f"{n} ({m:,})" for n, m, _ in rows], fontsize=7)
+    ax.set_yticks(list(y), [f"{n} ({m:,})" for n, m, _ in rows], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("density (kept fraction)")
@@ -75,11 +76,11 @@ def render_mask_figure(final: Path | None, cycles: Sequence[tuple[int, Path]], o
         if grid.size <= 240:  # small enough to print each value
             for (i, j), d in np.ndenumerate(grid):
                 if not np.isnan(d):
-                    ax2.text(j, i, f"{d:.2f}", ha="center", va="center", fontsize=6,
+                    ax2.text(j, i, f"{d:.2f}", ha="center", va="center", fontsize=8,
                              color="white" if d < 0.6 else "black")
-        ax2.set_xticks(range(len(per_cycle)), [str(c) for c, _ in per_cycle], fontsize=7)
+        ax2.set_xticks(range(len(per_cycle)), [str(c) for c, _ in per_cycle], fontsize=9)
         ax2.set_yticks([])
-        ax2.set_xlabel("cycle (masks/cycle_XX.parquet)")
+        ax2.set_xlabel("cycle (IMP: round), masks/cycle_XX.parquet")
         ax2.set_title("density per layer and cycle", fontsize=9)
         fig.colorbar(im, ax=ax2, shrink=0.8, label="density")
     if title:

@@ -16,8 +16,8 @@ import sys
 import threading
 from pathlib import Path
 
-from orchestrator.report.collect import ReportError
-
+# Nothing heavy (pandas, MLflow, matplotlib) is imported before the arguments are parsed:
+# `--help` and a bad argument answer at once.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file otherwise
 
 
@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _check_out(out: Path) -> None:
     """Writable, or the error line: checked before anything is written."""
+    from orchestrator.report.collect import ReportError
+
     probe = out
     while not probe.exists():
         probe = probe.parent
@@ -44,6 +46,8 @@ def _check_out(out: Path) -> None:
 
 
 def _tracking(args: argparse.Namespace) -> str:
+    from orchestrator.report.collect import ReportError
+
     if args.tracking_uri:
         return args.tracking_uri
     storage = Path(args.storage).expanduser()
@@ -74,6 +78,8 @@ def serve(out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     out = Path(args.out or f"report-{args.experiment}").expanduser().resolve()
+    from orchestrator.report.collect import ReportError
+
     try:
         _check_out(out)
         tracking = _tracking(args)

@@ -11,7 +11,8 @@ from orchestrator.report.collect import Runs
 from orchestrator.report.figure import Figure, Missing
 from orchestrator.report.html import write_index
 
-BUILDERS = [*slt.BUILDERS, *dst.BUILDERS, *imp.BUILDERS, *cross.BUILDERS]
+# the cross-family chart and each sweep's overview first: what a reader opens the report for
+BUILDERS = [*cross.BUILDERS, *slt.BUILDERS, *dst.BUILDERS, *imp.BUILDERS]
 ARTIFACT_DIR = "report"
 
 

@@ -99,12 +99,15 @@ def fig11(runs: Runs) -> Figure | Missing:
 
 def fig3(runs: Runs) -> list[Figure | Missing]:
     """Critical-difference diagrams: average ranks over (growth, density) blocks, Nemenyi CD."""
-    from trainables.metrics.ranking import rank_methods
-
     trials = _dst(runs)
     df = _frame(trials, "test_acc").rename(columns={"test_acc": "test_acc"})
     df = df[~df["label"].isin(["static", "dense"])] if len(df) else df
     out: list[Figure | Missing] = []
+    if df.empty:  # skipped before importing the metrics (torch, scikit-posthocs)
+        return [Missing(f"dst_fig3_{suffix}", "dst_quick", f"{which}: no DST runs") for suffix, which in
+                (("all", "all densities"), ("low", "D ≤ 0.2"), ("high", "D > 0.2"))]
+    from trainables.metrics.ranking import rank_methods
+
     for suffix, pick, which in (("all", lambda d: d, "all densities"),
                                 ("low", lambda d: d[d["density"] <= 0.2], "D ≤ 0.2"),
                                 ("high", lambda d: d[d["density"] > 0.2], "D > 0.2")):
@@ -166,8 +169,6 @@ def cd_diagram(ranks: pd.Series, cd: float, title: str) -> object:
 
 def fig6a(runs: Runs) -> Figure | Missing:
     """First-update Jaccard of the sets each criterion prunes from the same state."""
-    from trainables.metrics.criteria_jaccard import jaccard_matrix
-
     rows = []
     trials = [t for t in _dst(runs) if t.dst_label not in ("static", "dense")]
     used: list[Trial] = []
@@ -181,6 +182,8 @@ def fig6a(runs: Runs) -> Figure | Missing:
         used.append(t)
     if not rows:
         return Missing("dst_fig6a", "dst_quick", "needs DST runs with criteria_jaccard artifacts")
+    from trainables.metrics.criteria_jaccard import jaccard_matrix  # torch: only once there is data
+
     allrows = pd.concat(rows)
     density = sorted(allrows["density"].unique())[len(allrows["density"].unique()) // 2]
     m = jaccard_matrix(allrows[allrows["density"] == density])
@@ -192,10 +195,12 @@ def fig6a(runs: Runs) -> Figure | Missing:
 
 def fig6b(runs: Runs) -> Figure | Missing:
     """Final masks of runs from one init (same seed, density, growth), eq. 1, mean over seeds."""
+    trials = [t for t in _dst(runs) if t.dst_label not in ("static", "dense")]
+    if not trials:  # skipped before importing torch
+        return Missing("dst_fig6b", "dst_quick", "needs DST runs with final masks of several criteria")
     from trainables.metrics.criteria_jaccard import mask_jaccard_matrix
     from trainables.sparse.mask_io import read_masks
 
-    trials = [t for t in _dst(runs) if t.dst_label not in ("static", "dense")]
     groups: dict[tuple, dict[str, Trial]] = {}  # (density, growth, Δt, seed) -> criterion -> run
     for t in trials:
         key = (t.p("method.density"), t.p("method.growth"), t.p("method.update_period"), t.p("run.seed"))
@@ -219,7 +224,7 @@ def fig6b(runs: Runs) -> Figure | Missing:
     density, growth, period = min(mats_by, key=lambda k: (-mats_by[k][0].shape[0], k[0], str(k[1]), k[2]))
     mats, used = mats_by[(density, growth, period)], used_by[(density, growth, period)]
     mean = sum(mats[1:], mats[0]) / len(mats)
-    j_init = [t.metrics["cycle_jaccard_init_random"] for t in used if "cycle_jaccard_init_random" in t.metrics]
+    j_init = [t.metrics["cycle/jaccard_init_random"] for t in used if "cycle/jaccard_init_random" in t.metrics]
     if j_init:
         mean.loc["J_init (random masks)"] = float(np.mean(j_init))
     return _heat(mean, "dst_fig6b", f"Final-mask Jaccard ({growth} growth, D={density:g}, Δt={period})",

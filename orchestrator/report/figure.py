@@ -70,3 +70,43 @@ def mean_se(df: pd.DataFrame, by: list[str], col: str) -> pd.DataFrame:
 
 def parents_of(trials: list[Any]) -> list[str]:
     return sorted({t.parent_id for t in trials})
+
+
+def ratio_axis(a: Any, values: Any, *, axis: str = "x", label: str = "remaining ratio (log)",
+               invert: bool = True, max_ticks: int = 9) -> None:
+    """A log axis of fractions ticked at the ratios the runs reached (0.8, 0.64, ...), in plain
+    numbers (matplotlib's log ticks would say 6×10⁻¹), thinned to `max_ticks`; with `invert`
+    pruning proceeds to the right."""
+    import matplotlib.ticker as mticker
+
+    ticks = sorted({round(float(v), 4) for v in np.asarray(values, dtype=float).ravel()
+                    if np.isfinite(v) and v > 0}, reverse=True)
+    if len(ticks) > max_ticks:
+        step = -(-len(ticks) // max_ticks)
+        ticks = ticks[::step]
+    which = a.xaxis if axis == "x" else a.yaxis
+    (a.set_xscale if axis == "x" else a.set_yscale)("log")
+    if ticks:
+        which.set_major_locator(mticker.FixedLocator(ticks))
+        which.set_major_formatter(mticker.FixedFormatter([f"{t:.3g}" for t in ticks]))
+    which.set_minor_formatter(mticker.NullFormatter())
+    which.set_minor_locator(mticker.NullLocator())
+    if invert and axis == "x" and not a.xaxis_inverted():
+        a.invert_xaxis()
+    if axis == "x":
+        a.set_xlabel(label)
+        for t in a.get_xticklabels():
+            t.set_rotation(45 if len(ticks) > 5 else 0)
+    else:
+        a.set_ylabel(label)
+
+
+def path_arrow(a: Any, xs: Any, ys: Any, color: Any) -> None:
+    """An arrow head on the last segment of a cycle/round path: which way the run went."""
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 2:
+        return
+    a.annotate("", xy=(x[-1], y[-1]), xytext=(x[-2], y[-2]),
+               arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.2, "mutation_scale": 12})

@@ -1,7 +1,13 @@
-"""index.html: every figure with its caption, the paper figure and the commands of its runs."""
+"""index.html: every figure with its caption, the paper figure and the commands of its runs.
+
+The page is self-contained: each PNG is inlined as a data: URI, because MLflow's artifact view
+shows an HTML artifact from a blob URL, where a relative ``src`` resolves to nothing. The PNG,
+CSV and Parquet files stay beside it (the CSV/Parquet links work when the folder is served).
+"""
 
 from __future__ import annotations
 
+import base64
 import html
 import shlex
 from pathlib import Path
@@ -30,6 +36,10 @@ def sweep_command(parent: Any, experiment: str = "") -> str:
     return shlex.join(parts)
 
 
+def _data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
 def write_index(out: Path, title: str, figures: list[Figure], missing: list[Missing],
                 parents: dict[str, Any], experiment: str = "") -> Path:
     def esc(s: str) -> str:
@@ -42,7 +52,7 @@ def write_index(out: Path, title: str, figures: list[Figure], missing: list[Miss
         cmds = "".join(f"<pre>{esc(sweep_command(parents[p], experiment))}</pre>" for p in f.parents if p in parents)
         body.append(
             f'<section id="{esc(f.name)}"><h2>{esc(f.title)}</h2>'
-            f'<img src="{esc(f.name)}.png" alt="{esc(f.title)}">'
+            f'<img src="{_data_uri(out / (f.name + ".png"))}" alt="{esc(f.title)}" data-file="{esc(f.name)}.png">'
             f"<p>{esc(f.caption)}</p><p><b>Paper:</b> {esc(f.paper)} &middot; "
             f'<a href="{esc(f.name)}.csv">CSV</a> &middot; <a href="{esc(f.name)}.parquet">Parquet</a></p>'
             f"<details><summary>runs: {len(f.parents)} sweep(s)</summary>{cmds}</details></section>")

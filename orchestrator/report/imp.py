@@ -11,25 +11,26 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from orchestrator.report.collect import Runs, Trial
-from orchestrator.report.figure import Figure, Missing, axes, parents_of
+from orchestrator.report.figure import Figure, Missing, axes, parents_of, path_arrow, ratio_axis
+from trainables.keys import CYCLE_DENSITY, CYCLE_REINIT_TEST_ACC, CYCLE_TEST_ACC
 
-ROUND_KEYS = ["cycle_round", "cycle_remaining_ratio", "cycle_test_acc", "cycle_reinit_test_acc",
-              "cycle_instability", "cycle_successive_instability", "cycle_threshold", "cycle_reinit_threshold"]
+ROUND_KEYS = [CYCLE_DENSITY, CYCLE_TEST_ACC, CYCLE_REINIT_TEST_ACC,
+              "cycle/instability", "cycle/successive_instability", "cycle/threshold", "cycle/reinit_threshold"]
 
 
 def _imp(runs: Runs) -> list[Trial]:
-    return [t for t in runs.of("imp") if t.method == "imp" and "cycle_test_acc" in t.metrics]  # not dense_lrr
+    return [t for t in runs.of("imp") if t.method == "imp" and CYCLE_TEST_ACC in t.metrics]  # not dense_lrr
 
 
 def rounds(runs: Runs, trials: list[Trial]) -> pd.DataFrame:
-    """One row per (run, IMP round): the metrics logged at the round's IMP cycle (step = cycle)."""
+    """One row per (run, IMP round): the round's metrics, IMP's and its reinit's (step = round)."""
     df = runs.per_step(trials, ROUND_KEYS, ["data.batch_size", "schedule.warmup_epochs", "run.seed"])
     if df.empty:
         return df
-    df = df[df["cycle_test_acc"].notna() & df["cycle_remaining_ratio"].notna()].rename(columns={"step": "cycle"})
+    df = df[df[CYCLE_TEST_ACC].notna() & df[CYCLE_DENSITY].notna()].rename(columns={"step": "round"})
     labels = {t.run_id: t.imp_label for t in trials}
     df.insert(1, "variant", df["run_id"].map(labels))
-    df["sparsity"] = 1 - df["cycle_remaining_ratio"]
+    df["sparsity"] = 1 - df[CYCLE_DENSITY]
     return df.reset_index(drop=True)
 
 
@@ -40,30 +41,31 @@ def _minmax(df: pd.DataFrame, by: list[str], col: str) -> pd.DataFrame:
 
 def _line(a, s: pd.DataFrame, x: str, label: str, **kw) -> str:  # noqa: ANN001
     """Mean with min/max bars; returns the line's colour (its reinit is drawn dashed in it)."""
+    s = s.sort_values(x, ascending=False)  # the order the rounds went
     bars = a.errorbar(s[x], s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], marker="o", ms=3,
                       capsize=2, label=label, **kw)
-    return bars.lines[0].get_color()
+    color = bars.lines[0].get_color()
+    path_arrow(a, s[x], s["mean"], color)
+    return color
 
 
 def _with_reinit(a, g: pd.DataFrame, label: str, reinit_label: str) -> None:  # noqa: ANN001
     """IMP's accuracy against remaining weights (min/max bars) and, dashed in its colour, its reinit's."""
-    color = _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_test_acc"), "cycle_remaining_ratio", label)
-    if "cycle_reinit_test_acc" in g and g["cycle_reinit_test_acc"].notna().any():  # none: reinit_baseline=false
-        _line(a, _minmax(g, ["cycle_remaining_ratio"], "cycle_reinit_test_acc"), "cycle_remaining_ratio",
+    color = _line(a, _minmax(g, [CYCLE_DENSITY], CYCLE_TEST_ACC), CYCLE_DENSITY, label)
+    if CYCLE_REINIT_TEST_ACC in g and g[CYCLE_REINIT_TEST_ACC].notna().any():  # none: reinit_baseline=false
+        _line(a, _minmax(g, [CYCLE_DENSITY], CYCLE_REINIT_TEST_ACC), CYCLE_DENSITY,
               reinit_label, ls="--", color=color)
 
 
-def _remaining_axis(a) -> None:  # noqa: ANN001
-    a.set_xscale("log")
-    a.invert_xaxis()
-    a.set_xlabel("remaining weights (fraction, log)")
+def _remaining_axis(a, values) -> None:  # noqa: ANN001
+    ratio_axis(a, values, label="remaining weights (fraction, log)")
 
 
 def fig1(runs: Runs) -> Figure | Missing:
     """Accuracy against sparsity for IMP and its reinit baseline, per batch size and warm-up."""
     trials = [t for t in _imp(runs) if t.imp_label == "IMP"]
     df = rounds(runs, trials)
-    if df.empty or df["cycle"].nunique() < 2:
+    if df.empty or df["round"].nunique() < 2:
         return Missing("imp_fig1", "imp_quick", "needs IMP runs with >= 2 rounds")
     warmups = sorted(df["schedule.warmup_epochs"].fillna(0).unique())
     fig, ax = axes(ncols=len(warmups))  # a panel per warm-up, as the paper's Fig. 1
@@ -71,7 +73,7 @@ def fig1(runs: Runs) -> Figure | Missing:
         a = ax[0, i]
         for bs, g in df[df["schedule.warmup_epochs"].fillna(0) == wu].groupby("data.batch_size"):
             _with_reinit(a, g, f"IMP bs={bs}", f"reinit bs={bs}")
-        _remaining_axis(a)
+        _remaining_axis(a, df[CYCLE_DENSITY])
         a.set(ylabel="test accuracy", title=f"IMP and reinit, warm-up {wu:g} epochs")
         a.legend(fontsize=7)
     return Figure("imp_fig1", "IMP and reinit accuracy against sparsity",
@@ -89,19 +91,19 @@ def _per_round(runs: Runs, key: str, name: str, ylabel: str, title: str, caption
     fig, ax = axes()
     a = ax[0, 0]
     for (variant, bs), g in df.groupby(["variant", "data.batch_size"]):
-        color = _line(a, _minmax(g, ["cycle_remaining_ratio"], key), "cycle_remaining_ratio",
+        color = _line(a, _minmax(g, [CYCLE_DENSITY], key), CYCLE_DENSITY,
                       f"{variant} bs={bs}")
         if reinit and reinit in g and g[reinit].notna().any():  # none: reinit_baseline=false
-            _line(a, _minmax(g, ["cycle_remaining_ratio"], reinit), "cycle_remaining_ratio",
+            _line(a, _minmax(g, [CYCLE_DENSITY], reinit), CYCLE_DENSITY,
                   f"its reinit bs={bs}", ls="--", color=color)
-    _remaining_axis(a)
+    _remaining_axis(a, df[CYCLE_DENSITY])
     a.set(ylabel=ylabel, title=title)
     a.legend(fontsize=7)
     return Figure(name, title, caption, paper, df, fig, parents_of(trials))
 
 
 def fig2(runs: Runs) -> Figure | Missing:
-    return _per_round(runs, "cycle_instability", "imp_fig2", "instability (error increase)",
+    return _per_round(runs, "cycle/instability", "imp_fig2", "instability (error increase)",
                       "Linear-interpolation instability per round",
                       "Instability max_α E(α) − (E(0)+E(1))/2 between two copies trained from the round's start "
                       "on different data orders, per round and batch size; bars: min/max over seeds.",
@@ -109,15 +111,15 @@ def fig2(runs: Runs) -> Figure | Missing:
 
 
 def fig6(runs: Runs) -> Figure | Missing:
-    return _per_round(runs, "cycle_threshold", "imp_fig6", "pruning threshold |θ|", "Pruning threshold per round",
+    return _per_round(runs, "cycle/threshold", "imp_fig6", "pruning threshold |θ|", "Pruning threshold per round",
                       "The |θ| that pruning each round's final weights by p would cut, IMP (solid) and reinit "
                       "(dashed), per batch size.", "understanding-imp.txt Fig. 6", "imp_quick",
-                      reinit="cycle_reinit_threshold")
+                      reinit="cycle/reinit_threshold")
 
 
 def fig8(runs: Runs) -> Figure | Missing:
     """Errors along the linear path between successive rounds, and the barrier per round."""
-    trials = [t for t in _imp(runs) if "cycle_successive_instability" in t.metrics]
+    trials = [t for t in _imp(runs) if "cycle/successive_instability" in t.metrics]
     curves = []
     for t in trials:
         for path in runs.artifacts(t, "lmc"):
@@ -135,9 +137,9 @@ def fig8(runs: Runs) -> Figure | Missing:
     ax[0, 0].set(xlabel="interpolation α", ylabel="test error", title="Linear path between successive rounds")
     ax[0, 0].legend(fontsize=7)
     rd = rounds(runs, trials)
-    s = _minmax(rd, ["cycle_remaining_ratio"], "cycle_successive_instability")
-    _line(ax[0, 1], s, "cycle_remaining_ratio", "max error increase")
-    _remaining_axis(ax[0, 1])
+    s = _minmax(rd, [CYCLE_DENSITY], "cycle/successive_instability")
+    _line(ax[0, 1], s, CYCLE_DENSITY, "max error increase")
+    _remaining_axis(ax[0, 1], s[CYCLE_DENSITY])
     ax[0, 1].set(ylabel="error barrier", title="Barrier between successive rounds")
     return Figure("imp_fig8", "Error barriers between successive rounds",
                   "Left: test error along the linear path from round r−1's optimum (α=0) to round r's (α=1), mean "
@@ -174,6 +176,8 @@ MAX_PANELS = 6  # settings drawn side by side; the CSV holds them all
 def fig4(runs: Runs) -> Figure | Missing:
     """Angular distances between the retrained networks of every round pair and θ0: one panel
     per setting (batch size, warm-up, repellent) and kind (IMP, its reinit), mean over seeds."""
+    if not _imp(runs):  # skipped before importing torch
+        return Missing("imp_fig4", "imp_quick", "needs IMP runs with distances/ artifacts")
     from trainables.metrics.distances import distance_matrix
 
     by_setting: dict[tuple, list[Trial]] = {}
@@ -263,7 +267,7 @@ def fig3(runs: Runs) -> Figure | Missing:
     a = ax[0, 0]
     for (variant, bs), g in df.groupby(["variant", "data.batch_size"]):
         _with_reinit(a, g, f"{variant} bs={bs}", f"its reinit bs={bs}")
-    _remaining_axis(a)
+    _remaining_axis(a, df[CYCLE_DENSITY])
     a.set(ylabel="test accuracy", title="Repellent against regular IMP (reinit dashed)")
     a.legend(fontsize=7)
     return Figure("imp_fig3", "Repellent against regular IMP",

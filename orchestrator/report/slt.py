@@ -6,12 +6,22 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.report.collect import Runs, Trial, differing_keys
-from orchestrator.report.figure import Figure, Missing, axes, mean_se, parents_of
+from orchestrator.report.figure import (
+    Figure,
+    Missing,
+    axes,
+    mean_se,
+    parents_of,
+    path_arrow,
+    ratio_axis,
+)
+from trainables.keys import CYCLE_DENSITY, CYCLE_DYING_RATIO, CYCLE_TEST_ACC
 
-VISITS = ["cycle_visits_0", "cycle_visits_1", "cycle_visits_2", "cycle_visits_3", "cycle_visits_4",
-          "cycle_visits_5", "cycle_visits_gt5"]
-NEURONS = ["cycle_dying_neurons_no_input", "cycle_dying_neurons_no_output", "cycle_dying_neurons_both",
-           "cycle_dying_neurons_overlap"]
+# visited 0 times = never in the mask: the dying ratio (logged once, as that)
+VISITS = [CYCLE_DYING_RATIO, "cycle/visits_1", "cycle/visits_2", "cycle/visits_3", "cycle/visits_4",
+          "cycle/visits_5", "cycle/visits_gt5"]
+NEURONS = ["cycle/dying_neurons_no_input", "cycle/dying_neurons_no_output", "cycle/dying_neurons_both",
+           "cycle/dying_neurons_overlap"]
 
 
 def _ep(runs: Runs) -> list[Trial]:
@@ -21,7 +31,7 @@ def _ep(runs: Runs) -> list[Trial]:
 def _cycled(runs: Runs) -> list[Trial]:
     """Runs with several cycles (iEP, and EP/dense LRR evaluated at every cycle's ratio)."""
     return [t for t in runs.trials if (t.family == "strong_lottery" or t.method == "dense_lrr") and (t.p("method.cycles", 1) or 1) > 1
-            and "cycle_test_acc" in t.metrics]
+            and CYCLE_TEST_ACC in t.metrics]
 
 
 def table1(runs: Runs) -> Figure | Missing:
@@ -83,7 +93,7 @@ def fig7(runs: Runs) -> Figure | Missing:
 
 
 def _cycle_frame(runs: Runs, trials: list[Trial], keys: list[str]) -> pd.DataFrame:
-    df = runs.per_step(trials, ["cycle_remaining_ratio", *keys], ["run.seed"]).rename(columns={"step": "cycle"})
+    df = runs.per_step(trials, [CYCLE_DENSITY, *keys], ["run.seed"]).rename(columns={"step": "cycle"})
     labels = {t.run_id: t.slt_label for t in trials}
     df.insert(1, "method", df["run_id"].map(labels))
     return df
@@ -96,54 +106,56 @@ def _bands(runs: Runs, key: str, name: str, ylabel: str, title: str, caption: st
         return Missing(name, "iep_quick", f"needs cycled SLT runs with {key}")
     df = _cycle_frame(runs, trials, [key])
     s = mean_se(df, ["method", "cycle"], key)
-    rr = df.groupby(["method", "cycle"])["cycle_remaining_ratio"].mean().rename("remaining_ratio")
+    rr = df.groupby(["method", "cycle"])[CYCLE_DENSITY].mean().rename("remaining_ratio")
     s = s.merge(rr.reset_index(), on=["method", "cycle"])
     fig, ax = axes()
     for method, g in s.groupby("method"):
-        ax[0, 0].plot(g["remaining_ratio"], g[f"{key}_mean"], marker="o", ms=3, label=method)
+        g = g.sort_values("cycle")
+        line, = ax[0, 0].plot(g["remaining_ratio"], g[f"{key}_mean"], marker="o", ms=3, label=method)
         ax[0, 0].fill_between(g["remaining_ratio"], g[f"{key}_mean"] - g[f"{key}_se"],
                               g[f"{key}_mean"] + g[f"{key}_se"], alpha=0.2)
+        path_arrow(ax[0, 0], g["remaining_ratio"], g[f"{key}_mean"], line.get_color())
     if logx:
-        ax[0, 0].set_xscale("log")
-    ax[0, 0].invert_xaxis()  # pruning proceeds to the right
-    ax[0, 0].set(xlabel="remaining ratio", ylabel=ylabel, title=title)
+        ratio_axis(ax[0, 0], s["remaining_ratio"])  # pruning proceeds to the right
+    else:
+        ax[0, 0].invert_xaxis()
+    ax[0, 0].set(ylabel=ylabel, title=title)
     ax[0, 0].legend(fontsize=8)
     return Figure(name, title, caption, paper, df, fig, parents_of(trials))
 
 
 def fig3b(runs: Runs) -> Figure | Missing:
-    return _bands(runs, "cycle_test_acc", "slt_fig3b", "test accuracy", "Accuracy against remaining ratio",
+    return _bands(runs, CYCLE_TEST_ACC, "slt_fig3b", "test accuracy", "Accuracy against remaining ratio",
                   "Test accuracy at the end of each cycle against its remaining ratio, per method; bands are "
                   "± one standard error over seeds.", "soft-iep.txt Fig. 3b")
 
 
 def fig5a(runs: Runs) -> Figure | Missing:
-    return _bands(runs, "cycle_dying_ratio", "slt_fig5a", "dying ratio", "Dying ratio against remaining ratio",
+    return _bands(runs, CYCLE_DYING_RATIO, "slt_fig5a", "dying ratio", "Dying ratio against remaining ratio",
                   "Per-cycle dying ratio (for hard pruning its worst case) against the cycle's remaining ratio, "
                   "per method (± s.e. over seeds).", "soft-iep.txt Fig. 5a")
 
 
 def fig17(runs: Runs) -> Figure | Missing:
     """Visit-count ratios EP / soft iEP per remaining ratio (log2 axis, line y = 1)."""
-    trials = [t for t in _cycled(runs) if "cycle_visits_0" in t.metrics]
+    trials = [t for t in _cycled(runs) if "cycle/visits_1" in t.metrics]
     ep = [t for t in trials if t.slt_label == "EP"]
     soft = [t for t in trials if t.slt_label == "soft iEP (LR)"]
     if not ep or not soft:
         return Missing("slt_fig17", "iep_quick", "needs cycled EP and soft iEP runs with visit counts")
     df = _cycle_frame(runs, ep + soft, VISITS)
     df["method"] = np.where(df["run_id"].isin({t.run_id for t in ep}), "EP", "soft iEP")
-    mean = df.groupby(["method", "cycle"])[["cycle_remaining_ratio", *VISITS]].mean()
+    mean = df.groupby(["method", "cycle"])[[CYCLE_DENSITY, *VISITS]].mean()
     ratio = (mean.loc["EP", VISITS] / mean.loc["soft iEP", VISITS]).dropna(how="all")
-    ratio.insert(0, "remaining_ratio", mean.loc["soft iEP", "cycle_remaining_ratio"])
+    ratio.insert(0, "remaining_ratio", mean.loc["soft iEP", CYCLE_DENSITY])
     data = ratio.reset_index()
     fig, ax = axes()
     for col, lab in zip(VISITS, ["0 (dying)", "1", "2", "3", "4", "5", "> 5"], strict=True):
         ax[0, 0].plot(data["remaining_ratio"], data[col], marker=".", label=f"visited {lab}")
     ax[0, 0].axhline(1.0, color="k", ls="--", lw=1)
     ax[0, 0].set_yscale("log", base=2)
-    ax[0, 0].set_xscale("log")
-    ax[0, 0].invert_xaxis()
-    ax[0, 0].set(xlabel="remaining ratio", ylabel="EP / soft iEP (fraction of edges)", title="Visit-count ratios")
+    ratio_axis(ax[0, 0], data["remaining_ratio"])
+    ax[0, 0].set(ylabel="EP / soft iEP (fraction of edges)", title="Visit-count ratios")
     ax[0, 0].legend(fontsize=7, ncol=2)
     return Figure("slt_fig17", "Visit-count ratios EP / soft iEP",
                   "Fraction of edges selected 0, 1, …, 5, > 5 steps in a cycle, EP over soft iEP (means over "
@@ -153,9 +165,12 @@ def fig17(runs: Runs) -> Figure | Missing:
 
 def fig15(runs: Runs) -> Figure | Missing:
     """Jaccard distance of soft iEP to hard iEP and to EP at every cycle (same seed), with chance."""
+    trials = _cycled(runs)
+    if not {t.slt_label for t in trials} >= {"soft iEP (LR)"}:  # skipped before importing torch
+        return Missing("slt_fig15", "iep_quick", "needs soft iEP (LR) with hard iEP (LR) or EP runs of one seed "
+                       "with masks/cycle_XX artifacts")
     from trainables.metrics.compare import jaccard_by_cycle
 
-    trials = _cycled(runs)
     by: dict[tuple[str, object], Trial] = {(t.slt_label, t.p("run.seed")): t for t in trials}
     rows, used = [], []
     for (label, seed), soft in by.items():
@@ -181,9 +196,8 @@ def fig15(runs: Runs) -> Figure | Missing:
                    ms=3, capsize=2, label=pair)
     chance = df.groupby("cycle")[["remaining_ratio", "chance"]].mean()
     a.plot(chance["remaining_ratio"], chance["chance"], "k--", lw=1, label="chance")
-    a.set_xscale("log")
-    a.invert_xaxis()
-    a.set(xlabel="remaining ratio", ylabel="Jaccard distance", title="Mask distance between methods")
+    ratio_axis(a, s["remaining_ratio"])
+    a.set(ylabel="Jaccard distance", title="Mask distance between methods")
     a.legend(fontsize=8)
     return Figure("slt_fig15", "Jaccard distance between methods",
                   "Jaccard distance between the masks of soft iEP and hard iEP / EP at the end of every cycle, "
@@ -223,14 +237,14 @@ def fig5b(runs: Runs) -> Figure | Missing:
 
 def table6(runs: Runs) -> Figure | Missing:
     """Dying neurons of the second-last layer at the last cycle, per method."""
-    trials = [t for t in runs.of("strong_lottery") if "cycle_dying_neurons_no_input" in t.metrics]
+    trials = [t for t in runs.of("strong_lottery") if "cycle/dying_neurons_no_input" in t.metrics]
     if not trials:
         return Missing("slt_table6", "iep_quick", "needs SLT runs with dying-neuron counts")
     df = pd.DataFrame([{"run_id": t.run_id, "method": t.slt_label, "seed": t.p("run.seed"),
                         **{k: t.metrics[k] for k in NEURONS if k in t.metrics}} for t in trials])
     mean = df.groupby("method")[[k for k in NEURONS if k in df]].mean()
     fig, ax = axes(w=6)
-    mean.rename(columns=lambda c: c.removeprefix("cycle_dying_neurons_")).plot.bar(ax=ax[0, 0], rot=0)
+    mean.rename(columns=lambda c: c.removeprefix("cycle/dying_neurons_")).plot.bar(ax=ax[0, 0], rot=0)
     ax[0, 0].set(xlabel="", ylabel="neurons (second-last layer)", title="Dying neurons at the last cycle")
     ax[0, 0].legend(fontsize=8)
     return Figure("slt_table6", "Dying neurons", "Neurons of the second-last layer with no input connection, no "

@@ -14,7 +14,7 @@ from ray.train import Checkpoint
 from ray.tune import Callback
 
 from orchestrator.recovery import error_summary
-from orchestrator.tracking.labels import SweepLabels, dataset_input
+from orchestrator.tracking.labels import SweepLabels, dataset_input, trial_note
 from orchestrator.tracking.ops import (
     DEFAULT_ARTIFACT_FILES,
     DIVERGED_KEY,
@@ -34,6 +34,7 @@ from orchestrator.tracking.ops import (
 from orchestrator.tracking.outbox import FINAL_DRAIN_S, MlflowOutbox, open_outbox
 from orchestrator.tracking.tags import (
     ERROR_TAG,
+    NOTE_TAG,
     NUM_FAILURES_TAG,
     PARENT_TAG,
     STATUS_TAG,
@@ -149,7 +150,7 @@ class MLflowTrialCallback(Callback):
         ops: list[dict] = []
         if self.labels is not None:
             rec.run_name = self.labels.run_name(trial.config, flat, trial.trial_id)
-            rec.tags = self.labels.trial_tags(flat, trial.trial_id)
+            rec.tags = self.labels.trial_tags(flat, trial.trial_id, trial.config)
             try:
                 ops.append(inputs_op(rec, [dataset_input(flat)]))
             except Exception:  # an unreadable data dir: the run goes on without its input
@@ -227,8 +228,9 @@ class MLflowTrialCallback(Callback):
             out = [*self._ensure_started(trial), *self._checkpoint_ops(trial)]
             if not diverged:  # a trial ASHA stopped is not a failure: FINISHED, status "stopped"
                 stop = stop_tag(trial.last_result or {})
-                out.append(tags_op(rec, {STATUS_TAG: "stopped", STOPPED_TAG: stop} if stop
-                                   else {STATUS_TAG: "finished"}))
+                note = {NOTE_TAG: trial_note(self.resolve_params(dict(trial.config)), trial.last_result)}
+                out.append(tags_op(rec, {STATUS_TAG: "stopped", STOPPED_TAG: stop, **note} if stop
+                                   else {STATUS_TAG: "finished", **note}))
             out.append(end_op(rec, "FAILED" if diverged else "FINISHED"))
             self._open.discard(trial.trial_id)
             return out

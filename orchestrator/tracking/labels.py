@@ -14,7 +14,7 @@ Why each piece, checked against MLflow 3.17.2's bundled UI:
   it. 3.17.2's bundled UI does not: its "GenAI / Model training" switch decides (the URL's
   ``workflowType``, else the browser's saved choice, GenAI by default), and a fresh browser
   opens any experiment on the GenAI overview (seen in headless Chromium, tests/test_browser.py).
-  So the links printed here (`view_url`) carry ``workflowType=machine_learning`` and go to the
+  So the links to the saved view (`orchestrator.tracking.views.view_url`) carry ``workflowType=machine_learning`` and go to the
   ``/runs`` page itself: on ``#/experiments/ID?…`` the UI redirects to ``/runs`` and drops the
   shared view's key.
 - ``mlflow.source.name`` / ``mlflow.source.type`` (and ``mlflow.source.git.commit`` when the code
@@ -32,7 +32,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,21 +42,21 @@ from orchestrator.tracking.tags import (
     FAMILY_TAG,
     GIT_COMMIT_TAG,
     METHOD_TAG,
+    NOTE_TAG,
     RUN_COLOR_TAG,
     SOURCE_NAME_TAG,
     SOURCE_TYPE_TAG,
     SPACE_TAG,
     SWEEP_NAME_TAG,
     SWEPT_TAG,
-    VIEW_TAG_PREFIX,
+    VARIANT_TAG,
 )
+from orchestrator.tracking.views import view_key, view_state, view_tag
 from trainables.config import VARIANT_KEY, family_of, method_short_keys
 
 if TYPE_CHECKING:
     from search_spaces import Plan
 
-#: Metric columns of the saved view, after the sweep's own metric (absent ones stay empty).
-VIEW_METRICS = ("test_acc", "test_loss", "density", "dying_ratio")
 SOURCE_NAME = "python -m orchestrator.sweep"
 
 
@@ -110,6 +109,30 @@ def method_label(flat: Mapping[str, Any]) -> str:
     if name == "iep":
         return f"{flat.get('method.pruning', 'soft')}_iep"
     return name
+
+
+def trial_note(flat: Mapping[str, Any], result: Mapping[str, Any] | None = None) -> str:
+    """A child run's description, one line: method, cycles or rounds, density, final test
+    accuracy ("running" before the trial's last report)."""
+    name = str(flat.get("method.name", ""))
+    parts = [method_label(flat)]
+    count, unit = (flat.get("method.rounds"), "rounds") if name == "imp" else (flat.get("method.cycles"), "cycles")
+    if isinstance(count, int | float) and count > 1:
+        parts.append(f"{int(count)} {unit}")
+    r = result or {}
+    density = r.get("density")
+    if density is None:
+        if name == "dense":
+            density = 1.0
+        elif name == "dst":
+            density = flat.get("method.density")
+        elif name == "edge_popup" and isinstance(flat.get("method.prune_rate"), int | float):
+            density = 1 - float(flat["method.prune_rate"])
+    if isinstance(density, int | float):
+        parts.append(f"density {density:.3g}")
+    acc = r.get("test_acc")
+    parts.append(f"final test accuracy {acc:.4f}" if isinstance(acc, int | float) else "running")
+    return ", ".join(parts)
 
 
 def trial_number(trial_id: str) -> int | None:
@@ -194,12 +217,16 @@ class SweepLabels:
             name += f" #{number}"
         return name
 
-    def trial_tags(self, flat: Mapping[str, Any], trial_id: str = "") -> dict[str, str]:
-        """Family, method, space, sweep, swept keys, source and colour of a trial's run."""
+    def trial_tags(self, flat: Mapping[str, Any], trial_id: str = "",
+                   config: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """Family, method, variant, space, sweep, swept keys, source, colour and description
+        (`trial_note`, until the trial ends) of a trial's run."""
         method = str(flat.get("method.name", ""))
         tags = {FAMILY_TAG: family_of(method), METHOD_TAG: method_label(flat), SPACE_TAG: self.space,
                 SWEEP_NAME_TAG: self.sweep_name, SWEPT_TAG: ",".join(self.swept),
-                SOURCE_NAME_TAG: SOURCE_NAME, SOURCE_TYPE_TAG: "LOCAL"}
+                SOURCE_NAME_TAG: SOURCE_NAME, SOURCE_TYPE_TAG: "LOCAL", NOTE_TAG: trial_note(flat)}
+        if config is not None and config.get(VARIANT_KEY) is not None:
+            tags[VARIANT_TAG] = str(config[VARIANT_KEY])
         if self.commit:
             tags[GIT_COMMIT_TAG] = self.commit
         number = trial_number(trial_id) if trial_id else None
@@ -250,39 +277,16 @@ class SweepLabels:
 
     def view_key(self) -> str:
         """The share key of this sweep's saved view of the runs table (see `shared_view`)."""
-        return "sweep-" + re.sub(r"[^A-Za-z0-9_-]", "_", self.sweep_name)[:80]
+        return view_key(self.sweep_name)
 
     def shared_view(self, metric: str, mode: str) -> tuple[str, str]:
-        """(experiment tag, value) of a view of the runs table that MLflow's UI opens from
-        ``#/experiments/ID/runs?viewStateShareKey=KEY`` (`view_url`): this sweep's trials only, sorted
-        by its metric, with the Dataset and Source columns, the swept params and the main
-        metrics shown. Its default shows only Source, Models and Dataset; the UI's own "Share"
-        button saves views the same way (tag ``mlflow.sharedViewState.KEY``, JSON, read back
-        as is when it is not compressed), and the browser keeps what the user changes."""
-        params = [f"params.`{k}`" for k in self.swept if k != VARIANT_KEY]
-        shown = dict.fromkeys([metric, *VIEW_METRICS])
-        columns = ["attributes.`Dataset`", "attributes.`Source`", "tags.`sparsesweep.method`",
-                   *params, *(f"metrics.`{m}`" for m in shown)]
-        name = self.sweep_name.replace("'", "")
-        # trials only: with their parent in the result the UI nests them under it, collapsed
-        # (a shared view cannot expand rows), and the first screen would be one row
-        where = f"tags.`{SWEEP_NAME_TAG}` = '{name}' and tags.`sparsesweep.kind` = 'trial'"
-        state = {"searchFilter": where, "orderByKey": f"metrics.`{metric}`",
-                 "orderByAsc": mode == "min", "selectedColumns": columns}
-        return VIEW_TAG_PREFIX + self.view_key(), json.dumps(state)
-
-
-#: The UI's "Model training" side of its GenAI / Model training switch (URL parameter).
-WORKFLOW_QUERY = "workflowType=machine_learning"
-
-
-def view_url(tracking_uri: str, experiment_id: str, key: str) -> str:
-    """Where the saved view opens: the server's URL, or `mlflow ui`'s default address. The runs
-    page itself in the "Model training" mode (see the module docstring: without both a fresh
-    browser gets the GenAI overview, or the runs table without the view)."""
-    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) \
-        else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}&{WORKFLOW_QUERY}"
+        """(experiment tag, value) of this sweep's saved view of the runs table, which MLflow's
+        UI opens from ``#/experiments/ID/runs?viewStateShareKey=KEY`` (`views.view_url`): its
+        trials only, sorted by its metric, method, test accuracy, density and dying ratio
+        first, then the swept params; charts of accuracy against density and per cycle."""
+        params = [k for k in self.swept if k != VARIANT_KEY]
+        extra = ("itop",) if "dst" in self.families else ()  # DST's exploration (its dying ratio: 1 - itop)
+        return view_tag(self.view_key(), view_state(self.sweep_name, metric, mode, params, extra))
 
 
 def _short_names(keys: Sequence[str]) -> dict[str, str]:

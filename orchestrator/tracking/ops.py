@@ -36,7 +36,7 @@ from orchestrator.tracking.tags import (
     STATUS_TAG,
     TRIAL_PATH_TAG,
 )
-from trainables.keys import CYCLE_PREFIX, DIVERGED_KEY, POSITION_KEYS, REPLAYED_KEY
+from trainables.keys import CYCLE_PREFIX, CYCLE_STEP_KEY, DIVERGED_KEY, POSITION_KEYS, REPLAYED_KEY
 from trainables.mask_figure import MASK_FIGURE
 
 logger = logging.getLogger(__name__)
@@ -201,10 +201,11 @@ def extract_metrics(result: Mapping[str, Any]) -> tuple[dict[str, float], int]:
 
 
 def metric_steps(result: Mapping[str, Any]) -> list[tuple[str, float, int]]:
-    """(key, value, step) of every metric to log: ``cycle_*`` at step = cycle, the rest at
-    step = epoch. MLflow charts then show both views: per epoch, and per cycle."""
+    """(key, value, step) of every metric to log: ``cycle/*`` at step = the cycle (IMP: the
+    round) the report's ``cycle_step`` names, the rest at step = epoch. MLflow charts then show
+    both views: per epoch, and per cycle."""
     metrics, step = extract_metrics(result)
-    cycle = result.get("cycle")
+    cycle = result.get(CYCLE_STEP_KEY, result.get("cycle"))
     cycle_step = int(cycle) if _is_finite_number(cycle) else step
     return [(k, v, cycle_step if k.startswith(CYCLE_PREFIX) else step) for k, v in metrics.items()]
 

@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from orchestrator.recovery import error_summary
 from orchestrator.settings import RESULT_FILES
-from orchestrator.tracking.labels import SweepLabels, dataset_input, mask_files
+from orchestrator.tracking.labels import SweepLabels, dataset_input, mask_files, trial_note
 from orchestrator.tracking.ops import (
     DEFAULT_ARTIFACT_FILES,
     DIVERGED_KEY,
@@ -39,7 +39,7 @@ from orchestrator.tracking.ops import (
     tags_op,
     to_params,
 )
-from orchestrator.tracking.tags import ERROR_TAG, STATUS_TAG
+from orchestrator.tracking.tags import ERROR_TAG, NOTE_TAG, STATUS_TAG
 from orchestrator.tracking.uris import http_health
 from orchestrator.tracking.writer import MlflowWriter
 from orchestrator.tuner.folder import TuneTrial, read_trials
@@ -61,7 +61,7 @@ def trial_ops(trial: TuneTrial, params: dict[str, Any], run_artifacts: set[str],
     extra: list[Op] = []
     if labels is not None:
         rec.run_name = labels.run_name(trial.config, params, trial.trial_id)
-        rec.tags = labels.trial_tags(params, trial.trial_id)
+        rec.tags = labels.trial_tags(params, trial.trial_id, trial.config)
         try:
             extra.append(inputs_op(rec, [dataset_input(params)]))
         except Exception:
@@ -69,9 +69,11 @@ def trial_ops(trial: TuneTrial, params: dict[str, Any], run_artifacts: set[str],
                            exc_info=True)
     ops: list[Op] = [start_op(rec), *extra]
     diverged = False
+    last: dict[str, Any] = {}
     for result in trial.results():
         diverged = diverged or bool(result.get(DIVERGED_KEY))
         ops += result_ops(rec, result)
+        last = result
     ckpt = trial.checkpoint_dir()
     if ckpt is not None and "config.json" not in run_artifacts:
         files = checkpoint_files(ckpt, DEFAULT_ARTIFACT_FILES, trial.name)
@@ -93,7 +95,7 @@ def trial_ops(trial: TuneTrial, params: dict[str, Any], run_artifacts: set[str],
                 end_op(rec, "FAILED")]
     elif trial.status == "TERMINATED":
         if not diverged:
-            ops.append(tags_op(rec, {STATUS_TAG: "finished"}))
+            ops.append(tags_op(rec, {STATUS_TAG: "finished", NOTE_TAG: trial_note(params, last)}))
         ops.append(end_op(rec, "FAILED" if diverged else "FINISHED"))
     else:
         ops += [tags_op(rec, {STATUS_TAG: "killed"}), end_op(rec, "KILLED")]

@@ -24,6 +24,8 @@ FAMILY_TAG = "sparsesweep.family"
 METHOD_TAG = "sparsesweep.method"
 #: The keys the sweep varies (comma-separated): the param columns worth showing.
 SWEPT_TAG = "sparsesweep.swept"
+#: A trial's named variant of its space (the space's own word for it), when it has one.
+VARIANT_TAG = "sparsesweep.variant"
 TRIAL_ID_TAG = "sparsesweep.trial_id"
 TRIAL_NAME_TAG = "sparsesweep.trial_name"
 TRIAL_PATH_TAG = "sparsesweep.trial_path"

@@ -5,6 +5,7 @@ before anything starts."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import urllib.request
@@ -42,16 +43,24 @@ def artifact_root_for(uri: str, storage_dir: Path) -> str | None:
     return local_artifact_root(storage_dir)
 
 
-def tracking_ui_command(uri: str) -> str:
-    """The command a user runs to look at the sweep (printed at the end of a sweep)."""
+def tracking_ui_command(uri: str, sweep: str = "") -> str:
+    """The command a user runs to look at the sweep (printed at the end of a sweep). A local
+    SQLite store: `orchestrator.tracking.ui`, which serves MLflow's UI on a free port and prints
+    the link to the sweep's saved view on that port (`mlflow ui` itself opens on its GenAI home)."""
     if scheme(uri) in ("http", "https"):
         return f"open {uri}"
+    if uri.startswith("sqlite:///") and uri.endswith("/mlflow.db"):
+        storage = uri.removeprefix("sqlite:///").removesuffix("/mlflow.db")
+        sweep_arg = f" --sweep {shlex.quote(sweep)}" if sweep else ""
+        return f"python -m orchestrator.tracking.ui --storage {shlex.quote(storage)}{sweep_arg}"
     return f"mlflow ui --backend-store-uri {uri}"
 
 
 def runnable(command: str) -> str:
     """A printed `mlflow ...` command that works as it is: `mlflow` may exist only in the venv
     that runs this sweep (`make sweep` does not activate it)."""
+    if command.startswith("python -m "):
+        return f"{shlex.quote(sys.executable)}{command[len('python'):]}"
     exe = Path(sys.executable).parent / "mlflow"
     if command.startswith("mlflow ") and exe.is_file() and shutil.which("mlflow") != str(exe):
         return f"{exe}{command[len('mlflow'):]}"

@@ -90,9 +90,10 @@ class CycleStart:
 class CycleEnd:
     """What a method reports when a cycle ends.
 
-    metrics: logged with a `cycle_` prefix at step = cycle (e.g. "dying_ratio" ->
-    `cycle_dying_ratio`); masks: written as `masks/cycle_XX.parquet`; tables: each written as
-    `<name>/cycle_XX.parquet` (e.g. score ranks, visit histograms).
+    metrics: logged as `cycle/<name>` at step = `Method.cycle_step` (e.g. "dying_ratio" ->
+    `cycle/dying_ratio`), each quantity under one name; masks: written as
+    `masks/cycle_XX.parquet`; tables: each written as `<name>/cycle_XX.parquet` (e.g. score
+    ranks, visit histograms), XX the same number.
     """
 
     metrics: dict[str, float] = field(default_factory=dict)
@@ -192,8 +193,14 @@ class Method:
         return data_seed, epoch
 
     def cycle_metric_prefix(self, cycle: int) -> str:
-        """Inserted into the engine's per-cycle metric names: `cycle_{prefix}test_acc`, ..."""
+        """Names a side phase's engine metrics, per epoch and per cycle (`cycle/{prefix}test_acc`,
+        `{prefix}test_acc`): "" for the method's own training."""
         return ""
+
+    def cycle_step(self, cycle: int) -> int:
+        """The number a reader gives the engine's `cycle` (IMP: its round): the step of its
+        `cycle/` metrics and the XX of its cycle artifacts."""
+        return cycle
 
     def observe_cycle_metrics(self, cycle: int, metrics: dict[str, float]) -> None:
         """The engine's metrics of the cycle's last epoch (test_acc, ...), before `end_of_cycle`."""

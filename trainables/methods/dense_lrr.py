@@ -74,8 +74,7 @@ class DenseLRR(Method):
         return {"density": self._remaining(model)}
 
     def end_of_cycle(self, model: nn.Module, cycle: int) -> CycleEnd:
-        return CycleEnd(metrics={"remaining_ratio": self._remaining(model),
-                                 "prune_rate": self.rates[cycle - 1]},
+        return CycleEnd(metrics={"density": self._remaining(model)},
                         masks=self.masks(model))
 
     def masks(self, model: nn.Module) -> dict[str, Tensor]:

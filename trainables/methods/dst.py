@@ -44,7 +44,7 @@ from trainables.metrics.itop import itop_ratio, record_masks
 from trainables.models.layers import LayerFactory
 from trainables.rng import stable_generator
 from trainables.sparse.bits import PackedBits
-from trainables.sparse.density import prune_rate_from_density, pruned_count
+from trainables.sparse.density import pruned_count
 from trainables.sparse.dst_criteria import (
     EXTRA_CRITERIA,
     EXTRA_GROWTH,
@@ -340,9 +340,7 @@ class DST(Method):
         itop = itop_ratio(self.ever)
         out = {
             "density": sum(counts.values()) / total,
-            "itop": itop,
-            "dying_ratio": 1.0 - itop,
-            "k_minus_dying": prune_rate_from_density(self.method_cfg.density) - (1.0 - itop),
+            "itop": itop,  # its dying ratio is 1 - itop: logged once, as the paper's ITOP rate
             "updates": float(self.updates),
             "prune_fraction": self.last_rho,
         }
@@ -351,12 +349,10 @@ class DST(Method):
 
     def end_of_cycle(self, model: nn.Module, cycle: int) -> CycleEnd:
         masks = self.masks(model)
-        metrics = {
-            "itop": itop_ratio(self.ever),
+        metrics = {  # itop and updates are the last epoch's, logged there
             "jaccard_init": mean_layer_jaccard(masks, self.init_masks),
             "jaccard_init_random": random_reference(
                 (m.numel(), int(torch.count_nonzero(m))) for m in self.init_masks.values()),
-            "updates": float(self.updates),
         }
         tables = {"init_masks": masks_table(self.init_masks)}
         if self.jaccard_rows:

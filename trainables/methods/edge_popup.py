@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from trainables.config import EdgePopupConfig, ExperimentConfig, SupermaskConfig
+from trainables.keys import DYING_RATIO_ALL_CYCLES
 from trainables.methods.base import CycleEnd, Method, Position, StepContext
 from trainables.metrics.dying import dying_ratio
 from trainables.metrics.neurons import dying_neurons, second_last_pair
@@ -235,13 +236,15 @@ class EdgePopup(Method):
         return masks, kept / sum(m.numel() for m in masks.values())
 
     def exploration_metrics(self, model: nn.Module) -> dict[str, float]:
-        """d (this cycle), k - d, density, k; over all cycles too when there are several."""
+        """d (this cycle), k - d and density (= 1 - k: k itself is the config's or the cycle's
+        schedule value, not logged twice); with several cycles also sparsesweep's own
+        `dying_ratio_all_cycles` (never in the mask in any cycle: can only fall, capped by cycle 1's d)."""
         _, remaining = self._mask_stats(model)
         d = dying_ratio(self._ever_cycle)
         k = self._rate if self._rate is not None else self.init_prune_rate()
-        out = {"dying_ratio": d, "k_minus_dying": k - d, "density": remaining, "prune_rate": k}
+        out = {"dying_ratio": d, "k_minus_dying": k - d, "density": remaining}
         if self.multi_cycle:
-            out["dying_ratio_total"] = dying_ratio(self._ever)
+            out[DYING_RATIO_ALL_CYCLES] = dying_ratio(self._ever)
         return out
 
     def end_of_epoch(self, model: nn.Module, epoch: int) -> dict[str, float]:
@@ -250,14 +253,14 @@ class EdgePopup(Method):
 
     def end_of_cycle(self, model: nn.Module, cycle: int) -> CycleEnd:
         """Cycle metrics, its final mask, and the rank / visit / coat tables."""
-        masks, remaining = self._mask_stats(model)
+        masks, _ = self._mask_stats(model)
         metrics = self.exploration_metrics(model)
-        metrics["remaining_ratio"] = remaining
         tables: dict[str, pa.Table] = {}
         if self.method_cfg.track_visits:
             hist = visit_histogram(self.visits)
             total = sum(hist.values())
-            metrics.update({f"visits_{b}": hist[b] / total for b in BUCKETS})
+            # bucket 0 (never visited) is the dying ratio, logged once as that
+            metrics.update({f"visits_{b}": hist[b] / total for b in BUCKETS if b != "0"})
             tables["visits"] = self._visit_table(cycle)
         pair = second_last_pair(masks)
         if pair is not None:

@@ -17,9 +17,10 @@ order (`ImpConfig.phases`):
 - imp    — the IMP training proper; last, so the run's last report is IMP's and its final
            weights are what the next round prunes.
 
-At the IMP cycle's end the round is summarised at step = that cycle: `cycle_round`,
-`cycle_test_acc` (IMP), `cycle_reinit_test_acc`, `cycle_remaining_ratio`, `cycle_threshold`,
-`cycle_instability` (copies), `cycle_successive_instability` (rounds r-1 -> r, Fig. 8),
+Each phase's end is summarised at step = its round r: `cycle/test_acc`, `cycle/train_acc`
+(IMP), `cycle/reinit_test_acc`, `cycle/reinit_train_acc`, `cycle/reinit_threshold` (the
+reinit baseline), `cycle/copy_test_acc`, `cycle/density`, `cycle/threshold`,
+`cycle/instability` (copies), `cycle/successive_instability` (rounds r-1 -> r, Fig. 8),
 angular distances to the previous round and to θ_0; artifacts: `masks/`, `distances/` (all
 round pairs so far, three distance kinds, IMP and reinit), `histograms/` and `lmc/` tables.
 
@@ -31,7 +32,6 @@ to the device (`trainables.sparse.repel`).
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 import weakref
@@ -106,7 +106,6 @@ class Imp(Method):
         self.copy_state: dict[str, Tensor] | None = None
         self.prev_state: dict[str, Tensor] | None = None
         self.rows: list[dict[str, Any]] = []
-        self.pending: dict[str, float] = {}
         self.prune_thresholds: list[float] = []
         self.bias_masks: dict[str, Tensor] = {}  # method.prune_biases: "<layer>.bias" -> kept entries
         self.spill_dir: Path | None = None  # method.optima_store=disk
@@ -147,8 +146,13 @@ class Imp(Method):
         return (data_seed + 1 if self.method_cfg.copy_data_seed is None else self.method_cfg.copy_data_seed), within
 
     def cycle_metric_prefix(self, cycle: int) -> str:
+        """reinit_ / copy_: the baseline's and the copy's metrics under their own names."""
         phase = self.round_phase(cycle)[1]
-        return "" if phase == "imp" else f"phase_{phase}_"
+        return "" if phase == "imp" else f"{phase}_"
+
+    def cycle_step(self, cycle: int) -> int:
+        """Every phase of round r reports at step r."""
+        return self.round_phase(cycle)[0]
 
     def observe_cycle_metrics(self, cycle: int, metrics: dict[str, float]) -> None:
         self.last_engine = dict(metrics)
@@ -199,10 +203,9 @@ class Imp(Method):
 
     def end_of_cycle(self, model: nn.Module, cycle: int) -> CycleEnd:
         r, phase = self.round_phase(cycle)
-        if phase == "copy":
+        if phase == "copy":  # its engine metrics: cycle/copy_test_acc, ... (cycle_metric_prefix)
             self.copy_state = _cpu_state(model)
-            self.pending["copy_test_acc"] = self.last_engine.get("test_acc", math.nan)
-            return CycleEnd(metrics={"round": r})
+            return CycleEnd()
         if phase == "reinit":
             return self._end_reinit(model, r)
         return self._end_imp(model, r)
@@ -371,10 +374,9 @@ class Imp(Method):
                 x, y = shared_vectors(self._full(earlier, self.round_masks[i - 1]), self._full(values, masks),
                                       self.round_masks[i - 1], masks)
                 self.rows.append(distance_row("reinit", _label(i), _label(r), x, y))
-        self.pending.update(reinit_test_acc=self.last_engine.get("test_acc", math.nan),
-                            reinit_threshold=self._threshold(model))
         hist = weight_histogram(torch.cat(list(values.values())), self.method_cfg.hist_bins, "reinit")
-        return CycleEnd(metrics={"round": r}, tables={"histograms": _with_round(hist, r)})
+        return CycleEnd(metrics={"reinit_threshold": self._threshold(model)},
+                        tables={"histograms": _with_round(hist, r)})
 
     def round_masks_now(self, model: nn.Module) -> dict[str, Tensor]:
         return {n: layer.mask.detach().cpu().clone() for n, layer in self.prunable(model).items()}
@@ -387,10 +389,8 @@ class Imp(Method):
         values = self._keep(self._compact(model), f"imp-r{r:02d}")
         self.optima.append(values)
         theta = torch.cat(list(values.values()))
-        metrics: dict[str, float] = {"round": r, "remaining_ratio": self._remaining(model),
-                                     "sparsity": 1 - self._remaining(model), "threshold": self._threshold(model)}
-        if r >= 2:
-            metrics["prune_threshold"] = self.prune_thresholds[r - 2]
+        # the threshold that pruned round r is round r-1's `threshold`: logged once, there
+        metrics: dict[str, float] = {"density": self._remaining(model), "threshold": self._threshold(model)}
         init_on_mask = torch.cat([self.init_state[n].flatten()[masks[n].flatten()] for n in masks])
         init_row = distance_row("imp", _label(r), "init", theta, init_on_mask)
         self.rows.append(init_row)
@@ -424,8 +424,6 @@ class Imp(Method):
                                       "error": pa.array([c[2] for c in curves], pa.float64())})
         self.prev_state = current if self.method_cfg.lmc_successive else None
         self.copy_state = None
-        metrics.update(self.pending)
-        self.pending = {}
         return CycleEnd(metrics=metrics, masks=self.masks(model), tables=tables)
 
     def _interpolate(self, model: nn.Module, a: dict[str, Tensor], b: dict[str, Tensor]) -> list[tuple[float, float]]:
@@ -440,7 +438,7 @@ class Imp(Method):
         return {"rewind_state": self.rewind_state, "round_masks": self.round_masks, "optima": self.optima,
                 "reinit_optima": {str(k): v for k, v in self.reinit_optima.items()},
                 "reinit_init": self.reinit_init, "copy_state": self.copy_state, "prev_state": self.prev_state,
-                "rows": self.rows, "pending": self.pending, "prune_thresholds": self.prune_thresholds,
+                "rows": self.rows, "prune_thresholds": self.prune_thresholds,
                 "bias_masks": self.bias_masks}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -454,7 +452,6 @@ class Imp(Method):
         self.copy_state = state["copy_state"]
         self.prev_state = state["prev_state"]
         self.rows = [dict(r) for r in state["rows"]]
-        self.pending = dict(state["pending"])
         self.prune_thresholds = [float(t) for t in state["prune_thresholds"]]
         self.bias_masks = dict(state.get("bias_masks", {}))
 
