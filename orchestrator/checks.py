@@ -169,6 +169,9 @@ def check_db_url(flag: str, url: str) -> None:
     try:
         dialect.import_dbapi()
     except ImportError as e:
+        from orchestrator.cluster.shared_db import check_driver
+
+        check_driver(url, flag)  # names the installed driver to write instead, if there is one
         driver = dialect.driver
         package = _DRIVER_PACKAGES.get(driver, driver)
         raise ConfigError(f"{flag}: {parsed.get_backend_name()} needs the Python driver {driver!r}, which is "

@@ -113,17 +113,18 @@ def test_trial_process_killed_restarts_and_oom_trial_fails_alone(tmp_path: Path)
         pid = int(rows[-1]["pid"])
         return pid if in_session(pid, sweep_pid) else None
 
-    epochs = 60  # of ~50 ms: the kill lands while it trains
-    # 2e12 hidden units: a weight of 512 TB, which no allocator grants (a real failed allocation)
+    epochs = 60  # of ~0.1 s: the kill lands while it trains
+    # Conv-4 at width 1024: a 3x3 conv of 65536 -> 65536 channels is a 155 GB weight, which no
+    # allocator grants here (a real failed allocation); every key stays within its allowed range
     code, out, trial_dir, before = killed_and_restarted(
-        tmp_path, "tkill", ["--grid", "model.mlp_hidden=32,2000000000000", "--max-concurrent", "2"],
+        tmp_path, "tkill", ["--set", "model.name=conv4", "--grid", "model.width=1,1024", "--max-concurrent", "2"],
         trial_pid, epochs)
     assert code == 1, out[-4000:]  # one trial errored
     storage = tmp_path / "runs"
     check_restarted_trial(storage, "tkill", trial_dir, before, epochs)
 
     table = pd.read_csv(storage / "tune" / "tkill" / "results.csv")
-    oom = table[table["model.mlp_hidden"].astype(str).str.contains("2000000000000")].iloc[0]
+    oom = table[table["model.width"] == 1024].iloc[0]
     ok = table[~table.index.isin([oom.name])].iloc[0]
     assert oom["status"] == "ERROR" and "out of memory" in oom["error"], oom.to_dict()
     assert "lower data.batch_size" in oom["error"]
@@ -132,7 +133,7 @@ def test_trial_process_killed_restarts_and_oom_trial_fails_alone(tmp_path: Path)
     failed = runs[oom["trial"]]
     assert failed.info.status == "FAILED" and failed.data.tags[STATUS_TAG] == "error"
     assert "out of memory" in failed.data.tags["sparsesweep.error"]
-    assert failed.data.params["model.mlp_hidden"] == "(2000000000000,)"  # its config
+    assert failed.data.params["model.width"] == "1024.0"  # its config
     text = Path(client.download_artifacts(failed.info.run_id, "error.txt", str(tmp_path))).read_text()
     assert "can't allocate memory" in text
 
