@@ -53,6 +53,8 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 # Recorded from commit 58a1413 (torch 2.14.1+cu130, x86-64 CPU).
+# IMP's per-round artifacts are named by round (the reinit's histograms as reinit_cycle_RR): the
+# digests recorded from 58a1413 under the engine's cycle numbers, each under its round's name.
 GOLDEN: dict[str, str] = {
     "data/digits_tensors": "f8ac982afe789a5d2cc92269bf2e3ddf7ed07cc9834dbcc15ea36a0c45ed88a9",
     "data/order_seed0_epoch0": "b6fac9764a812fc9b143df02fca4952cc8a10cbabd59ba75386f265ff7b4490b",
@@ -147,18 +149,18 @@ GOLDEN: dict[str, str] = {
     "imp/final_weights": "f36cf20ceeddb422171f16876bec38a8b41b1d3ede960f3b4ab848adb0d9eadb",
     "imp/final_masks": "a5b68ede5646d0aa9aee911bf470145cdf54acb1fbbf9b9510056ee5f07161dc",
     "imp/distances/cycle_01.parquet": "7cff89a06e74d7b99fa0a426847fedf311a584258e4928d4fbcc38b737ec3c1b",
-    "imp/distances/cycle_03.parquet": "cd9a0ea0786c886551ccfb6408130f0b4f836b26489d277232266216c3868fbd",
-    "imp/distances/cycle_05.parquet": "0421e8a6ed92526cf08e185c27fb904f9207003b2d18419700b01ac78be1b71f",
+    "imp/distances/cycle_02.parquet": "cd9a0ea0786c886551ccfb6408130f0b4f836b26489d277232266216c3868fbd",
+    "imp/distances/cycle_03.parquet": "0421e8a6ed92526cf08e185c27fb904f9207003b2d18419700b01ac78be1b71f",
     "imp/histograms/cycle_01.parquet": "915299dd8bf8d1af2770d6354481bb6216e2a10e1c496f96a63c5bbbde2245d9",
-    "imp/histograms/cycle_02.parquet": "c4a3316341ff4968425bf1bea350070cd88ea552792bba06ceb70114020703d2",
-    "imp/histograms/cycle_03.parquet": "5fe6e87dd0ddf5a9036b1f94a8f45db3be9fcc11907875cbe8e5faf88f60afe3",
-    "imp/histograms/cycle_04.parquet": "17ee904978da86db28a2de0e7cbce60e35a35b73ecf450aa7586b6f79ddb3e7b",
-    "imp/histograms/cycle_05.parquet": "1750c10caa3c057a553f644bdb5faa1bdcf34e8da674bfbbf1f871900fccd117",
-    "imp/lmc/cycle_03.parquet": "692d1a0fde55680b803a50a14fbed58a3a3658cb8d4ef199bea841032ca3a640",
-    "imp/lmc/cycle_05.parquet": "39c5e9c89c319b876864bac3fe4169653a8415e718a71df240f1ea644876154a",
+    "imp/histograms/reinit_cycle_02.parquet": "c4a3316341ff4968425bf1bea350070cd88ea552792bba06ceb70114020703d2",
+    "imp/histograms/cycle_02.parquet": "5fe6e87dd0ddf5a9036b1f94a8f45db3be9fcc11907875cbe8e5faf88f60afe3",
+    "imp/histograms/reinit_cycle_03.parquet": "17ee904978da86db28a2de0e7cbce60e35a35b73ecf450aa7586b6f79ddb3e7b",
+    "imp/histograms/cycle_03.parquet": "1750c10caa3c057a553f644bdb5faa1bdcf34e8da674bfbbf1f871900fccd117",
+    "imp/lmc/cycle_02.parquet": "692d1a0fde55680b803a50a14fbed58a3a3658cb8d4ef199bea841032ca3a640",
+    "imp/lmc/cycle_03.parquet": "39c5e9c89c319b876864bac3fe4169653a8415e718a71df240f1ea644876154a",
     "imp/masks/cycle_01.parquet": "c4cb322b9717ea197f83ffa582ea621a548a25410f6e85a2a54927d4b66ef137",
-    "imp/masks/cycle_03.parquet": "b820f84724d1470a678805c6d5c5252f34843aea4db7e3982ecdb21d4d9d0575",
-    "imp/masks/cycle_05.parquet": "a5b68ede5646d0aa9aee911bf470145cdf54acb1fbbf9b9510056ee5f07161dc",
+    "imp/masks/cycle_02.parquet": "b820f84724d1470a678805c6d5c5252f34843aea4db7e3982ecdb21d4d9d0575",
+    "imp/masks/cycle_03.parquet": "a5b68ede5646d0aa9aee911bf470145cdf54acb1fbbf9b9510056ee5f07161dc",
 }
 
 
