@@ -49,21 +49,23 @@ DST_DEFAULTS: dict[str, Any] = {
     "method.name": "dst", "method.prune_fraction": 0.5, "method.prune_schedule": "cosine",
     "method.update_period": 800, "method.scope": "local",
 }
+
+
+def _panel(model: str, dataset: str, lr: float, weight_decay: float, epochs: int,
+           distribution: str) -> dict[str, Any]:
+    """One panel of the paper's Fig. 1: a model on its dataset with its training recipe."""
+    return {"model.name": model, "data.dataset": dataset, "optim.lr": lr, "optim.weight_decay": weight_decay,
+            "schedule.epochs": epochs, "method.distribution": distribution}
+
+
 PANELS: dict[str, dict[str, Any]] = {
-    "mlp_higgs": {"model.name": "mlp_small", "data.dataset": "higgs", "optim.lr": 0.01,
-                  "optim.weight_decay": 5e-4, "schedule.epochs": 100, "method.distribution": "er"},
-    "mlp_cifar10": {"model.name": "mlp_large", "data.dataset": "cifar10", "optim.lr": 0.01,
-                    "optim.weight_decay": 5e-4, "schedule.epochs": 100, "method.distribution": "er"},
-    "cnn_cifar10": {"model.name": "cnn_small", "data.dataset": "cifar10", "optim.lr": 0.01,
-                    "optim.weight_decay": 5e-4, "schedule.epochs": 100, "method.distribution": "erk"},
-    "lenet_fashionmnist": {"model.name": "lenet5_caffe", "data.dataset": "fashionmnist", "optim.lr": 0.01,
-                           "optim.weight_decay": 5e-4, "schedule.epochs": 100, "method.distribution": "erk"},
-    "resnet56_cifar10": {"model.name": "resnet56", "data.dataset": "cifar10", "optim.lr": 0.1,
-                         "optim.weight_decay": 1e-4, "schedule.epochs": 200, "method.distribution": "erk"},
-    "resnet56_cifar100": {"model.name": "resnet56", "data.dataset": "cifar100", "optim.lr": 0.1,
-                          "optim.weight_decay": 1e-4, "schedule.epochs": 200, "method.distribution": "erk"},
-    "vgg_cifar100": {"model.name": "vgg16_bn", "data.dataset": "cifar100", "optim.lr": 0.01,
-                     "optim.weight_decay": 1e-4, "schedule.epochs": 200, "method.distribution": "erk"},
+    "mlp_higgs": _panel("mlp_small", "higgs", 0.01, 5e-4, 100, "er"),
+    "mlp_cifar10": _panel("mlp_large", "cifar10", 0.01, 5e-4, 100, "er"),
+    "cnn_cifar10": _panel("cnn_small", "cifar10", 0.01, 5e-4, 100, "erk"),
+    "lenet_fashionmnist": _panel("lenet5_caffe", "fashionmnist", 0.01, 5e-4, 100, "erk"),
+    "resnet56_cifar10": _panel("resnet56", "cifar10", 0.1, 1e-4, 200, "erk"),
+    "resnet56_cifar100": _panel("resnet56", "cifar100", 0.1, 1e-4, 200, "erk"),
+    "vgg_cifar100": _panel("vgg16_bn", "cifar100", 0.01, 1e-4, 200, "erk"),
 }
 
 OPTUNA: dict[str, Any] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -86,17 +87,20 @@ def kaiming_normal(weight: Tensor, *, prune_rate: float = 0.0,
                    generator: torch.Generator | None = None) -> None:
     """N(0, gain²/fan_in), gain = √2 (ReLU)."""
     del prune_rate
-    draw = _empty(weight, generator)
-    nn.init.kaiming_normal_(draw, mode="fan_in", nonlinearity="relu", generator=generator)
-    _fill(weight, draw)
+    _kaiming(weight, nn.init.kaiming_normal_, generator)
 
 
 def kaiming_uniform(weight: Tensor, *, prune_rate: float = 0.0,
                     generator: torch.Generator | None = None) -> None:
     """U(±gain·√(3/fan_in)), gain = √2 (ReLU)."""
     del prune_rate
+    _kaiming(weight, nn.init.kaiming_uniform_, generator)
+
+
+def _kaiming(weight: Tensor, init: Any, generator: torch.Generator | None) -> None:
+    """torch's Kaiming init (fan_in, ReLU) drawn from `generator` into `weight`."""
     draw = _empty(weight, generator)
-    nn.init.kaiming_uniform_(draw, mode="fan_in", nonlinearity="relu", generator=generator)
+    init(draw, mode="fan_in", nonlinearity="relu", generator=generator)
     _fill(weight, draw)
 
 
