@@ -252,9 +252,11 @@ def _heat(m: pd.DataFrame, name: str, title: str, caption: str, paper: str, used
 
 def fig4(runs: Runs) -> Figure | Missing:
     """Loss gap (validation − training loss) over epochs per criterion, and each run's final ITOP."""
-    from trainables.metrics.loss_gap import loss_gap
-
     trials = _dst(runs)
+    if not trials:
+        return Missing("dst_fig4", "dst_quick", "needs DST runs with >= 2 epochs of train and test loss")
+    from trainables.metrics.loss_gap import loss_gap  # torch: only once there is data
+
     rows = []
     for t in trials:
         test = dict(runs.history(t, "test_loss"))
