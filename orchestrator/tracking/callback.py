@@ -17,7 +17,6 @@ from orchestrator.recovery import error_summary
 from orchestrator.tracking.labels import SweepLabels, dataset_input, trial_note
 from orchestrator.tracking.ops import (
     DEFAULT_ARTIFACT_FILES,
-    DIVERGED_KEY,
     TRAIN_CHECKPOINT_KEY,
     TrialRecord,
     artifacts_op,
@@ -42,6 +41,7 @@ from orchestrator.tracking.tags import (
 )
 from orchestrator.tracking.writer import MlflowWriter
 from orchestrator.tuner.schedulers import stop_tag
+from trainables.keys import DIVERGED_KEY
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial

@@ -21,29 +21,15 @@ from mlflow import MlflowClient
 
 from orchestrator.recovery import error_summary
 from orchestrator.settings import RESULT_FILES
+from orchestrator.tracking import ops
 from orchestrator.tracking.labels import SweepLabels, dataset_input, mask_files, trial_note
-from orchestrator.tracking.ops import (
-    DEFAULT_ARTIFACT_FILES,
-    DIVERGED_KEY,
-    Op,
-    TrialRecord,
-    artifacts_op,
-    checkpoint_files,
-    end_op,
-    error_op,
-    has_mask_figure,
-    inputs_op,
-    mask_figure_op,
-    result_ops,
-    start_op,
-    tags_op,
-    to_params,
-)
+from orchestrator.tracking.ops import Op, TrialRecord
 from orchestrator.tracking.tags import ERROR_TAG, NOTE_TAG, STATUS_TAG
 from orchestrator.tracking.uris import http_health
 from orchestrator.tracking.writer import MlflowWriter
 from orchestrator.tuner.folder import TuneTrial, read_trials
 from trainables.config import ConfigError
+from trainables.keys import DIVERGED_KEY
 from trainables.mask_figure import MASK_FIGURE
 
 logger = logging.getLogger(__name__)
@@ -57,49 +43,49 @@ def trial_ops(trial: TuneTrial, params: dict[str, Any], run_artifacts: set[str],
     `run_artifacts`: the run's artifact paths (top level and ``masks/``); with `labels`, the
     run's name, tags, dataset input and mask figure (`orchestrator.tracking.labels`) too."""
     rec = TrialRecord(trial.trial_id, trial.name,
-                      [(p.key, p.value) for p in to_params(params)], str(trial.path))
+                      [(p.key, p.value) for p in ops.to_params(params)], str(trial.path))
     extra: list[Op] = []
     if labels is not None:
         rec.run_name = labels.run_name(trial.config, params, trial.trial_id)
         rec.tags = labels.trial_tags(params, trial.trial_id, trial.config)
         try:
-            extra.append(inputs_op(rec, [dataset_input(params)]))
+            extra.append(ops.inputs_op(rec, [dataset_input(params)]))
         except Exception:
             logger.warning("trial %s: its dataset is not logged as an MLflow input", trial.name,
                            exc_info=True)
-    ops: list[Op] = [start_op(rec), *extra]
+    out: list[Op] = [ops.start_op(rec), *extra]
     diverged = False
     last: dict[str, Any] = {}
     for result in trial.results():
         diverged = diverged or bool(result.get(DIVERGED_KEY))
-        ops += result_ops(rec, result)
+        out += ops.result_ops(rec, result)
         last = result
     ckpt = trial.checkpoint_dir()
     if ckpt is not None and "config.json" not in run_artifacts:
-        files = checkpoint_files(ckpt, DEFAULT_ARTIFACT_FILES, trial.name)
+        files = ops.checkpoint_files(ckpt, ops.DEFAULT_ARTIFACT_FILES, trial.name)
         if files:
-            ops.append(artifacts_op(rec, [(str(p), a) for p, a in files]))
+            out.append(ops.artifacts_op(rec, [(str(p), a) for p, a in files]))
     if ckpt is not None and labels is not None and f"masks/{MASK_FIGURE}" not in run_artifacts:
-        files = [(str(p), a) for p, a in checkpoint_files(ckpt, DEFAULT_ARTIFACT_FILES, trial.name)]
-        if has_mask_figure(files):  # the trial drew it: uploaded with the checkpoint's files
+        files = [(str(p), a) for p, a in ops.checkpoint_files(ckpt, ops.DEFAULT_ARTIFACT_FILES, trial.name)]
+        if ops.has_mask_figure(files):  # the trial drew it: uploaded with the checkpoint's files
             if "config.json" in run_artifacts:  # ... which went up before, without it
-                ops.append(artifacts_op(rec, [(p, a) for p, a in files if has_mask_figure([(p, a)])]))
-        elif figure := mask_figure_op(rec, *mask_files(files)):
-            ops.append(figure)
+                out.append(ops.artifacts_op(rec, [(p, a) for p, a in files if ops.has_mask_figure([(p, a)])]))
+        elif figure := ops.mask_figure_op(rec, *mask_files(files)):
+            out.append(figure)
     if trial.status == "ERROR":
         error_file = trial.path / "error.txt"
         text = error_file.read_text(errors="replace") if error_file.is_file() else ""
         if "error.txt" not in run_artifacts:
-            ops.append(error_op(rec, text, trial.num_failures))
-        ops += [tags_op(rec, {STATUS_TAG: "error", ERROR_TAG: error_summary(text)}),
-                end_op(rec, "FAILED")]
+            out.append(ops.error_op(rec, text, trial.num_failures))
+        out += [ops.tags_op(rec, {STATUS_TAG: "error", ERROR_TAG: error_summary(text)}),
+                ops.end_op(rec, "FAILED")]
     elif trial.status == "TERMINATED":
         if not diverged:
-            ops.append(tags_op(rec, {STATUS_TAG: "finished", NOTE_TAG: trial_note(params, last)}))
-        ops.append(end_op(rec, "FAILED" if diverged else "FINISHED"))
+            out.append(ops.tags_op(rec, {STATUS_TAG: "finished", NOTE_TAG: trial_note(params, last)}))
+        out.append(ops.end_op(rec, "FAILED" if diverged else "FINISHED"))
     else:
-        ops += [tags_op(rec, {STATUS_TAG: "killed"}), end_op(rec, "KILLED")]
-    return ops
+        out += [ops.tags_op(rec, {STATUS_TAG: "killed"}), ops.end_op(rec, "KILLED")]
+    return out
 
 
 def sync_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None, sweep_dir: Path,
