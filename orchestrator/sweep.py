@@ -219,7 +219,7 @@ def _study_args(args: argparse.Namespace) -> tuple[str, str]:
 
     url = check_storage_url(args.optuna_storage)
     refuse_password(url, "--optuna-storage", "PGPASSWORD or ~/.pgpass (the database's own password file)")
-    check_server_uri(url, "--optuna-storage")  # driver installed, server answering
+    check_server_uri(url, "--optuna-storage")  # the database server answers
     return sampler, url
 
 

@@ -95,9 +95,9 @@ def _where(uri: str) -> str:
 
 
 def check_server_uri(uri: str, flag: str) -> None:
-    """A PostgreSQL/MySQL URI: its driver is installed and its server answers."""
+    """A PostgreSQL/MySQL URI's server answers (its driver was checked by checks.check_db_url,
+    which every database URL passes first)."""
     if is_server_uri(uri):
-        check_driver(uri, flag)
         check_reachable(uri, flag)
 
 

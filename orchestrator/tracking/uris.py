@@ -121,7 +121,7 @@ def check_tracking_uri(uri: str) -> None:
         raise ConfigError(f"{flag}: {one_line(repr(uri))} is not supported; {allowed}")
     from orchestrator.cluster.shared_db import check_server_uri
 
-    check_server_uri(uri, flag)  # a database server: its driver installed, the server answering
+    check_server_uri(uri, flag)  # a database server answers
 
 
 def refuse_password(uri: str, flag: str, instead: str) -> None:
