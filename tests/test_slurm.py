@@ -297,16 +297,18 @@ def _write(tmp_path: Path, *args: str) -> tuple[int, str]:
     (["--name", "s", "--", "--space", "ep_quick"], "--storage: required"),
     (["--storage", "/tmp/runs", "--name", "s"], "is under /tmp, local to one node"),
     (["--storage", "s3://bucket/runs", "--name", "s"], "is a URI"),
-    (["--storage", "{shared}", "--name", "s", "--", "--storage", "/x"], "--storage are set by the job script"),
-    (["--storage", "{shared}", "--name", "s", "--", "--space", "no_such_space"], "no_such_space"),
-    (["--storage", "{shared}", "--name", "s", "--ray-mode", "ssh"], "--ray-mode: 'ssh' is not one of"),
-    (["--storage", "{shared}", "--name", "s", "--partition", "gpu;rm"], "--partition"),
-    (["--storage", "{shared}", "--name", "s", "--tracking-uri", "http://127.0.0.1:{port}"],
+    (["--storage", "{shared}", "--assume-shared", "--name", "s", "--", "--storage", "/x"], "--storage are set by the job script"),
+    (["--storage", "{shared}", "--assume-shared", "--name", "s", "--", "--space", "no_such_space"], "no_such_space"),
+    (["--storage", "{shared}", "--assume-shared", "--name", "s", "--ray-mode", "ssh"], "--ray-mode: 'ssh' is not one of"),
+    (["--storage", "{shared}", "--assume-shared", "--name", "s", "--partition", "gpu;rm"], "--partition"),
+    (["--storage", "{shared}", "--assume-shared", "--name", "s", "--tracking-uri", "http://127.0.0.1:{port}"],
      "no MLflow server answers"),
 ])
 def test_bad_slurm_job_settings_are_one_line_and_write_nothing(
         tmp_path: Path, args: list[str], message: str) -> None:
-    shared = ROOT / ".pytest-shared-storage"  # not under /tmp: looks shared; never created
+    # never created; --assume-shared: these cases are about other settings, wherever the
+    # checkout lies (a clone under /tmp would be refused as node-local storage)
+    shared = ROOT / ".pytest-shared-storage"
     args = [a.format(shared=shared, port=free_port()) for a in args]
     code, err = _write(tmp_path, *args)
     assert code == 2 and err.count("\n") == 1 and message in err, err
