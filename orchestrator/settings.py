@@ -150,10 +150,6 @@ class SweepLayout:
     def ddp_storage(self) -> str:
         return f"{self.sweep_path}/{DDP_DIR}"
 
-    @property
-    def study_file(self) -> Path:
-        return self.sweep_dir / STUDY_FILE
-
     def default_study_url(self) -> str:
         """The Optuna study's default RDB: SQLite in the sweep folder ("" when remote)."""
         return "" if self.remote else f"sqlite:///{self.sweep_dir.resolve() / STUDY_FILE}"
@@ -161,10 +157,6 @@ class SweepLayout:
     def space_copy(self, suffix: str) -> Path:
         """Where a --space file is copied (and logged from), so --resume reads what ran."""
         return self.sweep_dir / f"{SPACE_COPY}{suffix}"
-
-    @property
-    def tune_state_backup(self) -> Path:
-        return self.sweep_dir / TUNE_STATE_BACKUP
 
     def write_settings(self, settings: Settings) -> None:
         """Save the settings atomically (a resume must never read half a file)."""
